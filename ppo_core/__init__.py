@@ -1,0 +1,1 @@
+"""ppo_core package."""
