@@ -1,0 +1,49 @@
+"""The `[run]` table: what to train on, for how long, where and how to write results."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# The seed's full encoder (4 layers x 256) is compute-bound on a 2-core CPU (~0.5 GFLOP per sample
+# per epoch with backward), so CPU runs default to this small one; CUDA runs get the full size.
+ENCODER_PRESETS: dict[str, dict[str, int]] = {
+    "small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_ff": 128, "out_dim": 128},
+    "full": {"n_layers": 4, "d_model": 256, "n_heads": 8, "d_ff": 1024, "out_dim": 256},
+}
+
+
+@dataclass
+class RunConfig:
+    symbols: tuple[str, ...] = ("SPY", "AAPL")
+    """symbols to trade; each gets its own actor and critic head"""
+    data_dir: str = "data"
+    """folder of <SYMBOL>.parquet bars; a symbol without a file trades a synthetic market"""
+    total_steps: int = 100_000
+    """account-steps to train for (all accounts of all symbols count)"""
+    envs_per_symbol: int = 16
+    """parallel trading accounts per symbol (E); N = symbols x E accounts step together"""
+    num_steps: int = 128
+    """rollout length T per iteration; one iteration collects T x N account-steps"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto = CUDA when available, else CPU"""
+    seed: int = 1
+    """seed of every random stream (env, sampling, minibatches); same seed -> same run on CPU"""
+    encoder_preset: Literal["auto", "small", "full", "custom"] = "auto"
+    """auto = full (4x256) on CUDA, small (2x64) on CPU; custom = [model.encoder] exactly"""
+    checkpoint_every: int = 10
+    """iterations between checkpoints (one is always written at the end)"""
+    torch_threads: int = 0
+    """CPU threads for torch (0 = torch's default)"""
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ValueError("symbols: at least one symbol is required")
+        bad = [s for s in self.symbols if not s or not s.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise ValueError(f"symbols: {bad} are not valid symbol names (letters, digits, _ and -)")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError(f"symbols: duplicates in {list(self.symbols)}")
+        for name, low in (("total_steps", 1), ("envs_per_symbol", 1), ("num_steps", 1),
+                          ("checkpoint_every", 1), ("torch_threads", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
