@@ -76,29 +76,3 @@ def trade_metrics(trade_pnls: np.ndarray) -> dict[str, float]:
         "profit_factor": float(profit_factor),
     }
 
-
-def closed_trade_pnls(shares: np.ndarray, fill_prices: np.ndarray, costs: np.ndarray) -> np.ndarray:
-    """Currency PnL of each round trip from per-bar (T,) position size after each fill.
-
-    `shares[t]` is the position held after bar t's fill, `fill_prices[t]` the price paid or
-    received at that fill and `costs[t]` its commission + slippage in currency. A trade opens
-    when the position leaves zero and closes when it returns to zero; partial sells realise
-    their share against the average entry cost, which is how a broker statement reports it.
-    A position still open at the end is not a closed trade.
-    """
-    pnls: list[float] = []
-    held, cost_basis, realised = 0.0, 0.0, 0.0
-    for now, price, cost in zip(shares, fill_prices, costs):
-        change = now - held
-        if change > 0:
-            cost_basis += change * price + cost
-        elif change < 0:
-            sold = -change
-            basis = cost_basis * sold / held
-            realised += sold * price - cost - basis
-            cost_basis -= basis
-        if held > 0 and now <= 0:
-            pnls.append(realised)
-            realised, cost_basis = 0.0, 0.0
-        held = max(now, 0.0)
-    return np.asarray(pnls, dtype=np.float64)
