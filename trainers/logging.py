@@ -65,11 +65,14 @@ class RunLogger:
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
 
+    def steps_per_second(self, step: int) -> float:
+        """Account-steps per second since this logger started (a resumed run counts from resume)."""
+        return (step - self._start_step) / max(time.perf_counter() - self._start_time, 1e-9)
+
     def iteration(self, iteration: int, step: int, values: dict[str, float]) -> None:
         """Record one iteration: TensorBoard, progress bar, and the summary table or line."""
         self.scalars(step, values)
-        elapsed = max(time.perf_counter() - self._start_time, 1e-9)
-        sps = (step - self._start_step) / elapsed
+        sps = self.steps_per_second(step)
         self._progress.update(self._task, completed=step, sps=sps)
         if self._live is not None:
             self._table = self._summary_table(iteration, values)
