@@ -1,0 +1,167 @@
+"""Multi-symbol actor-critic: one shared encoder, every symbol's actor and critic in grouped matmuls.
+
+Batches are symbol-major: N = S * E rows, row n belongs to symbol n // E. The encoder runs once
+over all N rows; the heads see the features as (S, E, D), so each symbol's rows meet only that
+symbol's weights.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from models.encoder import EncoderConfig, FeatureEncoder
+from models.heads import ACTIVATIONS, GroupedMLP
+from models.init import STRATEGIES, init_actor_, init_critic_
+
+
+@dataclass
+class PolicyConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """the shared transformer encoder"""
+    actor_hidden: tuple[int, ...] = (256, 128)
+    """hidden widths of each symbol's actor: out_dim -> 256 -> 128 -> num_actions"""
+    critic_hidden: tuple[int, ...] = (256, 128)
+    """hidden widths of each symbol's critic: out_dim -> 256 -> 128 -> 1"""
+    num_actions: int = 7
+    """size of the Discrete action space (0 HOLD ... 6 ADD_TO_POSITION)"""
+    activation: str = "tanh"
+    """hidden activation of the heads: tanh, relu, gelu or silu"""
+    init: str = "orthogonal"
+    """head init strategy: xavier_uniform, xavier_normal, he_uniform, he_normal, orthogonal, default"""
+    actor_out_gain: float = 0.01
+    """gain of the actor's output layer; small so the initial policy is near uniform"""
+    critic_out_gain: float = 1.0
+    """gain of the critic's output layer"""
+    hidden_gain: float = math.sqrt(2.0)
+    """gain of the heads' hidden layers"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):  # e.g. PolicyConfig(**asdict(config)) or a JSON round trip
+            self.encoder = EncoderConfig(**self.encoder)
+        self.actor_hidden = tuple(self.actor_hidden)
+        self.critic_hidden = tuple(self.critic_hidden)
+        for name in ("actor_hidden", "critic_hidden"):
+            widths = getattr(self, name)
+            if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+                raise ValueError(f"{name}: widths must be positive integers, got {list(widths)}")
+        if self.num_actions < 2:
+            raise ValueError(f"num_actions: must be >= 2, got {self.num_actions}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: unknown {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.init not in STRATEGIES:
+            raise ValueError(f"init: unknown strategy {self.init!r}; choose one of {', '.join(STRATEGIES)}")
+        for name in ("actor_out_gain", "critic_out_gain", "hidden_gain"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)!r}")
+
+
+class MultiSymbolPolicy(nn.Module):
+    """Shared encoder + grouped per-symbol actor and critic + masked categorical distribution.
+
+    Actor and critic are two GroupedMLPs (one baddbmm per layer each) rather than one fused stack:
+    `value()` then skips the actor, and bench/heads.py measured no gain from fusing the first layer.
+    """
+
+    def __init__(self, symbols: Sequence[str], config: PolicyConfig) -> None:
+        super().__init__()
+        symbols = tuple(symbols)
+        if not symbols:
+            raise ValueError("symbols: at least one symbol is required")
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols: duplicates in {list(symbols)}")
+        self.symbols = symbols
+        self.config = config
+        width = config.encoder.out_dim
+        self.encoder = FeatureEncoder(config.encoder)
+        self.actor = GroupedMLP(len(symbols), (width, *config.actor_hidden, config.num_actions),
+                                config.activation)
+        self.critic = GroupedMLP(len(symbols), (width, *config.critic_hidden, 1), config.activation)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # The encoder initialises itself (Xavier-uniform); the heads follow the configured strategy.
+        cfg = self.config
+        init_actor_(self.actor, cfg.init, cfg.hidden_gain, cfg.actor_out_gain)
+        init_critic_(self.critic, cfg.init, cfg.hidden_gain, cfg.critic_out_gain)
+
+    @property
+    def num_symbols(self) -> int:
+        return len(self.symbols)
+
+    def _features(self, obs: dict[str, Tensor]) -> Tensor:
+        """Encoded observations grouped by symbol, (S, E, D)."""
+        n = obs["technical"].shape[0]
+        if n % self.num_symbols:
+            raise ValueError(f"batch of {n} rows is not divisible by {self.num_symbols} symbols: expected "
+                             f"N = S * E rows, symbol-major (row n trades symbol n // E)")
+        return rearrange(self.encoder(obs), "(s e) d -> s e d", s=self.num_symbols)  # (S, E, D)
+
+    def _critic(self, features: Tensor) -> Tensor:
+        """(S, E, D) -> float32 values (N,)."""
+        return rearrange(self.critic(features), "s e 1 -> (s e)").float()  # (N,)
+
+    def _masked_logits(self, features: Tensor, action_mask: Tensor | None) -> Tensor:
+        """(S, E, D) -> float32 logits (N, A), masked actions at the most negative float32."""
+        # Log-probs and entropy are computed in float32 even under autocast (bf16/fp16 heads).
+        logits = rearrange(self.actor(features), "s e a -> (s e) a").float()  # (N, A)
+        if action_mask is None:
+            return logits
+        if action_mask.dtype != torch.bool or action_mask.shape != logits.shape:
+            raise ValueError(f"action_mask: expected a bool tensor of shape {tuple(logits.shape)} (N, A), "
+                             f"got {action_mask.dtype} {tuple(action_mask.shape)}")
+        # finfo.min rather than -inf: masked probabilities underflow to exactly 0 while every
+        # log-prob stays finite, so 0 * log p is 0 in the entropy (0 * -inf would be NaN).
+        # A row with every action masked becomes uniform; the env guarantees HOLD is valid.
+        return logits.masked_fill(~action_mask, torch.finfo(logits.dtype).min)
+
+    def forward(self, obs: dict[str, Tensor], action_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(masked float32 logits (N, A), float32 values (N,)) for a symbol-major batch."""
+        features = self._features(obs)
+        return self._masked_logits(features, action_mask), self._critic(features)
+
+    @torch.no_grad()
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor | None = None,
+            deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample (or argmax) actions: (action (N,) long, logprob (N,), value (N,)), all without grad.
+
+        Dropout is active in train mode; call `.eval()` for rollouts so these log-probs match
+        `evaluate` on the same inputs.
+        """
+        logits, value = self(obs, action_mask)
+        log_probs = logits.log_softmax(dim=-1)  # (N, A)
+        if deterministic:
+            action = log_probs.argmax(dim=-1)
+        else:
+            # Masked probabilities are exactly 0, so multinomial can never draw them.
+            action = torch.multinomial(log_probs.exp(), num_samples=1).squeeze(-1)  # (N,)
+        return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), value
+
+    def evaluate(self, obs: dict[str, Tensor], actions: Tensor,
+                 action_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(logprob (N,), entropy over valid actions (N,), value (N,)) of given actions, with grad."""
+        logits, value = self(obs, action_mask)
+        if actions.shape != value.shape:
+            raise ValueError(f"actions: expected shape {tuple(value.shape)} (N,), got {tuple(actions.shape)}")
+        log_probs = logits.log_softmax(dim=-1)  # (N, A)
+        entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+        logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return logprob, entropy, value
+
+    def value(self, obs: dict[str, Tensor]) -> Tensor:
+        """float32 values (N,) without running the actor."""
+        return self._critic(self._features(obs))
+
+    def count_parameters(self) -> dict[str, int | float]:
+        """Parameter counts, and the saving of one shared encoder vs one encoder per symbol."""
+        encoder = sum(p.numel() for p in self.encoder.parameters())
+        heads = sum(p.numel() for p in self.actor.parameters()) + sum(p.numel() for p in self.critic.parameters())
+        per_symbol = heads // self.num_symbols
+        separate = self.num_symbols * (encoder + per_symbol)
+        total = encoder + heads
+        return {"encoder": encoder, "heads_per_symbol": per_symbol, "heads": heads, "total": total,
+                "one_encoder_per_symbol": separate, "sharing_saving": 1.0 - total / separate}
