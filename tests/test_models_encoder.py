@@ -1,0 +1,118 @@
+"""FeatureEncoder: shapes, finiteness, batch independence, gradient flow, fused attention, budget."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models import EncoderConfig, FeatureEncoder
+
+SMALL = dict(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
+
+
+def make_obs(config: EncoderConfig, n: int, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(n, *s, generator=g, dtype=dtype) for k, s in config.obs_shapes().items()}
+
+
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 9), lookback=st.integers(1, 30), n_heads=st.sampled_from([1, 2, 4]),
+       out_dim=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_output_shapes_and_finite(batch, lookback, n_heads, out_dim, seed):
+    config = EncoderConfig(**{**SMALL, "n_heads": n_heads, "out_dim": out_dim}, lookback=lookback)
+    torch.manual_seed(seed)
+    encoder = FeatureEncoder(config)
+    obs = make_obs(config, batch, seed)
+    pooled = encoder(obs)
+    sequence = encoder(obs, return_sequence=True)
+    assert pooled.shape == (batch, out_dim)
+    assert sequence.shape == (batch, lookback + 4, config.d_model)
+    assert torch.isfinite(pooled).all() and torch.isfinite(sequence).all()
+
+
+@settings(max_examples=10, deadline=None)
+@given(batch=st.integers(2, 8), row=st.integers(0, 7), seed=st.integers(0, 2**16))
+def test_batch_independence_in_eval_mode(batch, row, seed):
+    row = row % batch
+    config = EncoderConfig(**{**SMALL, "dropout": 0.3})
+    torch.manual_seed(seed)
+    encoder = FeatureEncoder(config).double().eval()
+    obs = make_obs(config, batch, seed, torch.float64)
+    other = make_obs(config, batch, seed + 1, torch.float64)
+    # Same row, completely different neighbours.
+    mixed = {k: torch.cat([other[k][:row], obs[k][row:row + 1], other[k][row + 1:]]) for k in obs}
+    alone = {k: v[row:row + 1] for k, v in obs.items()}
+    with torch.no_grad():
+        expected = encoder(obs)[row]
+        torch.testing.assert_close(encoder(mixed)[row], expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(encoder(alone)[0], expected, rtol=1e-10, atol=1e-10)
+
+
+def test_gradients_reach_every_parameter():
+    config = EncoderConfig(**{**SMALL, "dropout": 0.1})
+    torch.manual_seed(0)
+    encoder = FeatureEncoder(config).train()
+    encoder(make_obs(config, 6)).square().sum().backward()
+    for name, param in encoder.named_parameters():
+        assert param.grad is not None, f"{name} got no gradient"
+        assert param.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
+
+
+def test_uses_fused_attention_once_per_layer(monkeypatch):
+    calls = []
+    fused = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    config = EncoderConfig(**SMALL)
+    FeatureEncoder(config)(make_obs(config, 3))
+    # (B, nh, T, hs) per call
+    assert calls == [torch.Size([3, 4, 28, 8])] * config.n_layers
+
+
+def test_token_order_matters():
+    """Positions are added: swapping two bars of the lookback must change the output."""
+    config = EncoderConfig(**SMALL)
+    torch.manual_seed(0)
+    encoder = FeatureEncoder(config).eval()
+    obs = make_obs(config, 2)
+    swapped = dict(obs, technical=obs["technical"][:, [1, 0, *range(2, config.lookback)]])
+    with torch.no_grad():
+        assert not torch.allclose(encoder(obs), encoder(swapped), atol=1e-5)
+
+
+def test_default_size_matches_reference_and_budget():
+    config = EncoderConfig()
+    encoder = FeatureEncoder(config)
+    params = sum(p.numel() for p in encoder.parameters())
+    assert params < 5_000_000
+    assert params == 3_239_168  # PERF-NOTES' reference encoder (4L-256D-8H, 28 tokens)
+    assert abs(config.flops_per_sample() - 179.8e6) < 0.05e6  # PERF-NOTES: 179.8 MFLOP per sample
+    assert "positions" not in encoder.state_dict()  # derived, not checkpointed
+
+
+@pytest.mark.parametrize("field, kwargs", [
+    ("d_model", dict(d_model=30, n_heads=4)),
+    ("n_layers", dict(n_layers=0)),
+    ("dropout", dict(dropout=1.0)),
+    ("lookback", dict(lookback=2.5)),
+])
+def test_config_validation_names_the_field(field, kwargs):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        EncoderConfig(**kwargs)
+
+
+def test_wrong_observation_shape_names_the_key():
+    config = EncoderConfig(**SMALL)
+    obs = make_obs(config, 3)
+    obs["regime"] = torch.zeros(3, 9)
+    with pytest.raises(ValueError, match="regime"):
+        FeatureEncoder(config)(obs)
+    del obs["regime"]
+    with pytest.raises(KeyError, match="regime"):
+        FeatureEncoder(config)(obs)
