@@ -154,3 +154,15 @@ def test_parameter_budgets_at_143_symbols():
     assert counts["sharing_saving"] > 0.60
     separate = 143 * (counts["encoder"] + actor + critic)
     assert math.isclose(counts["sharing_saving"], 1 - counts["total"] / separate)
+
+
+def test_cpu_inference_chunks_give_the_same_outputs():
+    policy = make_policy(3)
+    obs, mask = make_obs(3 * 5), random_mask(15, 2)
+    with torch.no_grad():
+        policy.cpu_inference_chunk = None
+        logits, value = policy(obs, mask)
+        policy.cpu_inference_chunk = 4  # 15 rows -> chunks of 4, 4, 4, 3 that straddle symbols
+        chunked_logits, chunked_value = policy(obs, mask)
+    torch.testing.assert_close(chunked_logits, logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(chunked_value, value, rtol=1e-6, atol=1e-6)
