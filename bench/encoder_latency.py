@@ -106,7 +106,8 @@ def verdict(rows: list[dict], device: torch.device) -> dict:
     if device.type != "cuda":
         return {"target": target, "p95_ms": row["p95_ms"],
                 "status": f"n/a (target is for GPU; this CPU: p95 {row['p95_ms']:.1f} ms)"}
-    return {"target": target, "p95_ms": row["p95_ms"], "status": "pass" if row["p95_ms"] < TARGET_P95_MS else "FAIL"}
+    status = "pass" if row["p95_ms"] < TARGET_P95_MS else "FAIL"
+    return {"target": target, "p95_ms": row["p95_ms"], "status": status}
 
 
 def print_table(report: dict) -> None:
@@ -127,7 +128,8 @@ def print_table(report: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="1,4,8,16,32,64,256", help="comma-separated batch sizes")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--seconds", type=float, default=4.0,

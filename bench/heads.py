@@ -93,7 +93,8 @@ def bench_heads(num_symbols: int, per_symbol: int, device: torch.device, seconds
               (("grouped", grouped), ("fused", lambda: fused(x)), ("loop", loop))}
     return {"symbols": num_symbols, "rows": num_symbols * per_symbol, "grouped_ms": ms["grouped"],
             "fused_first_layer_ms": ms["fused"], "loop_ms": ms["loop"],
-            "loop_over_grouped": ms["loop"] / ms["grouped"], "fused_over_grouped": ms["fused"] / ms["grouped"],
+            "loop_over_grouped": ms["loop"] / ms["grouped"],
+            "fused_over_grouped": ms["fused"] / ms["grouped"],
             "max_abs_diff": error}
 
 
@@ -125,7 +126,8 @@ def bench_policy(num_symbols: int, per_symbol: int, encoder: EncoderConfig, devi
         error = max_error(grouped(), one_agent_at_a_time())
         ms = {name: median(time_ms(fn, device, seconds, warmup=1, min_reps=3)) for name, fn in
               (("grouped", grouped), ("loop", one_agent_at_a_time))}
-    return {"symbols": num_symbols, "rows": n, "policy_ms": ms["grouped"], "one_agent_at_a_time_ms": ms["loop"],
+    return {"symbols": num_symbols, "rows": n, "policy_ms": ms["grouped"],
+            "one_agent_at_a_time_ms": ms["loop"],
             "loop_over_grouped": ms["loop"] / ms["grouped"], "max_abs_diff": error}
 
 
@@ -162,7 +164,8 @@ def print_tables(report: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", default="2,10,143", help="comma-separated symbol counts S")
     parser.add_argument("--per-symbol", type=int, default=32, help="observations per symbol (E)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -172,7 +175,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    preset = args.policy_encoder if args.policy_encoder != "auto" else ("full" if device.type == "cuda" else "small")
+    preset = args.policy_encoder
+    if preset == "auto":
+        preset = "full" if device.type == "cuda" else "small"
     symbol_counts = [int(s) for s in args.symbols.split(",") if s.strip()]
     report = {"bench": "heads", "device": device_name(device), "torch": torch.__version__,
               "per_symbol": args.per_symbol, "policy_encoder": preset,

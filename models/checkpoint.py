@@ -160,6 +160,7 @@ def _mismatches(saved: dict[str, Tensor], expected: dict[str, Tensor], saved_sym
         detail = [f"only in the file: {only_file}"] if only_file else []
         detail += [f"only in the model: {only_model}"] if only_model else []
         if not detail:
-            detail = [f"same symbols in a different order: file {saved_symbols} vs model {list(model_symbols)}"]
+            detail = [f"same symbols in a different order: file {saved_symbols} "
+                      f"vs model {list(model_symbols)}"]
         problems.append("symbols differ: " + "; ".join(detail))
     return problems

@@ -52,7 +52,8 @@ class PolicyConfig:
         if self.num_actions < 2:
             raise ValueError(f"num_actions: must be >= 2, got {self.num_actions}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation: unknown {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+            raise ValueError(f"activation: unknown {self.activation!r}; "
+                             f"choose one of {', '.join(ACTIVATIONS)}")
         if self.init not in STRATEGIES:
             raise ValueError(f"init: unknown strategy {self.init!r}; choose one of {', '.join(STRATEGIES)}")
         for name in ("actor_out_gain", "critic_out_gain", "hidden_gain"):
@@ -169,7 +170,7 @@ class MultiSymbolPolicy(nn.Module):
     def count_parameters(self) -> dict[str, int | float]:
         """Parameter counts, and the saving of one shared encoder vs one encoder per symbol."""
         encoder = sum(p.numel() for p in self.encoder.parameters())
-        heads = sum(p.numel() for p in self.actor.parameters()) + sum(p.numel() for p in self.critic.parameters())
+        heads = sum(p.numel() for head in (self.actor, self.critic) for p in head.parameters())
         per_symbol = heads // self.num_symbols
         separate = self.num_symbols * (encoder + per_symbol)
         total = encoder + heads

@@ -49,7 +49,8 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
     deep_path, shallow_path = tmp_path / "deep.safetensors", tmp_path / "shallow.safetensors"
     save_checkpoint(deep_path, deep_policy, config=CONFIG, symbols=["SPY"], step=1)
     save_checkpoint(shallow_path, shallow_policy, config=CONFIG, symbols=["SPY"], step=1)
-    with pytest.raises(CheckpointMismatchError, match=r"unexpected keys .*encoder\.blocks\.1\.attn\.qkv\.weight"):
+    unexpected = r"unexpected keys .*encoder\.blocks\.1\.attn\.qkv\.weight"
+    with pytest.raises(CheckpointMismatchError, match=unexpected):
         load_checkpoint(deep_path, shallow_policy)
     with pytest.raises(CheckpointMismatchError, match=r"missing keys .*encoder\.blocks\.1\.ln_1\.weight"):
         load_checkpoint(shallow_path, deep_policy)

@@ -60,8 +60,8 @@ def test_grouped_orthogonal_slices_are_orthogonal_and_output_gain_applies():
     eye = torch.eye(24, dtype=torch.float64).expand(5, 24, 24)
     torch.testing.assert_close(hidden.transpose(1, 2) @ hidden, 2.0 * eye, rtol=0, atol=1e-5)
     out = mlp.weight_1.detach().double()  # (S, 24, 6): each group's 6 output columns orthonormal x 0.5
-    torch.testing.assert_close(out.transpose(1, 2) @ out, 0.25 * torch.eye(6, dtype=torch.float64).expand(5, 6, 6),
-                               rtol=0, atol=1e-5)
+    eye = torch.eye(6, dtype=torch.float64).expand(5, 6, 6)
+    torch.testing.assert_close(out.transpose(1, 2) @ out, 0.25 * eye, rtol=0, atol=1e-5)
 
 
 def test_policy_default_init():
@@ -82,7 +82,8 @@ def test_policy_default_init():
     assert (entropy > math.log(7) - 1e-3).all()
     # The encoder keeps Xavier-uniform whatever the head strategy.
     qkv = policy.encoder.blocks[0].attn.qkv.weight
-    assert qkv.abs().max() <= math.sqrt(6.0 / (32 + 96)) and (policy.encoder.blocks[0].attn.qkv.bias == 0).all()
+    assert qkv.abs().max() <= math.sqrt(6.0 / (32 + 96))
+    assert (policy.encoder.blocks[0].attn.qkv.bias == 0).all()
 
 
 def test_unknown_strategy_raises():
