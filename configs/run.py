@@ -6,9 +6,11 @@ from typing import Literal
 
 # The seed's full encoder (4 layers x 256) is compute-bound on a 2-core CPU (~0.5 GFLOP per sample
 # per epoch with backward), so CPU runs default to this small one; CUDA runs get the full size.
-ENCODER_PRESETS: dict[str, dict[str, int]] = {
-    "small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_ff": 128, "out_dim": 128},
-    "full": {"n_layers": 4, "d_model": 256, "n_heads": 8, "d_ff": 1024, "out_dim": 256},
+# Both presets turn dropout off: rollouts act in eval mode and updates evaluate in train mode, so
+# dropout would add noise to the PPO ratio and trip the KL early stop on the first minibatch.
+ENCODER_PRESETS: dict[str, dict[str, int | float]] = {
+    "small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_ff": 128, "out_dim": 128, "dropout": 0.0},
+    "full": {"n_layers": 4, "d_model": 256, "n_heads": 8, "d_ff": 1024, "out_dim": 256, "dropout": 0.0},
 }
 
 

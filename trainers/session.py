@@ -186,8 +186,8 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
 def log_initial_weights(log: RunLogger, policy: torch.nn.Module) -> None:
     """TensorBoard `init/<param>/<stat>` and one console line flagging NaN/Inf weights."""
     stats = weight_stats(policy)
-    log.scalars(0, {f"init/{name}/{key}": float(value) for name, row in stats.items()
-                    for key, value in row.items()})
+    log.scalars(0, {f"init/{name}/{key}": float(row[key]) for name, row in stats.items()
+                    for key in ("mean", "std", "max_abs", "nan", "inf")})
     bad = [name for name, row in stats.items() if row.get("nan", 0) or row.get("inf", 0)]
     largest = max(row["max_abs"] for row in stats.values())
     log.message(f"initial weights: {len(stats)} tensors, max |w| {largest:.3f}, "
