@@ -1,0 +1,234 @@
+"""The PPO update: epochs x minibatches with AMP, gradient clipping and KL early stopping."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator, Literal, NamedTuple, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from ppo_core.buffer import Minibatch, RolloutBuffer
+from ppo_core.loss import explained_variance, ppo_loss
+from ppo_core.schedules import scheduled
+
+
+class NonFiniteLossError(RuntimeError):
+    """The PPO loss (or an unscaled gradient norm) became NaN or infinite during an update."""
+
+
+@dataclass
+class PPOConfig:
+    learning_rate: float = 2.5e-4
+    """Adam learning rate at the start of training"""
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    """constant, or linear annealing to 0 at the end of training (CleanRL)"""
+    num_minibatches: int = 4
+    """minibatches per epoch; must divide the rollout (and each group's share of it)"""
+    update_epochs: int = 4
+    """passes over the rollout per update (fewer when KL early stopping fires)"""
+    clip_coef: float = 0.2
+    """PPO ratio clip range epsilon; also the value-change clip range when clip_vloss is on"""
+    clip_schedule: Literal["constant", "linear"] = "constant"
+    """constant, or linear annealing of clip_coef to 0 at the end of training"""
+    clip_vloss: bool = True
+    """clip the value loss around the rollout's values (CleanRL / PPO2 style)"""
+    vf_coef: float = 0.5
+    """weight of the value loss in the total loss"""
+    max_grad_norm: float = 0.5
+    """global L2 norm gradients are clipped to before each optimizer step"""
+    target_kl: float = 0.015
+    """stop the epoch loop once an epoch's mean approx KL exceeds this; <= 0 disables"""
+    norm_adv: bool = True
+    """standardise advantages within each minibatch"""
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda: 0 = one-step TD, 1 = Monte Carlo"""
+    adam_eps: float = 1e-5
+    """Adam epsilon (CleanRL's 1e-5 rather than PyTorch's 1e-8)"""
+    amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
+    """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
+
+    def __post_init__(self) -> None:
+        positive = ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("num_minibatches", "update_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be an integer >= 1, got {getattr(self, name)}")
+        if self.vf_coef < 0:
+            raise ValueError(f"vf_coef: must be >= 0, got {self.vf_coef}")
+        for name in ("gamma", "gae_lambda"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        choices = {"lr_schedule": ("constant", "linear"), "clip_schedule": ("constant", "linear"),
+                   "amp": ("auto", "fp16", "bf16", "off")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: must be one of {allowed}, got {getattr(self, name)!r}")
+        if math.isnan(self.target_kl):
+            raise ValueError("target_kl: must be a number (<= 0 disables early stopping), got nan")
+
+
+class ActorCritic(Protocol):
+    """What the collector and learner need from a policy (an nn.Module); outputs are (B,)."""
+
+    def act(self, obs: dict[str, Tensor], action_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample actions: (action long, logprob, value)."""
+        ...
+
+    def evaluate(self, obs: dict[str, Tensor], actions: Tensor,
+                 action_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(logprob of `actions`, entropy, value), differentiable."""
+        ...
+
+    def value(self, obs: dict[str, Tensor]) -> Tensor:
+        """Critic values."""
+        ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        ...
+
+
+class UpdateStats(NamedTuple):
+    """Means over the minibatches that ran; tensors stay on the device until `to_dict`."""
+
+    policy_loss: Tensor
+    value_loss: Tensor
+    entropy: Tensor
+    approx_kl: Tensor
+    clip_fraction: Tensor
+    explained_variance: Tensor
+    """of the rollout's values against the GAE returns"""
+    grad_norm: Tensor
+    """mean pre-clip global gradient norm over steps with finite gradients"""
+    clipped_share: Tensor
+    """share of minibatches whose gradient norm exceeded max_grad_norm"""
+    skipped_steps: Tensor
+    """optimizer steps the fp16 GradScaler skipped for inf/NaN gradients"""
+    epochs_run: int
+    stopped_early: bool
+    """True when KL early stopping ended the epoch loop after `epochs_run` epochs"""
+    learning_rate: float
+    clip_coef: float
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain floats for logging. This is a host sync point (one read for all tensors)."""
+        names = [name for name, value in zip(self._fields, self) if isinstance(value, Tensor)]
+        values = torch.stack([getattr(self, n).float() for n in names]).tolist()
+        out = dict(zip(names, values))
+        out.update(epochs_run=float(self.epochs_run), stopped_early=float(self.stopped_early),
+                   learning_rate=self.learning_rate, clip_coef=self.clip_coef)
+        return out
+
+
+# metric rows accumulated on the device, one stack per minibatch
+_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+            "grad_norm", "finite_grad", "clipped")
+_CHECKED = ("policy_loss", "value_loss", "entropy", "grad_norm")
+_CHECKED_ROWS = [_METRICS.index(name) for name in _CHECKED]
+_KL = _METRICS.index("approx_kl")
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` on `device`, or None for full precision."""
+    if amp == "auto":
+        amp = "fp16" if device.type == "cuda" else "off"
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
+
+
+class PPOLearner:
+    """Owns the optimizer and GradScaler and runs PPO updates on a filled RolloutBuffer."""
+
+    def __init__(self, policy: ActorCritic, config: PPOConfig, device: torch.device | str) -> None:
+        self.policy, self.config, self.device = policy, config, torch.device(device)
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        self.params = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def update(self, buffer: RolloutBuffer, advantages: Tensor, returns: Tensor, *, ent_coef: float,
+               progress: float, num_groups: int | None = None,
+               generator: torch.Generator | None = None) -> UpdateStats:
+        """Run up to `update_epochs` epochs of minibatch PPO on the buffer's (T, N) rollout.
+
+        `progress` in [0, 1] drives the lr and clip schedules. After each epoch the epoch's mean
+        approx KL is read once (with the non-finite check); the loop stops when it exceeds
+        target_kl. Raises NonFiniteLossError naming the non-finite quantity; the policy may then
+        hold non-finite weights, so the caller should fall back to its last checkpoint.
+        """
+        cfg = self.config
+        lr = scheduled(cfg.learning_rate, cfg.lr_schedule, progress)
+        clip_coef = scheduled(cfg.clip_coef, cfg.clip_schedule, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        totals = torch.zeros(len(_METRICS), device=self.device)
+        skipped = torch.zeros((), device=self.device)
+        num_minibatches, epochs_run, stopped_early = 0, 0, False
+        for epoch in range(cfg.update_epochs):
+            epoch_totals = torch.zeros(len(_METRICS), device=self.device)
+            for mb in buffer.minibatches(advantages, returns, cfg.num_minibatches, num_groups, generator):
+                epoch_totals += self._step(mb, ent_coef, clip_coef, skipped)
+            totals += epoch_totals
+            num_minibatches += cfg.num_minibatches
+            epochs_run += 1
+            checks = torch.cat([epoch_totals[_KL:_KL + 1] / cfg.num_minibatches,
+                                epoch_totals[_CHECKED_ROWS].isfinite().float()])
+            kl, *finite = checks.tolist()  # host sync point, once per epoch: NaN check + KL stop
+            self._raise_if_non_finite(finite, epoch)
+            if cfg.target_kl > 0 and kl > cfg.target_kl:
+                stopped_early = epoch + 1 < cfg.update_epochs
+                break
+        means = dict(zip(_METRICS, totals / num_minibatches))
+        finite_steps = totals[_METRICS.index("finite_grad")]
+        grad_norm = totals[_METRICS.index("grad_norm")] / finite_steps.clamp(min=1)
+        return UpdateStats(
+            policy_loss=means["policy_loss"], value_loss=means["value_loss"], entropy=means["entropy"],
+            approx_kl=means["approx_kl"], clip_fraction=means["clip_fraction"],
+            explained_variance=explained_variance(buffer.values, returns),
+            grad_norm=grad_norm, clipped_share=means["clipped"], skipped_steps=skipped,
+            epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr, clip_coef=clip_coef)
+
+    def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor) -> Tensor:
+        """One optimizer step on a minibatch; returns the (len(_METRICS),) metric row."""
+        cfg = self.config
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            logprob, entropy, value = self.policy.evaluate(mb.obs, mb.actions, mb.masks)
+            loss, m = ppo_loss(logprob, mb.logprobs, mb.advantages, value, mb.values, mb.returns,
+                               entropy, clip_coef=clip_coef, vf_coef=cfg.vf_coef, ent_coef=ent_coef,
+                               clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        finite_grad = grad_norm.isfinite()
+        if self.scaler.is_enabled():
+            # fp16 overflow is routine: the scaler skips the step and lowers the scale, so only
+            # the loss is checked for non-finite values on this path.
+            skipped += ~finite_grad
+            checked_norm = torch.where(finite_grad, grad_norm, 0.0)
+        else:
+            checked_norm = grad_norm
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return torch.stack([m.policy_loss, m.value_loss, m.entropy, m.approx_kl, m.clip_fraction,
+                            checked_norm, finite_grad.float(),
+                            (finite_grad & (grad_norm > cfg.max_grad_norm)).float()]).float()
+
+    @staticmethod
+    def _raise_if_non_finite(finite: list[float], epoch: int) -> None:
+        bad = [name for name, ok in zip(_CHECKED, finite) if not ok]
+        if bad:
+            raise NonFiniteLossError(f"non-finite {', '.join(bad)} in PPO update epoch {epoch + 1}")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer and GradScaler state (the policy's weights are checkpointed separately)."""
+        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
