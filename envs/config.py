@@ -1,0 +1,148 @@
+"""Environment and reward configuration: plain dataclasses that a TOML table maps onto exactly.
+
+Every validation error is a ValueError whose message starts with the field name, so the config
+loader can prefix it with the dotted key (`env.reward.pnl: must be ...`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+def _check_range(obj: object, name: str, low: float, high: float = math.inf,
+                 low_open: bool = False) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name}: must be in {bracket}{low}, {high}], got {value!r}")
+
+
+@dataclass
+class RewardConfig:
+    """Weights of the reward components (DESIGN.md section 4) and the parameters they need."""
+
+    pnl: float = 0.75
+    """weight of equity change / initial capital (times the ROI multiplier when enabled)"""
+    cost: float = 0.10
+    """weight of -(commission + slippage) / initial capital, an extra nudge against churning"""
+    time: float = 0.0
+    """weight of -1 per step spent with no position (idle capital)"""
+    sharpe: float = 0.03
+    """weight of the rolling per-step Sharpe ratio of equity returns, clipped to [-1, 1]"""
+    drawdown: float = 0.02
+    """weight of the drawdown penalty (0 below drawdown_start, -dd up to drawdown_severe, steeper beyond)"""
+    sizing: float = 0.0
+    """weight of -|exposure - sizing_target|"""
+    hold: float = 0.0
+    """weight of -min(max(hold_time - hold_limit, 0) / hold_limit, 1): penalises overlong holds"""
+    diversity: float = 0.07
+    """weight of 0.1 / 0.2 / 0.3 for 3 / 4 / 5+ distinct executed actions in the diversity window"""
+    action_repeat: float = 0.05
+    """weight of -0.5 x min(overflow / max_consecutive_actions, 1) when a non-HOLD action repeats"""
+    intrinsic_action: float = 0.01
+    """weight of 0.1 for each valid executed non-HOLD action"""
+    roi_scaling: bool = True
+    """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)"""
+    roi_multiplier: float = 2.0
+    """slope of the ROI multiplier (ROI = equity before the step / initial - 1)"""
+    roi_clamp_min: float = 0.5
+    """lower clamp of the ROI multiplier"""
+    roi_clamp_max: float = 3.0
+    """upper clamp of the ROI multiplier"""
+    sharpe_window: int = 20
+    """steps of equity returns behind the rolling Sharpe / Sortino (reward and observation)"""
+    drawdown_start: float = 0.05
+    """drawdown below which the penalty is 0"""
+    drawdown_severe: float = 0.15
+    """drawdown beyond which the penalty grows quadratically (-dd^2 / drawdown_severe, continuous)"""
+    sizing_target: float = 0.3
+    """exposure the sizing component steers towards (fraction of equity in the position)"""
+    hold_limit: int = 50
+    """bars a position may be held before the hold penalty starts"""
+    diversity_min_steps: int = 10
+    """episode steps before the diversity bonus can be non-zero"""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range."""
+        for name in COMPONENTS:
+            _check_range(self, name, 0.0)
+        if not isinstance(self.roi_scaling, bool):
+            raise ValueError(f"roi_scaling: must be true or false, got {self.roi_scaling!r}")
+        _check_range(self, "roi_multiplier", 0.0)
+        _check_range(self, "roi_clamp_min", 0.0)
+        _check_range(self, "roi_clamp_max", self.roi_clamp_min)
+        _check_range(self, "sharpe_window", 2, 10_000)
+        _check_range(self, "drawdown_start", 0.0, 1.0)
+        _check_range(self, "drawdown_severe", max(self.drawdown_start, 1e-6), 1.0)
+        _check_range(self, "sizing_target", 0.0, 1.0)
+        _check_range(self, "hold_limit", 1, 1_000_000)
+        _check_range(self, "diversity_min_steps", 0, 1_000_000)
+
+    def weights(self) -> dict[str, float]:
+        """Component name -> weight, in the order the components are reported."""
+        return {name: getattr(self, name) for name in COMPONENTS}
+
+
+COMPONENTS = ("pnl", "cost", "time", "sharpe", "drawdown", "sizing", "hold", "diversity",
+              "action_repeat", "intrinsic_action")
+
+
+@dataclass
+class EnvConfig:
+    """The trading accounts, episodes and costs of VecTradingEnv."""
+
+    lookback: int = 24
+    """bars in the technical observation window"""
+    episode_length: int = 256
+    """decisions per episode; 0 = run to the end of the split"""
+    random_start: bool = True
+    """start episodes at a random bar of the split; false = at its first tradable bar"""
+    initial_capital: float = 100_000.0
+    """cash each account starts an episode with (currency)"""
+    commission_bps: float = 2.0
+    """commission on each fill's notional, basis points"""
+    slippage_bps: float = 1.0
+    """fill price moves against the trade by this many basis points of the open"""
+    equity_floor: float = 0.5
+    """fraction of initial capital below which the episode terminates"""
+    max_consecutive_actions: int = 3
+    """a non-HOLD action repeated more than this many times in a row executes as HOLD"""
+    diversity_window: int = 50
+    """steps of executed actions behind the diversity bonus"""
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    """chronological train / val / test fractions of each symbol's bars"""
+    max_exposure: float = 0.9
+    """BUY and ADD are masked once position value / equity reaches this"""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """reward component weights and parameters ([env.reward])"""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range."""
+        _check_range(self, "lookback", 1, 4096)
+        _check_range(self, "episode_length", 0, 10_000_000)
+        if not isinstance(self.random_start, bool):
+            raise ValueError(f"random_start: must be true or false, got {self.random_start!r}")
+        _check_range(self, "initial_capital", 0.0, low_open=True)
+        _check_range(self, "commission_bps", 0.0, 1000.0)
+        _check_range(self, "slippage_bps", 0.0, 1000.0)
+        _check_range(self, "equity_floor", 0.0, 1.0)
+        _check_range(self, "max_consecutive_actions", 1, 1_000_000)
+        _check_range(self, "diversity_window", 1, 100_000)
+        _check_range(self, "max_exposure", 0.0, 1.0, low_open=True)
+        fractions = tuple(self.split_fractions)
+        if len(fractions) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in fractions) \
+                or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
+            raise ValueError(f"split_fractions: need 3 non-negative fractions (train > 0) summing to 1, "
+                             f"got {self.split_fractions!r}")
+        if not isinstance(self.reward, RewardConfig):
+            raise ValueError(f"reward: must be a RewardConfig, got {type(self.reward).__name__}")
+        self.reward.validate()

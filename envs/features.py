@@ -1,0 +1,146 @@
+"""The 23 technical and 10 regime features of DESIGN.md, computed once per symbol on the device.
+
+Every feature at bar t uses bars <= t only: rolling statistics are differences of cumulative sums
+or left-padded windows, EMAs run forward in time. Prices enter only through log prices and ratios,
+so multiplying a symbol's prices by a constant changes nothing (up to rounding). Each raw feature
+is then z-scored with its own trailing mean and std over the last NORM_WINDOW bars (or all bars so
+far, when fewer) and clipped, never with full-series statistics. The first WARMUP_BARS bars carry
+unreliable statistics and are not tradable.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from envs.bars import Bars
+
+TECHNICAL_NAMES = (
+    "ret_1", "ret_5", "ret_10", "ret_20", "range", "body", "upper_wick", "lower_wick", "gap",
+    "volume_z", "rsi_14", "macd", "macd_signal", "macd_hist", "bollinger_pct_b", "bollinger_width",
+    "atr_14", "close_sma_20", "close_sma_50", "close_ema_26", "stoch_k", "stoch_d", "realised_vol_20",
+)
+REGIME_NAMES = (
+    "vol_ratio_20_100", "vol_percentile_250", "trend_sma_20_100", "efficiency_20", "momentum_60",
+    "up_fraction_20", "volume_ratio_20_100", "volume_trend_5_50", "drawdown_100", "rally_100",
+)
+NUM_TECHNICAL = len(TECHNICAL_NAMES)
+NUM_REGIME = len(REGIME_NAMES)
+WARMUP_BARS = 100
+"""bars before the first tradable one: the longest feature window (100 bars)"""
+NORM_WINDOW = 250
+"""trailing bars behind each feature's z-score"""
+CLIP = 5.0
+"""z-scores are clipped to [-CLIP, CLIP]"""
+_EPS = 1e-8
+
+
+def rolling_mean(x: Tensor, window: int) -> Tensor:
+    """Mean of the last `window` values (fewer at the start) along the last dim: (..., T) -> (..., T)."""
+    steps = x.shape[-1]
+    cums = x.cumsum(-1)
+    before = F.pad(cums, (window, 0))[..., :steps]  # cums[t - window], 0 before the start
+    count = torch.arange(1, steps + 1, device=x.device).clamp_max(window).to(x.dtype)
+    return (cums - before) / count
+
+
+def rolling_std(x: Tensor, window: int) -> Tensor:
+    """Population std of the last `window` values (fewer at the start): (..., T) -> (..., T)."""
+    mean = rolling_mean(x, window)
+    return (rolling_mean(x * x, window) - mean * mean).clamp_min(0.0).sqrt()
+
+
+def rolling_windows(x: Tensor, window: int) -> Tensor:
+    """The last `window` values at each t, left-padded with x[..., 0]: (..., T) -> (..., T, window)."""
+    padded = torch.cat([x[..., :1].expand(*x.shape[:-1], window - 1), x], dim=-1)
+    return padded.unfold(-1, window, 1)
+
+
+def lagged(x: Tensor, lag: int) -> Tensor:
+    """x[t - lag], with x[0] before the start: (..., T) -> (..., T)."""
+    return torch.cat([x[..., :1].expand(*x.shape[:-1], lag), x[..., :-lag]], dim=-1)
+
+
+def ema(x: Tensor, span: int | Tensor) -> Tensor:
+    """Causal exponential moving average (alpha = 2 / (span + 1)) along the last dim: (..., T).
+
+    `span` may be a tensor broadcasting against x[..., 0] (several spans in one pass). A loop over
+    time, run once per symbol at construction, never per step.
+    """
+    alpha = 2.0 / (torch.as_tensor(span, dtype=x.dtype, device=x.device) + 1)
+    out = torch.empty_like(x)
+    state = x[..., 0]
+    for t in range(x.shape[-1]):
+        state = state + alpha * (x[..., t] - state)
+        out[..., t] = state
+    return out
+
+
+def trailing_zscore(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
+    """(x - trailing mean) / trailing std, clipped to [-CLIP, CLIP]: (..., T) -> (..., T)."""
+    return ((x - rolling_mean(x, window)) / (rolling_std(x, window) + _EPS)).clamp(-CLIP, CLIP)
+
+
+def raw_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Unnormalised technical (23, T) and regime (10, T) features, float64 on `device`."""
+    def series(values) -> Tensor:
+        return torch.as_tensor(values, dtype=torch.float64, device=device)
+
+    open_, high, low, close = (series(getattr(bars, n)) for n in ("open", "high", "low", "close"))
+    log_close = close.log()
+    log_volume = series(bars.volume).log1p()
+    ret_1 = log_close - lagged(log_close, 1)
+    prev_close = lagged(close, 1)
+
+    up, down = ret_1.clamp_min(0.0), (-ret_1).clamp_min(0.0)
+    up_mean, down_mean = rolling_mean(up, 14), rolling_mean(down, 14)
+    rsi = torch.where(up_mean + down_mean > 0, up_mean / (up_mean + down_mean + 1e-300), 0.5) - 0.5
+    ema_12, ema_26 = ema(torch.stack([close, close]), torch.tensor([12.0, 26.0]))
+    macd = (ema_12 - ema_26) / close
+    macd_signal = ema(macd, 9)
+    bb_mean, bb_std = rolling_mean(log_close, 20), rolling_std(log_close, 20)
+    true_range = torch.maximum(high - low, torch.maximum((high - prev_close).abs(), (low - prev_close).abs()))
+    low_14 = rolling_windows(low, 14).amin(-1)
+    high_14 = rolling_windows(high, 14).amax(-1)
+    span_14 = high_14 - low_14
+    stoch_k = torch.where(span_14 > 0, (close - low_14) / span_14.clamp_min(1e-300), 0.5) - 0.5
+    vol_20 = rolling_std(ret_1, 20)
+
+    technical = torch.stack([
+        ret_1, log_close - lagged(log_close, 5), log_close - lagged(log_close, 10),
+        log_close - lagged(log_close, 20),
+        (high - low) / close, (close - open_) / open_,
+        (high - torch.maximum(open_, close)) / close, (torch.minimum(open_, close) - low) / close,
+        (open_ / prev_close).log(),
+        (log_volume - rolling_mean(log_volume, 20)) / (rolling_std(log_volume, 20) + _EPS),
+        rsi, macd, macd_signal, macd - macd_signal,
+        (log_close - bb_mean) / (2 * bb_std + _EPS), 4 * bb_std,
+        rolling_mean(true_range / close, 14),
+        log_close - rolling_mean(log_close, 20), log_close - rolling_mean(log_close, 50),
+        log_close - ema_26.log(),
+        stoch_k, rolling_mean(stoch_k, 3), vol_20,
+    ])
+
+    vol_100 = rolling_std(ret_1, 100)
+    recent_vols = rolling_windows(vol_20, 250)
+    path_20 = rolling_mean(ret_1.abs(), 20) * 20
+    regime = torch.stack([
+        (vol_20 + _EPS).log() - (vol_100 + _EPS).log(),
+        (recent_vols <= vol_20[..., None]).to(close.dtype).mean(-1),
+        rolling_mean(log_close, 20) - rolling_mean(log_close, 100),
+        (log_close - lagged(log_close, 20)).abs() / (path_20 + _EPS),
+        log_close - lagged(log_close, 60),
+        rolling_mean((ret_1 > 0).to(close.dtype), 20) - 0.5,
+        rolling_mean(log_volume, 20) - rolling_mean(log_volume, 100),
+        rolling_mean(log_volume, 5) - rolling_mean(log_volume, 50),
+        log_close - rolling_windows(log_close, 100).amax(-1),
+        log_close - rolling_windows(log_close, 100).amin(-1),
+    ])
+    return technical, regime
+
+
+def compute_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """Normalised technical (T, 23) and regime (T, 10) features, float32 on `device`; no NaN."""
+    technical, regime = raw_features(bars, device)
+    return (trailing_zscore(technical).T.contiguous().float(),
+            trailing_zscore(regime).T.contiguous().float())

@@ -1,0 +1,143 @@
+"""One symbol's bars: parquet loading with schema normalisation and validation, splits, and the
+choice between a real file and the synthetic default market."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from envs.bars import NUM_SL_PROBS, Bars, DataError
+from envs.synthetic import synthetic_bars
+
+SPLITS = ("train", "val", "test")
+
+# Normalised name (lower case, no spaces/underscores) -> canonical column. `close` beats `adj close`
+# when both exist: adjusted closes with unadjusted open/high/low would make inconsistent bars.
+_ALIASES = {
+    "timestamp": ("timestamp", "date", "datetime", "time", "ts"),
+    "open": ("open",), "high": ("high",), "low": ("low",),
+    "close": ("close", "adjclose"), "volume": ("volume", "vol"),
+}
+
+
+def split_bounds(num_bars: int, fractions: Sequence[float] = (0.70, 0.15, 0.15)) -> dict[str, tuple[int, int]]:
+    """Chronological [start, end) bar ranges of train / val / test; they tile [0, num_bars)."""
+    cuts = np.round(np.cumsum([0.0, *fractions]) * num_bars).astype(int)
+    cuts[-1] = num_bars
+    return {name: (int(cuts[i]), int(cuts[i + 1])) for i, name in enumerate(SPLITS)}
+
+
+def load_bars(data_dir: str | Path, symbol: str, *, min_bars: int = 2) -> Bars:
+    """Read and validate `<data_dir>/<symbol>.parquet` (raises DataError naming file, row, problem)."""
+    path = Path(data_dir) / f"{symbol}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        raise DataError(f"{path}: not a readable parquet file ({err})") from err
+    columns = _match_columns(path, table.column_names)
+    timestamps = _timestamps(path, table.column(columns["timestamp"]))
+    prices = {}
+    for name in ("open", "high", "low", "close", "volume"):
+        prices[name] = _float_column(path, table, columns[name])
+    sl_names = sorted(c for c in table.column_names if c.lower().startswith("sl_prob"))
+    if len(sl_names) > NUM_SL_PROBS:
+        raise DataError(f"{path}: at most {NUM_SL_PROBS} sl_prob_* columns are supported, got {sl_names}")
+    sl_probs = np.full((len(timestamps), NUM_SL_PROBS), 0.5)
+    for i, name in enumerate(sl_names):
+        sl_probs[:, i] = _float_column(path, table, name)
+    bars = Bars(symbol, timestamps, prices["open"], prices["high"], prices["low"], prices["close"],
+                prices["volume"], sl_probs, str(path))
+    validate_bars(bars, min_bars=min_bars)
+    return bars
+
+
+def validate_bars(bars: Bars, *, min_bars: int = 2) -> None:
+    """Raise DataError on NaN/inf, non-positive prices, high < low, negative volume, sl_probs outside
+    [0, 1], unsorted or duplicate timestamps, or fewer than `min_bars` bars."""
+    where = bars.source or bars.symbol
+    if len(bars) < min_bars:
+        raise DataError(f"{where}: {len(bars)} bars, too few: need at least {min_bars} "
+                        "(lookback + warm-up + one episode)")
+    for name in ("open", "high", "low", "close"):
+        values = getattr(bars, name)
+        _first_bad(where, name, ~np.isfinite(values), "is NaN or inf")
+        _first_bad(where, name, values <= 0, "is not a positive price")
+    _first_bad(where, "volume", ~np.isfinite(bars.volume), "is NaN or inf")
+    _first_bad(where, "volume", bars.volume < 0, "is negative")
+    _first_bad(where, "high", bars.high < bars.low, "is below low (high < low)")
+    bad_prob = ~np.isfinite(bars.sl_probs) | (bars.sl_probs < 0) | (bars.sl_probs > 1)
+    _first_bad(where, "sl_prob", bad_prob.any(axis=1), "is outside [0, 1]")
+    steps = np.diff(bars.timestamps)
+    _first_bad(where, "timestamp", np.r_[False, steps == 0], "duplicates the previous row")
+    _first_bad(where, "timestamp", np.r_[False, steps < 0], "is earlier than the previous row (unsorted)")
+
+
+def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
+                min_bars: int = 2) -> dict[str, Bars]:
+    """Bars per symbol: the file when `<data_dir>/<SYMBOL>.parquet` exists, else a synthetic market
+    (announced with a warning; Bars.source == "synthetic")."""
+    markets = {}
+    for symbol in symbols:
+        if (Path(data_dir) / f"{symbol}.parquet").is_file():
+            markets[symbol] = load_bars(data_dir, symbol, min_bars=min_bars)
+        else:
+            markets[symbol] = synthetic_bars(symbol, num_bars=max(3000, min_bars))
+            warnings.warn(f"SYNTHETIC MARKET for {symbol}: no file {Path(data_dir) / symbol}.parquet, "
+                          "trading a generated regime-switching market (seeded by the symbol name)",
+                          stacklevel=2)
+    return markets
+
+
+def _match_columns(path: Path, names: Sequence[str]) -> dict[str, str]:
+    normalised = {n.lower().replace(" ", "").replace("_", ""): n for n in names}
+    columns = {}
+    for canonical, aliases in _ALIASES.items():
+        found = [normalised[a] for a in aliases if a in normalised]
+        if not found:
+            raise DataError(f"{path}: missing column {canonical!r} (accepted names: "
+                            f"{', '.join(aliases)}, any case); the file has {list(names)}")
+        columns[canonical] = found[0]
+    return columns
+
+
+def _timestamps(path: Path, column: pa.ChunkedArray) -> np.ndarray:
+    kind = column.type
+    try:
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_string(kind) \
+                or pa.types.is_large_string(kind):
+            if pa.types.is_date(kind):
+                column = pc.cast(column, pa.timestamp("s"))
+            elif not pa.types.is_timestamp(kind):
+                column = pc.cast(column, pa.timestamp("ns"))
+            column = pc.cast(column, pa.timestamp("ns"), safe=False)
+            column = pc.cast(column, pa.int64())
+        elif not pa.types.is_integer(kind):
+            raise DataError(f"{path}: timestamp column has type {kind}, expected a timestamp or date")
+    except pa.ArrowInvalid as err:
+        raise DataError(f"{path}: timestamp column cannot be read as timestamps ({err})") from err
+    if column.null_count:
+        row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DataError(f"{path}: row {row}: timestamp is missing")
+    return column.to_numpy().astype(np.int64)
+
+
+def _float_column(path: Path, table: pa.Table, name: str) -> np.ndarray:
+    column = table.column(name)
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)
+            or pa.types.is_decimal(column.type)):
+        raise DataError(f"{path}: column {name!r} has type {column.type}, expected numbers")
+    return column.to_numpy().astype(np.float64) if column.null_count == 0 else \
+        pc.fill_null(pc.cast(column, pa.float64()), float("nan")).to_numpy()
+
+
+def _first_bad(where: str, name: str, bad: np.ndarray, problem: str) -> None:
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{where}: row {row}: {name} {problem} ({int(bad.sum())} bad rows)")

@@ -1,0 +1,84 @@
+"""Generated markets: the deterministic default for symbols without a file, and a market with a
+planted, observable signal for end-to-end learning tests."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from envs.bars import NUM_SL_PROBS, Bars
+
+# (daily drift, daily volatility) of the regimes: calm uptrend, volatile downtrend, quiet range.
+_REGIMES = np.array([[0.0006, 0.009], [-0.0009, 0.022], [0.0001, 0.006]])
+_STAY = 0.985  # probability of staying in a regime each bar (mean regime length ~67 bars)
+
+
+def symbol_seed(symbol: str) -> int:
+    """Stable seed from a symbol name (crc32: unlike hash(), the same in every process)."""
+    return zlib.crc32(symbol.encode("utf-8"))
+
+
+def _business_days(num_bars: int) -> np.ndarray:
+    days = np.busday_offset("2005-01-03", np.arange(num_bars), roll="forward")
+    return days.astype("datetime64[ns]").astype(np.int64)
+
+
+def _ohlcv(rng: np.random.Generator, log_returns: np.ndarray, vol: np.ndarray, start_price: float,
+           gap_scale: float) -> tuple[np.ndarray, ...]:
+    """Bars whose close-to-close log returns are `log_returns` (T,), with a gap at each open."""
+    close = start_price * np.exp(np.cumsum(log_returns))
+    prev_close = np.r_[start_price, close[:-1]]
+    open_ = prev_close * np.exp(gap_scale * vol * rng.standard_normal(len(close)))
+    wick = np.abs(rng.standard_normal((2, len(close)))) * 0.5 * vol
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    volume = 1e6 * np.exp(0.3 * rng.standard_normal(len(close))) * (1 + 40 * np.abs(log_returns))
+    return open_, high, low, close, volume
+
+
+def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None) -> Bars:
+    """A regime-switching market (T = num_bars daily bars); seed defaults to symbol_seed(symbol)."""
+    rng = np.random.default_rng(symbol_seed(symbol) if seed is None else seed)
+    num_regimes = len(_REGIMES)
+    switch = rng.random(num_bars) > _STAY
+    jumps = rng.integers(1, num_regimes, num_bars) * switch  # move to one of the other regimes
+    regime = (rng.integers(num_regimes) + np.cumsum(jumps)) % num_regimes
+    drift, vol = _REGIMES[regime, 0], _REGIMES[regime, 1]
+    shocks = rng.standard_t(5, num_bars) / np.sqrt(5 / 3)  # fat tails with unit variance
+    log_returns = drift + vol * shocks
+    start_price = float(np.exp(rng.uniform(np.log(20), np.log(500))))
+    open_, high, low, close, volume = _ohlcv(rng, log_returns, vol, start_price, gap_scale=0.2)
+    return Bars(symbol, _business_days(num_bars), open_, high, low, close, volume, source="synthetic")
+
+
+def planted_signal_bars(num_bars: int = 2000, seed: int = 0, *, move: float = 0.006,
+                        noise: float = 0.004, drift: float = -0.0004, persistence: float = 0.7,
+                        signal_noise: float = 0.08, symbol: str = "PLANTED") -> Bars:
+    """A market where sl_probs[:, 0] predicts the next bar's open-to-close move (T = num_bars).
+
+    Timing (matches VecTradingEnv's fills): a hidden direction z[t] in {+1, -1} (a Markov chain that
+    keeps its sign with probability `persistence`) drives bar t's open-to-close log return
+    drift + z[t] * move + noise * N(0, 1). The observation at bar t carries
+    sl_probs[t, 0] = clip(0.5 + 0.3 * z[t + 1] + signal_noise * N(0, 1), 0.02, 0.98): a decision at
+    t fills at open[t + 1] and is marked at close[t + 1], so it earns exactly the move the signal
+    announces. Opens gap from the previous close by pure noise (no signal) and the drift is slightly
+    negative, so buy-and-hold loses while the oracle (hold when sl_probs[t, 0] > 0.5) wins.
+    sl_probs[:, 1] is uninformative noise and sl_probs[:, 2] is 0.5.
+    """
+    rng = np.random.default_rng(seed)
+    flips = rng.random(num_bars + 1) > persistence
+    z = np.where(np.cumsum(flips) % 2 == 0, 1.0, -1.0) * rng.choice([-1.0, 1.0])  # (T + 1,)
+    start_price = 100.0
+    intrabar = drift + z[:num_bars] * move + noise * rng.standard_normal(num_bars)
+    gaps = 0.001 * rng.standard_normal(num_bars)
+    close = start_price * np.exp(np.cumsum(gaps + intrabar))
+    open_ = close * np.exp(-intrabar)
+    wick = np.abs(rng.standard_normal((2, num_bars))) * 0.002
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    volume = 1e6 * np.exp(0.3 * rng.standard_normal(num_bars))
+    sl_probs = np.full((num_bars, NUM_SL_PROBS), 0.5)
+    sl_probs[:, 0] = np.clip(0.5 + 0.3 * z[1:] + signal_noise * rng.standard_normal(num_bars), 0.02, 0.98)
+    sl_probs[:, 1] = rng.uniform(0.3, 0.7, num_bars)
+    return Bars(symbol, _business_days(num_bars), open_, high, low, close, volume, sl_probs,
+                source="planted-signal")

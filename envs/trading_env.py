@@ -1,0 +1,273 @@
+"""VecTradingEnv: N = S x E long-only trading accounts stepped together as tensors on one device.
+
+Account n trades symbol n // E (symbol-major). All symbols' features live in one padded
+(S, T_max, F) table, so a step is a fixed set of gathers and elementwise ops: no Python loop over
+accounts or symbols, no host sync. Timing: the decision at bar t sees bars <= t, fills at bar
+t + 1's open (slippage + commission) and is marked at bar t + 1's close.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from einops import rearrange
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+from torch import Tensor
+
+from envs.accounts import Accounts, episode_stats, fill_orders, rolling_ratios
+from envs.bars import NUM_SL_PROBS, Bars, DataError
+from envs.config import EnvConfig
+from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
+from envs.market_data import SPLITS, load_market, split_bounds
+from envs.masking import HOLD, NUM_ACTIONS, action_mask
+from envs.rewards import StepOutcome, components, weighted_sum
+
+OBS_SHAPES: dict[str, tuple[int, ...]] = {
+    "technical": (24, NUM_TECHNICAL), "sl_probs": (NUM_SL_PROBS,), "position": (5,),
+    "portfolio": (8,), "regime": (NUM_REGIME,),
+}
+"""observation key -> per-account shape at the default lookback (technical is (lookback, 23))"""
+
+
+def observation_shapes(lookback: int) -> dict[str, tuple[int, ...]]:
+    """OBS_SHAPES for a given lookback."""
+    return {**OBS_SHAPES, "technical": (lookback, NUM_TECHNICAL)}
+
+
+class VecTradingEnv(VectorEnv):
+    """Gymnasium vector env over `symbols` x `envs_per_symbol` accounts; tensors in and out.
+
+    `markets` (symbol -> Bars) replaces loading from `data_dir`. `split` is "train", "val" or "test".
+    `bounds[symbol]` = (first decision bar, last bar) of the split: an episode that starts at the
+    first decision bar and runs to the end (episode_length=0, random_start=False) buys at
+    open[first + 1] at the earliest and is marked last at close[last], like buy-and-hold.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, symbols: Sequence[str], envs_per_symbol: int, config: EnvConfig | None = None,
+                 device: torch.device | str = "cpu", *, data_dir: str = "data", split: str = "train",
+                 markets: dict[str, Bars] | None = None, seed: int | None = None) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+        if envs_per_symbol < 1 or not symbols:
+            raise ValueError("VecTradingEnv needs at least one symbol and envs_per_symbol >= 1")
+        self.config = config or EnvConfig()
+        self.config.validate()
+        self.device = torch.device(device)
+        self.symbols = list(symbols)
+        self.envs_per_symbol = envs_per_symbol
+        self.num_envs = len(self.symbols) * envs_per_symbol
+        self.split = split
+        cfg = self.config
+        min_bars = WARMUP_BARS + cfg.lookback + max(cfg.episode_length, 1) + 2
+        if markets is None:
+            markets = load_market(self.symbols, data_dir, min_bars=min_bars)
+        missing = [s for s in self.symbols if s not in markets]
+        if missing:
+            raise ValueError(f"markets: no Bars for {missing}")
+        self.markets = {s: markets[s] for s in self.symbols}
+        self.bounds = {s: self._split_bounds(b) for s, b in self.markets.items()}
+        self._build_tables()
+
+        self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        self.single_observation_space = gym.spaces.Dict({
+            key: gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+            for key, shape in observation_shapes(cfg.lookback).items()})
+        self.action_space = gym.spaces.MultiDiscrete(np.full(self.num_envs, NUM_ACTIONS))
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        self._template = Accounts.fresh(self._first.clone(), cfg.initial_capital, cfg.reward.sharpe_window,
+                                        cfg.diversity_window, NUM_ACTIONS)
+        # a private copy: steps update the ring buffers in place and must not touch the template
+        self.accounts = Accounts.from_state_dict(self._fresh_accounts().state_dict(), self.device)
+        self._mask = self._compute_mask()
+
+    @property
+    def observation_space(self) -> gym.spaces.Dict:  # type: ignore[override]
+        """Batched Dict space, built on demand (its bounds arrays are large at big N)."""
+        return batch_space(self.single_observation_space, self.num_envs)
+
+    # ---- construction -------------------------------------------------------------------------
+    def _split_bounds(self, bars: Bars) -> tuple[int, int]:
+        start, end = split_bounds(len(bars), self.config.split_fractions)[self.split]
+        first = max(start, WARMUP_BARS + self.config.lookback - 1)
+        last = end - 1
+        needed = max(self.config.episode_length, 1)
+        if last - first < needed:
+            raise DataError(f"{bars.source or bars.symbol}: the {self.split} split (bars {start}..{end - 1}) "
+                            f"has {max(last - first, 0)} tradable decisions after the lookback "
+                            f"({self.config.lookback}) and warm-up ({WARMUP_BARS}); one episode needs "
+                            f"{needed}")
+        return first, last
+
+    def _build_tables(self) -> None:
+        """Pad every symbol's features and prices into (S, T_max, ...) tables, flattened to
+        (S * T_max, ...) so one index (symbol * T_max + t) gathers any account's bar."""
+        num_symbols = len(self.symbols)
+        t_max = max(len(b) for b in self.markets.values())
+        tech = torch.zeros(num_symbols, t_max, NUM_TECHNICAL, device=self.device)
+        regime = torch.zeros(num_symbols, t_max, NUM_REGIME, device=self.device)
+        sl_probs = torch.full((num_symbols, t_max, NUM_SL_PROBS), 0.5, device=self.device)
+        prices = torch.ones(2, num_symbols, t_max, dtype=torch.float64, device=self.device)
+        for s, bars in enumerate(self.markets.values()):
+            length = len(bars)
+            tech[s, :length], regime[s, :length] = compute_features(bars, self.device)
+            sl_probs[s, :length] = torch.as_tensor(bars.sl_probs, dtype=torch.float32, device=self.device)
+            prices[0, s, :length] = torch.as_tensor(bars.open, device=self.device)
+            prices[1, s, :length] = torch.as_tensor(bars.close, device=self.device)
+        self.t_max = t_max
+        self._tech = rearrange(tech, "s t f -> (s t) f")
+        self._regime = rearrange(regime, "s t f -> (s t) f")
+        self._sl_probs = rearrange(sl_probs, "s t k -> (s t) k")
+        self._open, self._close = rearrange(prices, "p s t -> p (s t)")
+        bounds = torch.tensor([self.bounds[s] for s in self.symbols], device=self.device)  # (S, 2)
+        per_account = bounds.repeat_interleave(self.envs_per_symbol, dim=0)  # (N, 2)
+        self._first, self._last = per_account[:, 0], per_account[:, 1]
+        self._row = torch.arange(len(self.symbols), device=self.device).repeat_interleave(
+            self.envs_per_symbol) * t_max  # (N,) offset of each account's symbol in the flat tables
+        self._window = torch.arange(self.config.lookback - 1, -1, -1, device=self.device)  # (L,)
+
+    def _draw_starts(self) -> Tensor:
+        """Episode start bars (N,) long: random in the split when random_start, else its first bar."""
+        cfg = self.config
+        latest = self._last - max(cfg.episode_length, 1)
+        u = torch.rand(self.num_envs, generator=self._generator, device=self.device, dtype=torch.float64)
+        random = self._first + (u * (latest - self._first + 1)).long().clamp_max(latest - self._first)
+        return random if cfg.random_start else self._first.clone()
+
+    def _fresh_accounts(self) -> Accounts:
+        """New accounts at freshly drawn start bars; the template's other tensors are shared, never
+        written in place (replace_where builds new tensors)."""
+        template = self._template
+        return Accounts(**{**template.__dict__, "t": self._draw_starts()})
+
+    # ---- gymnasium vector API -----------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Start a new episode in every account; obs is a dict of float32 (N, ...) tensors."""
+        if seed is not None:
+            self._generator.manual_seed(seed)
+        # a private copy: steps update the ring buffers in place and must not touch the template
+        self.accounts = Accounts.from_state_dict(self._fresh_accounts().state_dict(), self.device)
+        self._mask = self._compute_mask()
+        return self._observe(), {}
+
+    def action_masks(self) -> Tensor:
+        """Valid actions (N, 7) bool for the current observations."""
+        return self._mask
+
+    def step(self, actions: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, dict[str, Any]]:
+        """Apply one action (N,) per account. Returns obs, reward (N,) float32, terminated (N,) bool,
+        truncated (N,) bool and info: final_obs, reward_components (raw) and
+        weighted_reward_components (what `reward` sums), policy_action, executed_action,
+        mask_violation, repeat_limited, equity, exposure, filled, cost, bar (the bar marked), and
+        episode (statistics, valid where _episode is True). Ended rows are reset before returning."""
+        cfg, acc = self.config, self.accounts
+        policy_action = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
+        valid = self._mask.gather(1, policy_action[:, None]).squeeze(1)
+        run_length = torch.where(policy_action == acc.last_action, acc.run_length + 1, 1)
+        repeat_counted = policy_action != HOLD
+        repeat_limited = repeat_counted & (run_length > cfg.max_consecutive_actions)
+        executed = torch.where(valid & ~repeat_limited, policy_action, HOLD)
+        traded = executed != HOLD
+
+        bar = acc.t + 1
+        open_next, close_next = self._open[self._row + bar], self._close[self._row + bar]
+        fill = fill_orders(acc, executed, open_next, cfg.commission_bps * 1e-4, cfg.slippage_bps * 1e-4)
+        equity = fill.cash + fill.shares * close_next
+        step_return = equity / acc.equity - 1.0
+        peak = torch.maximum(acc.peak, equity)
+        drawdown = 1.0 - equity / peak
+        holding = fill.shares > 0
+        hold_time = torch.where(holding, acc.hold_time + 1, 0)
+        exposure = fill.shares * close_next / equity
+        steps = acc.steps + 1
+        # ring buffers: each account writes its own slot, so episodes may be out of phase
+        acc.returns.scatter_(1, (acc.steps % acc.returns.shape[1])[:, None], step_return[:, None])
+        slot = (acc.steps % acc.action_ring.shape[1])[:, None]
+        leaving = acc.action_ring.gather(1, slot)
+        acc.action_counts.scatter_add_(1, leaving.clamp_min(0), -(leaving >= 0).long())
+        acc.action_ring.scatter_(1, slot, executed[:, None])
+        acc.action_counts.scatter_add_(1, executed[:, None], torch.ones_like(slot))
+        sharpe, _ = rolling_ratios(acc.returns, steps)
+
+        outcome = StepOutcome(acc.equity, equity, fill.cost, holding, exposure, drawdown, hold_time, sharpe,
+                              (acc.action_counts > 0).sum(1), steps, run_length, repeat_counted, traded)
+        raw = components(outcome, cfg.initial_capital, cfg.max_consecutive_actions, cfg.reward)
+        reward, weighted = weighted_sum(raw, cfg.reward)
+
+        sold_any = fill.sold > 0
+        acc.cash, acc.shares, acc.entry, acc.equity, acc.peak = fill.cash, fill.shares, fill.entry, equity, peak
+        acc.realised = acc.realised + torch.where(sold_any, fill.trade_pnl, 0.0)
+        acc.sum_ret, acc.sum_ret_sq = acc.sum_ret + step_return, acc.sum_ret_sq + step_return * step_return
+        acc.max_drawdown = torch.maximum(acc.max_drawdown, drawdown)
+        acc.gross_profit = acc.gross_profit + torch.where(sold_any, fill.trade_pnl.clamp_min(0.0), 0.0)
+        acc.gross_loss = acc.gross_loss + torch.where(sold_any, (-fill.trade_pnl).clamp_min(0.0), 0.0)
+        acc.t, acc.steps, acc.hold_time = bar, steps, hold_time
+        acc.last_action, acc.run_length = policy_action, run_length
+        acc.trades = acc.trades + traded.long()
+        acc.sells = acc.sells + sold_any.long()
+        acc.wins = acc.wins + (sold_any & (fill.trade_pnl > 0)).long()
+        acc.seen = acc.seen | torch.nn.functional.one_hot(executed, NUM_ACTIONS).bool()
+
+        terminated = equity < cfg.equity_floor * cfg.initial_capital
+        out_of_time = bar >= self._last
+        if cfg.episode_length > 0:
+            out_of_time = out_of_time | (steps >= cfg.episode_length)
+        truncated = out_of_time & ~terminated
+        done = terminated | truncated
+        info = {
+            "final_obs": self._observe(), "reward_components": raw, "weighted_reward_components": weighted,
+            "policy_action": policy_action, "executed_action": executed, "mask_violation": ~valid,
+            "repeat_limited": repeat_limited, "equity": equity, "exposure": exposure, "filled": traded,
+            "cost": fill.cost, "bar": bar, "episode": episode_stats(acc, cfg.initial_capital),
+            "_episode": done,
+        }
+        acc.replace_where(done, self._fresh_accounts())
+        self._mask = self._compute_mask()
+        return self._observe(), reward, terminated, truncated, info
+
+    # ---- observations and masks ---------------------------------------------------------------
+    def _compute_mask(self) -> Tensor:
+        acc = self.accounts
+        return action_mask(acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
+                           max_exposure=self.config.max_exposure,
+                           commission_rate=self.config.commission_bps * 1e-4)
+
+    def _observe(self) -> dict[str, Tensor]:
+        """The observation dict of the current state: float32 (N, ...) tensors."""
+        acc, initial = self.accounts, self.config.initial_capital
+        index = self._row + acc.t  # (N,) flat bar index
+        window = index[:, None] - self._window  # (N, L) oldest first
+        technical = self._tech.index_select(0, window.flatten()).view(self.num_envs, -1, NUM_TECHNICAL)
+        close = self._close[index]
+        holding = acc.shares > 0
+        value = acc.shares * close
+        sharpe, sortino = rolling_ratios(acc.returns, acc.steps)
+        zero = torch.zeros_like(close)
+        position = torch.stack([
+            torch.where(holding, acc.entry / close - 1.0, zero), value / acc.equity,
+            torch.where(holding, (close - acc.entry) * acc.shares / acc.equity, zero),
+            (acc.hold_time / 100.0).clamp_max(5.0), holding.to(close.dtype),
+        ], dim=1)
+        portfolio = torch.stack([
+            acc.equity / initial, value / acc.equity, sharpe.clamp(-5.0, 5.0), sortino.clamp(-5.0, 5.0),
+            acc.realised / initial, acc.cash / acc.equity, 1.0 - acc.equity / acc.peak,
+            torch.log1p(acc.trades.to(close.dtype)) / 5.0,
+        ], dim=1)
+        return {"technical": technical, "sl_probs": self._sl_probs[index], "position": position.float(),
+                "portfolio": portfolio.float(), "regime": self._regime[index]}
+
+    # ---- checkpointing ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Account state and the episode-start generator, for an exact resume."""
+        return {"accounts": self.accounts.state_dict(), "generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.accounts = Accounts.from_state_dict(state["accounts"], self.device)
+        self._generator.set_state(state["generator"])
+        self._mask = self._compute_mask()
