@@ -1,0 +1,138 @@
+"""PPOLearner: KL early stop, AMP paths, gradient clipping, non-finite losses, checkpoints."""
+import io
+
+import pytest
+import torch
+
+from ppo_core import (MLPActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, RolloutBuffer,
+                      compute_gae)
+
+T, N, F, A = 16, 4, 3, 2
+
+
+def setup(seed=0, **config):
+    torch.manual_seed(seed)
+    policy = MLPActorCritic(F, A, hidden=(16,))
+    buf = RolloutBuffer(T, N, {"obs": (F,)}, "cpu", A)
+    with torch.no_grad():
+        for t in range(T):
+            obs = {"obs": torch.randn(N, F)}
+            masks = torch.ones(N, A, dtype=torch.bool)
+            actions, logprobs, values = policy.act(obs, masks)
+            buf.insert(t, obs, actions, logprobs, values, torch.randn(N), torch.rand(N) < 0.1, masks)
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N), 0.99, 0.95)
+    cfg = PPOConfig(**{"amp": "off", "target_kl": 0.0, **config})
+    return policy, PPOLearner(policy, cfg, "cpu"), buf, adv, ret
+
+
+def update(learner, buf, adv, ret, seed=0, **kwargs):
+    return learner.update(buf, adv, ret, ent_coef=0.01, progress=kwargs.pop("progress", 0.0),
+                          generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def test_kl_early_stop_triggers_when_forced_and_records_the_epoch():
+    _, learner, buf, adv, ret = setup(learning_rate=0.05, target_kl=1e-6, update_epochs=4)
+    stats = update(learner, buf, adv, ret)
+    assert stats.epochs_run == 1 and stats.stopped_early
+    assert stats.approx_kl.item() > 1e-6
+    _, learner, buf, adv, ret = setup(learning_rate=0.05, target_kl=0.0, update_epochs=4)
+    stats = update(learner, buf, adv, ret)
+    assert stats.epochs_run == 4 and not stats.stopped_early
+
+
+def test_update_changes_the_policy_and_reports_finite_stats():
+    policy, learner, buf, adv, ret = setup()
+    before = [p.detach().clone() for p in policy.parameters()]
+    stats = update(learner, buf, adv, ret, num_groups=2)  # also exercises the group layout
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    values = stats.to_dict()
+    assert set(values) >= {"policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                           "explained_variance", "grad_norm", "clipped_share", "epochs_run",
+                           "stopped_early", "learning_rate", "clip_coef"}
+    assert all(isinstance(v, float) and v == v for v in values.values())
+
+
+def test_bf16_autocast_on_cpu_runs_an_update():
+    policy, learner, buf, adv, ret = setup(amp="bf16", update_epochs=1, num_minibatches=2)
+    dtypes = []
+    policy.actor[0].register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
+    stats = update(learner, buf, adv, ret)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert not learner.scaler.is_enabled()
+    assert torch.isfinite(stats.policy_loss) and torch.isfinite(stats.value_loss)
+    assert all(p.dtype == torch.float32 for p in policy.parameters())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast + GradScaler needs CUDA")
+def test_fp16_with_grad_scaler_on_cuda():
+    torch.manual_seed(0)
+    policy = MLPActorCritic(F, A, hidden=(16,)).cuda()
+    buf = RolloutBuffer(T, N, {"obs": (F,)}, "cuda")
+    with torch.no_grad():
+        for t in range(T):
+            obs = {"obs": torch.randn(N, F, device="cuda")}
+            actions, logprobs, values = policy.act(obs)
+            buf.insert(t, obs, actions, logprobs, values, torch.randn(N, device="cuda"),
+                       torch.zeros(N, device="cuda"))
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N, device="cuda"), 0.99, 0.95)
+    learner = PPOLearner(policy, PPOConfig(amp="auto", target_kl=0.0), "cuda")
+    assert learner.scaler.is_enabled() and learner.amp_dtype == torch.float16
+    stats = update(learner, buf, adv, ret)
+    assert torch.isfinite(stats.policy_loss) and stats.epochs_run == 4
+    assert learner.state_dict()["scaler"]["scale"] > 0
+
+
+def test_gradients_are_clipped_to_max_grad_norm():
+    _, learner, buf, adv, ret = setup(max_grad_norm=1e-3)
+    norms = []
+
+    def record(optimizer, args, kwargs):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+    learner.optimizer.register_step_pre_hook(record)
+    stats = update(learner, buf, adv, ret)
+    assert len(norms) == 16 and max(norms) <= 1e-3 * (1 + 1e-4)
+    assert stats.grad_norm.item() > 1e-3 and stats.clipped_share.item() == 1.0
+
+
+@pytest.mark.parametrize("poison, name", [("advantages", "policy_loss"), ("returns", "value_loss")])
+def test_non_finite_loss_raises_naming_the_term(poison, name):
+    _, learner, buf, adv, ret = setup()
+    if poison == "advantages":
+        adv[3, 1] = float("nan")
+    else:
+        ret[5, 2] = float("inf")
+    with pytest.raises(NonFiniteLossError, match=name):
+        update(learner, buf, adv, ret)
+
+
+def test_state_dict_round_trip_resumes_identically():
+    policy_a, learner_a, buf, adv, ret = setup(seed=1)
+    update(learner_a, buf, adv, ret, seed=1)
+    policy_b, learner_b, _, _, _ = setup(seed=2)
+    saved = io.BytesIO()  # through bytes, as a checkpoint file would (no shared tensors)
+    torch.save({"policy": policy_a.state_dict(), "learner": learner_a.state_dict()}, saved)
+    saved.seek(0)
+    state = torch.load(saved)
+    policy_b.load_state_dict(state["policy"])
+    learner_b.load_state_dict(state["learner"])
+    assert learner_b.optimizer.state_dict()["state"][0]["step"] == 16
+    update(learner_a, buf, adv, ret, seed=5)
+    update(learner_b, buf, adv, ret, seed=5)
+    for a, b in zip(policy_a.parameters(), policy_b.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_linear_schedules_follow_progress():
+    _, learner, buf, adv, ret = setup(learning_rate=1e-3, lr_schedule="linear", clip_schedule="linear")
+    stats = update(learner, buf, adv, ret, progress=0.75)
+    assert stats.learning_rate == pytest.approx(2.5e-4) and stats.clip_coef == pytest.approx(0.05)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
+
+
+@pytest.mark.parametrize("field, value", [("learning_rate", 0.0), ("update_epochs", 0), ("gamma", 1.5),
+                                          ("amp", "fp8"), ("lr_schedule", "cosine"), ("clip_coef", -0.1)])
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field}:"):
+        PPOConfig(**{field: value})
