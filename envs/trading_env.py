@@ -20,7 +20,7 @@ from torch import Tensor
 from envs.accounts import Accounts, episode_stats, fill_orders, rolling_ratios
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.config import EnvConfig
-from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
+from envs.features import CLIP, NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
 from envs.market_data import SPLITS, load_market, split_bounds
 from envs.masking import HOLD, NUM_ACTIONS, action_mask
 from envs.rewards import StepOutcome, components, weighted_sum
@@ -30,6 +30,13 @@ OBS_SHAPES: dict[str, tuple[int, ...]] = {
     "portfolio": (8,), "regime": (NUM_REGIME,),
 }
 """observation key -> per-account shape at the default lookback (technical is (lookback, 23))"""
+
+
+OBS_BOUNDS: dict[str, tuple[float, float]] = {
+    "technical": (-CLIP, CLIP), "sl_probs": (0.0, 1.0), "position": (-10.0, 10.0),
+    "portfolio": (-10.0, 10.0), "regime": (-CLIP, CLIP),
+}
+"""observation key -> (low, high); position and portfolio entries are clipped to it"""
 
 
 def observation_shapes(lookback: int) -> dict[str, tuple[int, ...]]:
@@ -44,15 +51,23 @@ class VecTradingEnv(VectorEnv):
     `bounds[symbol]` = (first decision bar, last bar) of the split: an episode that starts at the
     first decision bar and runs to the end (episode_length=0, random_start=False) buys at
     open[first + 1] at the earliest and is marked last at close[last], like buy-and-hold.
+    `final_obs`: "always" puts info["final_obs"] in every step (no host read, the contract's
+    default on CUDA); "on_end" only in steps where some episode ended; "auto" = "on_end" on CPU.
+    `reuse_obs_memory`: obs["technical"] (and final_obs["technical"]) are written into buffers
+    allocated once, so the tensors a step returns are overwritten by the next step (clone to keep
+    them). A fresh 36 MB window tensor per step at N = 16384 costs ~8x the copy itself on CPU.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, symbols: Sequence[str], envs_per_symbol: int, config: EnvConfig | None = None,
                  device: torch.device | str = "cpu", *, data_dir: str = "data", split: str = "train",
-                 markets: dict[str, Bars] | None = None, seed: int | None = None) -> None:
+                 markets: dict[str, Bars] | None = None, seed: int | None = None,
+                 final_obs: str = "auto", reuse_obs_memory: bool = True) -> None:
         if split not in SPLITS:
             raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+        if final_obs not in ("auto", "always", "on_end"):
+            raise ValueError(f"final_obs: must be 'auto', 'always' or 'on_end', got {final_obs!r}")
         if envs_per_symbol < 1 or not symbols:
             raise ValueError("VecTradingEnv needs at least one symbol and envs_per_symbol >= 1")
         self.config = config or EnvConfig()
@@ -62,6 +77,10 @@ class VecTradingEnv(VectorEnv):
         self.envs_per_symbol = envs_per_symbol
         self.num_envs = len(self.symbols) * envs_per_symbol
         self.split = split
+        # "on_end" reads one bool per step to leave info["final_obs"] out when no episode ended (the
+        # trainer then skips a critic forward); free on CPU, a device sync on CUDA, hence "auto".
+        self.final_obs_on_end = final_obs == "on_end" or (final_obs == "auto" and self.device.type == "cpu")
+        self.reuse_obs_memory = reuse_obs_memory
         cfg = self.config
         min_bars = WARMUP_BARS + cfg.lookback + max(cfg.episode_length, 1) + 2
         if markets is None:
@@ -75,7 +94,7 @@ class VecTradingEnv(VectorEnv):
 
         self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
         self.single_observation_space = gym.spaces.Dict({
-            key: gym.spaces.Box(-np.inf, np.inf, shape, np.float32)
+            key: gym.spaces.Box(*OBS_BOUNDS[key], shape, np.float32)
             for key, shape in observation_shapes(cfg.lookback).items()})
         self.action_space = gym.spaces.MultiDiscrete(np.full(self.num_envs, NUM_ACTIONS))
         self._generator = torch.Generator(device=self.device)
@@ -129,7 +148,11 @@ class VecTradingEnv(VectorEnv):
         self._first, self._last = per_account[:, 0], per_account[:, 1]
         self._row = torch.arange(len(self.symbols), device=self.device).repeat_interleave(
             self.envs_per_symbol) * t_max  # (N,) offset of each account's symbol in the flat tables
-        self._window = torch.arange(self.config.lookback - 1, -1, -1, device=self.device)  # (L,)
+        # windows[r] = rows r .. r + L - 1 of the flat table, one contiguous block of L x F floats
+        lookback, rows = self.config.lookback, self._tech.shape[0]
+        self._windows = self._tech.as_strided((rows - lookback + 1, lookback * NUM_TECHNICAL), (NUM_TECHNICAL, 1))
+        self._obs_memory = [torch.empty(self.num_envs, lookback, NUM_TECHNICAL, device=self.device)
+                            for _ in range(2)]
 
     def _draw_starts(self) -> Tensor:
         """Episode start bars (N,) long: random in the split when random_start, else its first bar."""
@@ -154,7 +177,7 @@ class VecTradingEnv(VectorEnv):
         # a private copy: steps update the ring buffers in place and must not touch the template
         self.accounts = Accounts.from_state_dict(self._fresh_accounts().state_dict(), self.device)
         self._mask = self._compute_mask()
-        return self._observe(), {}
+        return self._observe(self._obs_memory[0]), {}
 
     def action_masks(self) -> Tensor:
         """Valid actions (N, 7) bool for the current observations."""
@@ -221,15 +244,17 @@ class VecTradingEnv(VectorEnv):
         truncated = out_of_time & ~terminated
         done = terminated | truncated
         info = {
-            "final_obs": self._observe(), "reward_components": raw, "weighted_reward_components": weighted,
+            "reward_components": raw, "weighted_reward_components": weighted,
             "policy_action": policy_action, "executed_action": executed, "mask_violation": ~valid,
             "repeat_limited": repeat_limited, "equity": equity, "exposure": exposure, "filled": traded,
             "cost": fill.cost, "bar": bar, "episode": episode_stats(acc, cfg.initial_capital),
             "_episode": done,
         }
+        if not self.final_obs_on_end or bool(done.any()):
+            info["final_obs"] = self._observe(self._obs_memory[1])
         acc.replace_where(done, self._fresh_accounts())
         self._mask = self._compute_mask()
-        return self._observe(), reward, terminated, truncated, info
+        return self._observe(self._obs_memory[0]), reward, terminated, truncated, info
 
     # ---- observations and masks ---------------------------------------------------------------
     def _compute_mask(self) -> Tensor:
@@ -238,12 +263,17 @@ class VecTradingEnv(VectorEnv):
                            max_exposure=self.config.max_exposure,
                            commission_rate=self.config.commission_bps * 1e-4)
 
-    def _observe(self) -> dict[str, Tensor]:
-        """The observation dict of the current state: float32 (N, ...) tensors."""
+    def _observe(self, memory: Tensor) -> dict[str, Tensor]:
+        """The observation dict of the current state: float32 (N, ...) tensors; technical (N, L, F)
+        is written into `memory` when reuse_obs_memory is on."""
         acc, initial = self.accounts, self.config.initial_capital
         index = self._row + acc.t  # (N,) flat bar index
-        window = index[:, None] - self._window  # (N, L) oldest first
-        technical = self._tech.index_select(0, window.flatten()).view(self.num_envs, -1, NUM_TECHNICAL)
+        first = index - (self.config.lookback - 1)  # window start, oldest bar first
+        if self.reuse_obs_memory:
+            technical = torch.index_select(self._windows, 0, first, out=memory.view(self.num_envs, -1))
+        else:
+            technical = self._windows.index_select(0, first)
+        technical = technical.view(self.num_envs, -1, NUM_TECHNICAL)
         close = self._close[index]
         holding = acc.shares > 0
         value = acc.shares * close
@@ -259,8 +289,10 @@ class VecTradingEnv(VectorEnv):
             acc.realised / initial, acc.cash / acc.equity, 1.0 - acc.equity / acc.peak,
             torch.log1p(acc.trades.to(close.dtype)) / 5.0,
         ], dim=1)
-        return {"technical": technical, "sl_probs": self._sl_probs[index], "position": position.float(),
-                "portfolio": portfolio.float(), "regime": self._regime[index]}
+        low, high = OBS_BOUNDS["position"]
+        return {"technical": technical, "sl_probs": self._sl_probs[index],
+                "position": position.float().clamp(low, high), "portfolio": portfolio.float().clamp(low, high),
+                "regime": self._regime[index]}
 
     # ---- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
