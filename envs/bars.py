@@ -35,11 +35,16 @@ class Bars:
         lengths = {len(a) for a in (self.timestamps, self.open, self.high, self.low, self.close,
                                     self.volume, self.sl_probs)}
         if len(lengths) != 1 or self.sl_probs.shape[1:] != (NUM_SL_PROBS,):
-            raise DataError(f"{self.source or self.symbol}: arrays of one Bars must share length T "
+            raise DataError(f"{self.where}: arrays of one Bars must share length T "
                             f"and sl_probs must be (T, {NUM_SL_PROBS})")
 
     def __len__(self) -> int:
         return len(self.close)
+
+    @property
+    def where(self) -> str:
+        """How error messages name these bars: the file path, or the symbol and generator."""
+        return self.source if self.source.endswith(".parquet") else f"{self.symbol} ({self.source or 'in memory'})"
 
     @property
     def is_synthetic(self) -> bool:

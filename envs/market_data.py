@@ -61,7 +61,7 @@ def load_bars(data_dir: str | Path, symbol: str, *, min_bars: int = 2) -> Bars:
 def validate_bars(bars: Bars, *, min_bars: int = 2) -> None:
     """Raise DataError on NaN/inf, non-positive prices, high < low, negative volume, sl_probs outside
     [0, 1], unsorted or duplicate timestamps, or fewer than `min_bars` bars."""
-    where = bars.source or bars.symbol
+    where = bars.where
     if len(bars) < min_bars:
         raise DataError(f"{where}: {len(bars)} bars, too few: need at least {min_bars} "
                         "(lookback + warm-up + one episode)")

@@ -117,7 +117,7 @@ class VecTradingEnv(VectorEnv):
         last = end - 1
         needed = max(self.config.episode_length, 1)
         if last - first < needed:
-            raise DataError(f"{bars.source or bars.symbol}: the {self.split} split (bars {start}..{end - 1}) "
+            raise DataError(f"{bars.where}: the {self.split} split (bars {start}..{end - 1}) "
                             f"has {max(last - first, 0)} tradable decisions after the lookback "
                             f"({self.config.lookback}) and warm-up ({WARMUP_BARS}); one episode needs "
                             f"{needed}")
