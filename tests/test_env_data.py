@@ -1,0 +1,162 @@
+"""Parquet loading and validation, splits, synthetic markets, the planted signal and bundled data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from envs import (DataError, EnvConfig, VecTradingEnv, load_bars, load_market, planted_signal_bars,
+                  split_bounds, synthetic_bars)
+from envs.masking import BUY_LARGE, HOLD, NUM_ACTIONS, SELL_ALL
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def good_columns(rows: int = 50) -> dict[str, object]:
+    bars = synthetic_bars("T", rows)
+    return {"timestamp": pa.array(bars.timestamps.astype("datetime64[ns]")), "open": bars.open,
+            "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume}
+
+
+def write(tmp_path: Path, columns: dict[str, object], symbol: str = "BAD") -> Path:
+    path = tmp_path / f"{symbol}.parquet"
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def broken(name: str, row: int, value: float) -> dict[str, object]:
+    columns = good_columns()
+    values = np.array(columns[name], dtype=float)
+    values[row] = value
+    columns[name] = values
+    return columns
+
+
+def shuffled_time(kind: str) -> dict[str, object]:
+    columns = good_columns()
+    stamps = good_columns()["timestamp"].to_numpy(zero_copy_only=False).copy()
+    if kind == "duplicate":
+        stamps[7] = stamps[6]
+    else:
+        stamps[6], stamps[7] = stamps[7], stamps[6]
+    columns["timestamp"] = pa.array(stamps)
+    return columns
+
+
+CASES = {
+    "missing close": ({k: v for k, v in good_columns().items() if k != "close"}, ["missing column 'close'"]),
+    "NaN open": (broken("open", 5, np.nan), ["row 5", "open", "NaN"]),
+    "inf low": (broken("low", 9, np.inf), ["row 9", "low", "inf"]),
+    "zero close": (broken("close", 3, 0.0), ["row 3", "close", "not a positive price"]),
+    "negative high": (broken("high", 4, -1.0), ["row 4", "high", "not a positive price"]),
+    "high below low": (broken("high", 8, 1e-3), ["row 8", "high < low"]),
+    "NaN volume": (broken("volume", 2, np.nan), ["row 2", "volume", "NaN"]),
+    "unsorted": (shuffled_time("unsorted"), ["row 7", "unsorted"]),
+    "duplicate": (shuffled_time("duplicate"), ["row 7", "duplicate"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_file_fails_naming_file_row_and_problem(tmp_path: Path, case: str) -> None:
+    columns, fragments = CASES[case]
+    path = write(tmp_path, columns)
+    with pytest.raises(DataError) as err:
+        load_bars(tmp_path, "BAD")
+    message = str(err.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_too_few_bars_fails(tmp_path: Path) -> None:
+    path = write(tmp_path, good_columns(50))
+    with pytest.raises(DataError, match="too few") as err:
+        load_bars(tmp_path, "BAD", min_bars=200)
+    assert str(path) in str(err.value)
+    with pytest.raises(DataError, match="too few"):
+        VecTradingEnv(["BAD"], 1, data_dir=str(tmp_path))
+
+
+def test_missing_file_and_not_parquet(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        load_bars(tmp_path, "NOPE")
+    (tmp_path / "JUNK.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match="JUNK.parquet"):
+        load_bars(tmp_path, "JUNK")
+
+
+def test_column_variants_and_sl_probs(tmp_path: Path) -> None:
+    columns = good_columns(60)
+    renamed = {"Date": pa.array(columns["timestamp"].to_numpy(zero_copy_only=False).astype("datetime64[D]")),
+               "OPEN": columns["open"], "High": columns["high"], "low": columns["low"],
+               "Adj Close": columns["close"], "Volume": columns["volume"],
+               "sl_prob_up": np.full(60, 0.8), "sl_prob_down": np.full(60, 0.1)}
+    write(tmp_path, renamed, "VAR")
+    bars = load_bars(tmp_path, "VAR")
+    np.testing.assert_array_equal(bars.close, columns["close"])
+    assert bars.timestamps.dtype == np.int64 and (np.diff(bars.timestamps) > 0).all()
+    # sl_prob_* columns are taken in name order; missing ones stay 0.5
+    np.testing.assert_array_equal(bars.sl_probs[0], [0.1, 0.8, 0.5])
+    assert not bars.is_synthetic
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(3, 100_000), st.floats(0.05, 0.9), st.floats(0.0, 1.0))
+def test_splits_are_chronological_and_never_overlap(num_bars: int, train: float, share: float) -> None:
+    val = (1 - train) * share
+    bounds = split_bounds(num_bars, (train, val, 1 - train - val))
+    (a0, a1), (b0, b1), (c0, c1) = bounds["train"], bounds["val"], bounds["test"]
+    assert a0 == 0 and a1 == b0 and b1 == c0 and c1 == num_bars
+    assert a0 <= a1 <= b1 <= c1
+
+
+def test_synthetic_market_is_deterministic_per_symbol_and_announced(tmp_path: Path) -> None:
+    a, again, b = synthetic_bars("SPY", 500), synthetic_bars("SPY", 500), synthetic_bars("AAPL", 500)
+    np.testing.assert_array_equal(a.close, again.close)
+    assert not np.allclose(a.close[:100], b.close[:100])
+    assert (a.high >= np.maximum(a.open, a.close)).all() and (a.low <= np.minimum(a.open, a.close)).all()
+    with pytest.warns(UserWarning, match="SYNTHETIC MARKET for SPY"):
+        markets = load_market(["SPY"], tmp_path)
+    assert markets["SPY"].source == "synthetic" and markets["SPY"].is_synthetic
+
+
+def test_planted_signal_oracle_beats_buy_and_hold() -> None:
+    """Hold 9 % of equity exactly when sl_probs[t, 0] > 0.5 (fill at open t + 1) over the whole split."""
+    bars = planted_signal_bars(2000, seed=0)
+    config = EnvConfig(episode_length=0, random_start=False)
+    env = VecTradingEnv(["P"], 1, config, markets={"P": bars}, seed=0)
+    obs, _ = env.reset(seed=0)
+    done = torch.zeros(1, dtype=torch.bool)
+    while not done.all():
+        signal, holding = obs["sl_probs"][:, 0] > 0.5, obs["position"][:, 4] > 0
+        actions = torch.where(signal & ~holding, BUY_LARGE, torch.where(~signal & holding, SELL_ALL, HOLD))
+        obs, _, terminated, truncated, info = env.step(actions)
+        assert not info["mask_violation"].any()
+        done = terminated | truncated
+    first, last = env.bounds["P"]
+    buy_and_hold = bars.close[last] / bars.open[first + 1] - 1
+    oracle = float(info["episode"]["return"][0])
+    assert buy_and_hold < 0 < oracle
+    assert oracle > 0.1  # the edge pays for costs at a 9 % position
+
+
+def test_bundled_real_data_loads_and_steps() -> None:
+    markets = load_market(["SPX", "GOOGL", "EURUSD"], DATA)
+    assert {b.symbol: len(b) for b in markets.values()} == {"SPX": 5031, "GOOGL": 2335, "EURUSD": 6225}
+    assert all(not b.is_synthetic for b in markets.values())
+    for split in ("train", "test"):
+        env = VecTradingEnv(["SPX", "GOOGL", "EURUSD"], 2, EnvConfig(), data_dir=str(DATA), split=split, seed=0)
+        obs, _ = env.reset(seed=0)
+        generator = torch.Generator().manual_seed(0)
+        for _ in range(20):
+            noise = torch.rand(env.num_envs, NUM_ACTIONS, generator=generator)
+            obs, reward, _, _, _ = env.step((noise * env.action_masks()).argmax(1))
+            assert all(torch.isfinite(v).all() for v in obs.values()) and torch.isfinite(reward).all()
+        start, end = split_bounds(len(env.markets["SPX"]))[split]
+        assert start <= env.bounds["SPX"][0] < env.bounds["SPX"][1] == end - 1
