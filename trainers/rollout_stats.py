@@ -41,8 +41,9 @@ class RolloutStats:
             tally.zero_()
         self.steps = 0
 
-    def on_step(self, info: dict[str, Any]) -> None:
-        """Add one env step's info: actions (N,), reward components (N,), episode stats (N,)."""
+    def on_step(self, step: int, info: dict[str, Any], data: Any = None) -> None:
+        """Add one env step's info (the collector's hook): actions, reward components and episode
+        stats, each (N,)."""
         self.steps += 1
         ones = torch.ones_like(info["policy_action"], dtype=torch.float32)
         self.policy_actions.index_add_(0, info["policy_action"], ones)

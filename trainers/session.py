@@ -16,7 +16,7 @@ import torch
 
 from configs.loader import ConfigError, dumps_toml, load_toml
 from configs.train import DEFAULT_CONFIG, TrainConfig, as_dict, build, resolve, with_encoder_preset
-from envs import ACTION_NAMES, NUM_ACTIONS, OBS_SHAPES, VecTradingEnv
+from envs import ACTION_NAMES, NUM_ACTIONS, VecTradingEnv, observation_shapes
 from models import MultiSymbolPolicy, weight_stats
 from ppo_core import EntropyController, PPOLearner, RolloutBuffer
 from trainers import checkpointing
@@ -50,6 +50,8 @@ class Session:
             "learner": self.learner.state_dict(), "entropy": self.entropy.state_dict(),
             "env": self.env.state_dict(), "obs": {k: v.cpu() for k, v in self.obs.items()},
             "rng": checkpointing.rng_state(), "generator": self.generator.get_state(),
+            "episode_returns": self.buffer.episode_returns.cpu(),
+            "episode_lengths": self.buffer.episode_lengths.cpu(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -60,6 +62,8 @@ class Session:
         self.obs = {k: v.to(self.device) for k, v in state["obs"].items()}
         checkpointing.set_rng_state(state["rng"])
         self.generator.set_state(state["generator"])
+        self.buffer.episode_returns.copy_(state["episode_returns"])
+        self.buffer.episode_lengths.copy_(state["episode_lengths"])
 
     def save(self) -> checkpointing.Checkpoint:
         return checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
@@ -142,6 +146,9 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
     if preset != "custom":
         config = with_encoder_preset(config, preset)
         config = replace(config, run=replace(config.run, encoder_preset=preset))
+    if config.model.encoder.lookback != config.env.lookback:
+        raise ConfigError(f"model.encoder.lookback ({config.model.encoder.lookback}) must equal "
+                          f"env.lookback ({config.env.lookback}): the encoder has one token per bar")
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
     torch.manual_seed(config.run.seed)
@@ -161,7 +168,8 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
         config=config, run_dir=run_dir, device=device, env=env, policy=policy,
         learner=PPOLearner(policy, config.ppo, device),
         entropy=EntropyController(config.entropy),
-        buffer=RolloutBuffer(config.run.num_steps, env.num_envs, OBS_SHAPES, device, NUM_ACTIONS),
+        buffer=RolloutBuffer(config.run.num_steps, env.num_envs, observation_shapes(config.env.lookback),
+                             device, NUM_ACTIONS),
         stats=RolloutStats(config.run.symbols, config.run.envs_per_symbol, ACTION_NAMES, device),
         generator=torch.Generator().manual_seed(config.run.seed),
         log=log, obs=env.reset(seed=config.run.seed)[0],
