@@ -38,7 +38,8 @@ class MLPActorCritic(nn.Module):
         self.actor = _mlp(obs_dim, hidden, num_actions, 0.01)
         self.critic = _mlp(obs_dim, hidden, 1, 1.0)
 
-    def act(self, obs: dict[str, Tensor], action_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def act(self, obs: dict[str, Tensor],
+            action_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Sampled actions (B,) long, their log-probs (B,) and values (B,)."""
         x = obs["obs"]
         log_probs = masked_log_probs(self.actor(x), action_mask)  # (B, A)

@@ -133,7 +133,8 @@ class GymVecAdapter:
         if "final_obs" in info:
             # final_obs is an object array with None in rows that did not end; fill those with 0
             rows = info["final_obs"]
-            final = np.stack([row if row is not None else np.zeros_like(obs[i]) for i, row in enumerate(rows)])
+            final = np.stack([row if row is not None else np.zeros_like(obs[i])
+                              for i, row in enumerate(rows)])
             info["final_obs"] = self._obs(final)
         to = dict(device=self.device)
         return (self._obs(obs), torch.as_tensor(reward, dtype=torch.float32, **to),
