@@ -62,9 +62,10 @@ def measure(env: VecTradingEnv, seconds: float, warmup: int = 10) -> dict[str, f
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", default="64,1024,4096,16384", help="comma-separated N values")
-    parser.add_argument("--symbols", default="SPX,GOOGL", help="symbols (files in --data-dir, else synthetic)")
+    parser.add_argument("--symbols", default="SPX,GOOGL", help="files in --data-dir, else synthetic")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per N")

@@ -10,7 +10,8 @@ from envs.synthetic import planted_signal_bars, synthetic_bars
 from envs.trading_env import OBS_BOUNDS, OBS_SHAPES, VecTradingEnv, observation_shapes
 
 __all__ = [
-    "ACTION_NAMES", "NUM_ACTIONS", "OBS_BOUNDS", "OBS_SHAPES", "REGIME_NAMES", "REWARD_COMPONENTS", "TECHNICAL_NAMES",
+    "ACTION_NAMES", "NUM_ACTIONS", "OBS_BOUNDS", "OBS_SHAPES", "REGIME_NAMES", "REWARD_COMPONENTS",
+    "TECHNICAL_NAMES",
     "WARMUP_BARS", "Bars", "DataError", "EnvConfig", "RewardConfig", "VecTradingEnv", "action_mask",
     "compute_features", "load_bars", "load_market", "masked_logits", "observation_shapes",
     "planted_signal_bars", "SingleAccountEnv", "split_bounds", "synthetic_bars", "validate_bars",

@@ -44,7 +44,9 @@ class Bars:
     @property
     def where(self) -> str:
         """How error messages name these bars: the file path, or the symbol and generator."""
-        return self.source if self.source.endswith(".parquet") else f"{self.symbol} ({self.source or 'in memory'})"
+        if self.source.endswith(".parquet"):
+            return self.source
+        return f"{self.symbol} ({self.source or 'in memory'})"
 
     @property
     def is_synthetic(self) -> bool:

@@ -33,7 +33,8 @@ class SingleAccountEnv(gym.Env):
         obs, _ = self.vec.reset(seed=int(self.np_random.integers(2**62)))
         return _numpy(obs), {"action_mask": self.action_masks()}
 
-    def step(self, action: int | np.integer) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+    def step(self, action: int | np.integer
+             ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
             raise ValueError(f"action: expected an int in [0, {self.action_space.n}), got {action!r}")
         obs, reward, terminated, truncated, info = self.vec.step(torch.tensor([int(action)]))

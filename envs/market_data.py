@@ -25,7 +25,8 @@ _ALIASES = {
 }
 
 
-def split_bounds(num_bars: int, fractions: Sequence[float] = (0.70, 0.15, 0.15)) -> dict[str, tuple[int, int]]:
+def split_bounds(num_bars: int, fractions: Sequence[float] = (0.70, 0.15, 0.15)
+                 ) -> dict[str, tuple[int, int]]:
     """Chronological [start, end) bar ranges of train / val / test; they tile [0, num_bars)."""
     cuts = np.round(np.cumsum([0.0, *fractions]) * num_bars).astype(int)
     cuts[-1] = num_bars

@@ -150,7 +150,8 @@ class VecTradingEnv(VectorEnv):
             self.envs_per_symbol) * t_max  # (N,) offset of each account's symbol in the flat tables
         # windows[r] = rows r .. r + L - 1 of the flat table, one contiguous block of L x F floats
         lookback, rows = self.config.lookback, self._tech.shape[0]
-        self._windows = self._tech.as_strided((rows - lookback + 1, lookback * NUM_TECHNICAL), (NUM_TECHNICAL, 1))
+        self._windows = self._tech.as_strided((rows - lookback + 1, lookback * NUM_TECHNICAL),
+                                              (NUM_TECHNICAL, 1))
         self._obs_memory = [torch.empty(self.num_envs, lookback, NUM_TECHNICAL, device=self.device)
                             for _ in range(2)]
 
@@ -224,7 +225,8 @@ class VecTradingEnv(VectorEnv):
         reward, weighted = weighted_sum(raw, cfg.reward)
 
         sold_any = fill.sold > 0
-        acc.cash, acc.shares, acc.entry, acc.equity, acc.peak = fill.cash, fill.shares, fill.entry, equity, peak
+        acc.cash, acc.shares, acc.entry = fill.cash, fill.shares, fill.entry
+        acc.equity, acc.peak = equity, peak
         acc.realised = acc.realised + torch.where(sold_any, fill.trade_pnl, 0.0)
         acc.sum_ret, acc.sum_ret_sq = acc.sum_ret + step_return, acc.sum_ret_sq + step_return * step_return
         acc.max_drawdown = torch.maximum(acc.max_drawdown, drawdown)
@@ -291,7 +293,8 @@ class VecTradingEnv(VectorEnv):
         ], dim=1)
         low, high = OBS_BOUNDS["position"]
         return {"technical": technical, "sl_probs": self._sl_probs[index],
-                "position": position.float().clamp(low, high), "portfolio": portfolio.float().clamp(low, high),
+                "position": position.float().clamp(low, high),
+                "portfolio": portfolio.float().clamp(low, high),
                 "regime": self._regime[index]}
 
     # ---- checkpointing ------------------------------------------------------------------------

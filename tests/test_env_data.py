@@ -151,7 +151,8 @@ def test_bundled_real_data_loads_and_steps() -> None:
     assert {b.symbol: len(b) for b in markets.values()} == {"SPX": 5031, "GOOGL": 2335, "EURUSD": 6225}
     assert all(not b.is_synthetic for b in markets.values())
     for split in ("train", "test"):
-        env = VecTradingEnv(["SPX", "GOOGL", "EURUSD"], 2, EnvConfig(), data_dir=str(DATA), split=split, seed=0)
+        env = VecTradingEnv(["SPX", "GOOGL", "EURUSD"], 2, EnvConfig(), data_dir=str(DATA), split=split,
+                            seed=0)
         obs, _ = env.reset(seed=0)
         generator = torch.Generator().manual_seed(0)
         for _ in range(20):

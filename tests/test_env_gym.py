@@ -35,8 +35,8 @@ def test_vector_api_shapes_and_info() -> None:
     # every account started together and ran episode_length steps: all truncate now
     assert truncated.all() and not terminated.any() and info["_episode"].all()
     assert (info["episode"]["length"] == 8).all()
-    assert set(info["episode"]) >= {"return", "sharpe", "max_drawdown", "trades", "win_rate", "profit_factor",
-                                    "voluntary_trade_rate", "unique_actions", "length"}
+    assert set(info["episode"]) >= {"return", "sharpe", "max_drawdown", "trades", "win_rate",
+                                    "profit_factor", "voluntary_trade_rate", "unique_actions", "length"}
     # auto-reset: the returned obs starts a new episode, final_obs holds the last one
     assert (obs["portfolio"][:, 0] == 1.0).all()
     assert not torch.equal(obs["technical"], info["final_obs"]["technical"])

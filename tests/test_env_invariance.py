@@ -26,7 +26,8 @@ def run(env: VecTradingEnv, actions: list[list[int]]) -> list[tuple[dict[str, to
 @settings(max_examples=12, deadline=None)
 @given(st.floats(1e-3, 1e3), st.lists(st.lists(st.integers(0, NUM_ACTIONS - 1), min_size=4, max_size=4),
                                       min_size=1, max_size=45))
-def test_multiplying_prices_changes_no_observation_or_reward(factor: float, actions: list[list[int]]) -> None:
+def test_multiplying_prices_changes_no_observation_or_reward(factor: float,
+                                                             actions: list[list[int]]) -> None:
     base = run(VecTradingEnv(["A"], 4, CONFIG, markets={"A": BARS}, seed=0), actions)
     scaled = run(VecTradingEnv(["A"], 4, CONFIG, markets={"A": BARS.scaled(factor)}, seed=0), actions)
     for (obs_a, reward_a), (obs_b, reward_b) in zip(base, scaled):

@@ -62,7 +62,8 @@ ENV = VecTradingEnv(["A"], 16, EnvConfig(episode_length=40), markets={"A": synth
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.lists(st.integers(0, NUM_ACTIONS - 1), min_size=16, max_size=16), min_size=1, max_size=30),
+@given(st.lists(st.lists(st.integers(0, NUM_ACTIONS - 1), min_size=16, max_size=16),
+                min_size=1, max_size=30),
        st.integers(0, 1000))
 def test_forbidden_action_executes_as_hold_and_is_counted(actions: list[list[int]], seed: int) -> None:
     ENV.reset(seed=seed)

@@ -61,7 +61,8 @@ outcomes = st.builds(
     lambda prev, change, cost, holding, exposure, dd, hold, sharpe, unique, steps, run, counted, traded:
     StepOutcome(*(torch.tensor([x]) for x in (prev, prev + change, cost, holding, exposure, dd, hold, sharpe,
                                               unique, steps, run, counted, traded))),
-    st.floats(1.0, 1e7), finite, st.floats(0.0, 1e4), st.booleans(), st.floats(0.0, 1.0), st.floats(0.0, 1.0),
+    st.floats(1.0, 1e7), finite, st.floats(0.0, 1e4), st.booleans(), st.floats(0.0, 1.0),
+    st.floats(0.0, 1.0),
     st.integers(0, 10_000), st.floats(-100.0, 100.0), st.integers(0, NUM_ACTIONS), st.integers(1, 10_000),
     st.integers(1, 100), st.booleans(), st.booleans(),
 )
@@ -76,7 +77,8 @@ def test_every_component_finite_and_in_range(outcome: StepOutcome) -> None:
 
 
 def test_components_in_range_along_env_trajectories() -> None:
-    env = VecTradingEnv(["A"], 32, EnvConfig(episode_length=60), markets={"A": synthetic_bars("A", 500)}, seed=1)
+    env = VecTradingEnv(["A"], 32, EnvConfig(episode_length=60), markets={"A": synthetic_bars("A", 500)},
+                        seed=1)
     env.reset(seed=1)
     generator = torch.Generator().manual_seed(1)
     for _ in range(150):
