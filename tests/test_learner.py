@@ -82,6 +82,17 @@ def test_fp16_with_grad_scaler_on_cuda():
     assert learner.state_dict()["scaler"]["scale"] > 0
 
 
+def test_fp16_grad_scaler_skips_overflowing_steps_instead_of_raising():
+    # fp16 autocast also runs on CPU (slowly); a huge initial scale overflows the fp16 gradients
+    policy, learner, buf, adv, ret = setup(amp="fp16", update_epochs=1, num_minibatches=2)
+    learner.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
+    before = [p.detach().clone() for p in policy.parameters()]
+    stats = update(learner, buf, adv, ret)
+    assert stats.skipped_steps.item() == 2 and learner.scaler.get_scale() == 2.0**58
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    assert torch.isfinite(stats.policy_loss)
+
+
 def test_gradients_are_clipped_to_max_grad_norm():
     _, learner, buf, adv, ret = setup(max_grad_norm=1e-3)
     norms = []
