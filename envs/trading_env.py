@@ -51,8 +51,9 @@ class VecTradingEnv(VectorEnv):
     `bounds[symbol]` = (first decision bar, last bar) of the split: an episode that starts at the
     first decision bar and runs to the end (episode_length=0, random_start=False) buys at
     open[first + 1] at the earliest and is marked last at close[last], like buy-and-hold.
-    `final_obs`: "always" puts info["final_obs"] in every step (no host read, the contract's
-    default on CUDA); "on_end" only in steps where some episode ended; "auto" = "on_end" on CPU.
+    `final_obs`: "always" (default, the contract) puts info["final_obs"] in every step; "on_end"
+    only in steps where some episode ended, so a trainer can skip a critic forward on the other
+    steps, at the price of one host read per step (free on CPU); "auto" = "on_end" on CPU only.
     `reuse_obs_memory`: obs["technical"] (and final_obs["technical"]) are written into buffers
     allocated once, so the tensors a step returns are overwritten by the next step (clone to keep
     them). A fresh 36 MB window tensor per step at N = 16384 costs ~8x the copy itself on CPU.
@@ -63,7 +64,7 @@ class VecTradingEnv(VectorEnv):
     def __init__(self, symbols: Sequence[str], envs_per_symbol: int, config: EnvConfig | None = None,
                  device: torch.device | str = "cpu", *, data_dir: str = "data", split: str = "train",
                  markets: dict[str, Bars] | None = None, seed: int | None = None,
-                 final_obs: str = "auto", reuse_obs_memory: bool = True) -> None:
+                 final_obs: str = "always", reuse_obs_memory: bool = True) -> None:
         if split not in SPLITS:
             raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
         if final_obs not in ("auto", "always", "on_end"):

@@ -102,3 +102,10 @@ def test_single_account_wrapper_passes_check_env() -> None:
         assert env.observation_space.contains(obs) and isinstance(reward, float)
         done, total_steps = terminated or truncated, total_steps + 1
     assert total_steps == 16 and "episode" in info
+
+
+def test_final_obs_on_end_only_when_an_episode_ended() -> None:
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=4), markets=MARKETS, seed=0, final_obs="on_end")
+    env.reset(seed=0)
+    present = ["final_obs" in env.step(torch.zeros(2, dtype=torch.long))[4] for _ in range(8)]
+    assert present == [False, False, False, True] * 2
