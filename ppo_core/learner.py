@@ -110,7 +110,7 @@ class UpdateStats(NamedTuple):
     """optimizer steps the fp16 GradScaler skipped for inf/NaN gradients"""
     epochs_run: int
     stopped_early: bool
-    """True when KL early stopping ended the epoch loop after `epochs_run` epochs"""
+    """True when KL early stopping skipped the epochs after `epochs_run`"""
     learning_rate: float
     clip_coef: float
 
@@ -212,6 +212,7 @@ class PPOLearner:
             checked_norm = torch.where(finite_grad, grad_norm, 0.0)
         else:
             checked_norm = grad_norm
+        # with fp16 this reads found_inf on the host (GradScaler's own sync); a no-op wrapper otherwise
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return torch.stack([m.policy_loss, m.value_loss, m.entropy, m.approx_kl, m.clip_fraction,
