@@ -95,6 +95,8 @@ class Fill(NamedTuple):
     """shares sold"""
     trade_pnl: Tensor
     """realised PnL of the shares sold, net of sell commission (0 when nothing sold)"""
+    notional: Tensor
+    """value traded at the open, buys plus sells (currency), for turnover"""
 
 
 def fill_orders(acc: Accounts, executed: Tensor, open_price: Tensor, commission_rate: float,
@@ -119,7 +121,7 @@ def fill_orders(acc: Accounts, executed: Tensor, open_price: Tensor, commission_
     entry = torch.where(bought > 0, (acc.shares * acc.entry + bought * buy_price) / shares.clamp_min(1e-300),
                         torch.where(shares > 0, acc.entry, torch.zeros_like(acc.entry)))
     trade_pnl = sold * (sell_price - acc.entry) - sell_commission
-    return Fill(cash, shares, entry, cost, sold, trade_pnl)
+    return Fill(cash, shares, entry, cost, sold, trade_pnl, buy_notional + sold * open_price)
 
 
 def rolling_ratios(returns: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:

@@ -189,7 +189,8 @@ class VecTradingEnv(VectorEnv):
         """Apply one action (N,) per account. Returns obs, reward (N,) float32, terminated (N,) bool,
         truncated (N,) bool and info: final_obs, reward_components (raw) and
         weighted_reward_components (what `reward` sums), policy_action, executed_action,
-        mask_violation, repeat_limited, equity, exposure, filled, cost, bar (the bar marked), and
+        mask_violation, repeat_limited, equity, exposure, filled, cost, notional (shares traded x
+        open, currency), bar (the bar marked), and
         episode (statistics, valid where _episode is True). Ended rows are reset before returning."""
         cfg, acc = self.config, self.accounts
         policy_action = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
@@ -250,7 +251,8 @@ class VecTradingEnv(VectorEnv):
             "reward_components": raw, "weighted_reward_components": weighted,
             "policy_action": policy_action, "executed_action": executed, "mask_violation": ~valid,
             "repeat_limited": repeat_limited, "equity": equity, "exposure": exposure, "filled": traded,
-            "cost": fill.cost, "bar": bar, "episode": episode_stats(acc, cfg.initial_capital),
+            "cost": fill.cost, "notional": fill.notional,
+            "bar": bar, "episode": episode_stats(acc, cfg.initial_capital),
             "_episode": done,
         }
         if not self.final_obs_on_end or bool(done.any()):

@@ -160,7 +160,8 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = VecTradingEnv(config.run.symbols, config.run.envs_per_symbol, config.env, device,
-                            data_dir=config.run.data_dir, split="train", seed=config.run.seed)
+                            data_dir=config.run.data_dir, split="train", seed=config.run.seed,
+                            final_obs="auto")
     for warning in caught:
         log.message(f"warning: {warning.message}", style="bold yellow")
     policy = MultiSymbolPolicy(config.run.symbols, config.model).to(device)

@@ -1,0 +1,158 @@
+"""Backtest a trained run on a whole split: `python -m trainers.evaluate --run-dir runs/...`.
+
+Every symbol's accounts start at the split's first tradable bar and trade to its end, side by side
+in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
+policy, accounts 2.. the sampled policy (with --sampled K). Buy-and-hold (fully invested) and an
+exposure-matched buy-and-hold (the greedy agent's average exposure, bought at the same first fill
+and held) are computed from the same bars with the same costs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from configs.loader import ConfigError, load_toml
+from configs.train import TrainConfig, build
+from envs import VecTradingEnv
+from models import CheckpointError, MultiSymbolPolicy
+from trainers import checkpointing
+from trainers.metrics import equity_metrics, periods_per_year
+from trainers.report import plot_equity, print_tables, write_json
+from trainers.session import resolve_device
+
+GREEDY, RANDOM = 0, 1  # account roles within each symbol; 2.. are sampled-policy accounts
+
+
+def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
+             generator: torch.Generator) -> dict[str, np.ndarray]:
+    """Run one full-split episode in every account; per-step (L, N) host arrays of equity,
+    exposure and traded notional, plus (N,) episode statistics."""
+    steps = max(last - first for first, last in env.bounds.values())
+    n, e = env.num_envs, env.envs_per_symbol
+    role = torch.arange(n, device=env.device) % e  # (N,)
+    equity = torch.zeros(steps, n, dtype=torch.float64, device=env.device)
+    exposure = torch.zeros_like(equity)
+    notional = torch.zeros_like(equity)
+    alive = torch.ones(n, dtype=torch.bool, device=env.device)
+    stats: dict[str, torch.Tensor] = {}
+    obs, _ = env.reset()
+    for t in range(steps):
+        mask = env.action_masks()
+        greedy = policy.act(obs, mask, deterministic=True)[0]
+        sampled = policy.act(obs, mask)[0] if num_sampled else greedy
+        random = torch.multinomial(mask.float(), 1, generator=generator).squeeze(1)
+        actions = torch.where(role == GREEDY, greedy, torch.where(role == RANDOM, random, sampled))
+        obs, _, terminated, truncated, info = env.step(actions)
+        # Accounts that already finished (a shorter split, or the equity floor) keep their last value.
+        previous = equity[t - 1] if t else torch.full_like(equity[0], env.config.initial_capital)
+        equity[t] = torch.where(alive, info["equity"].double(), previous)
+        exposure[t] = torch.where(alive, info["exposure"].double(), 0.0)
+        notional[t] = torch.where(alive, info["notional"].double(), 0.0)
+        ended = alive & info["_episode"]
+        for key, value in info["episode"].items():
+            stats[key] = torch.where(ended, value.double(), stats.get(key, torch.zeros_like(value.double())))
+        alive &= ~(terminated | truncated)
+    return {"equity": equity.cpu().numpy(), "exposure": exposure.cpu().numpy(),
+            "notional": notional.cpu().numpy(), **{k: v.cpu().numpy() for k, v in stats.items()}}
+
+
+def buy_and_hold(env: VecTradingEnv, symbol: str, fraction: float) -> np.ndarray:
+    """(L + 1,) equity of investing `fraction` of capital at the first fill and holding, with the
+    env's slippage and commission on the purchase."""
+    bars, (first, last) = env.markets[symbol], env.bounds[symbol]
+    cfg = env.config
+    capital = cfg.initial_capital
+    price = bars.open[first + 1] * (1 + cfg.slippage_bps * 1e-4)
+    shares = fraction * capital / (price * (1 + cfg.commission_bps * 1e-4))
+    cash = capital * (1 - fraction)
+    return np.concatenate([[capital], cash + shares * bars.close[first + 1:last + 1]])
+
+
+def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
+             console: Console) -> dict:
+    """Backtest the run's latest checkpoint on `split`; writes evaluation.json and PNGs."""
+    config = build(TrainConfig, load_toml(run_dir / "config.toml"))
+    checkpoint = checkpointing.latest(run_dir)
+    policy = MultiSymbolPolicy(config.run.symbols, config.model).to(device).eval()
+    checkpointing.load_weights(checkpoint, policy)
+    env_config = replace(config.env, episode_length=0, random_start=False)
+    env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
+                        data_dir=config.run.data_dir, split=split, seed=seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        sim = simulate(env, policy, num_sampled, generator)
+
+    results, curves_json = {}, {}
+    e, capital = env.envs_per_symbol, config.env.initial_capital
+    for s, symbol in enumerate(config.run.symbols):
+        first, last = env.bounds[symbol]
+        steps = last - first
+        stamps = env.markets[symbol].timestamps[first:last + 1]
+        per_year = periods_per_year(stamps)
+
+        def account(n: int) -> dict[str, float]:
+            curve = np.concatenate([[capital], sim["equity"][:steps, n]])
+            metrics = equity_metrics(curve, per_year)
+            metrics.update(win_rate=float(sim["win_rate"][n]), profit_factor=float(sim["profit_factor"][n]),
+                           trades=float(sim["trades"][n]),
+                           turnover=float(sim["notional"][:steps, n].sum() / curve.mean()),
+                           exposure=float(sim["exposure"][:steps, n].mean()))
+            return metrics, curve
+
+        rows: dict[str, dict[str, float]] = {}
+        curves: dict[str, np.ndarray] = {}
+        rows["agent (greedy)"], curves["agent (greedy)"] = account(s * e + GREEDY)
+        if num_sampled:
+            sampled = [account(s * e + 2 + k)[0] for k in range(num_sampled)]
+            rows[f"agent (sampled, mean of {num_sampled})"] = {
+                key: float(np.mean([m[key] for m in sampled])) for key in sampled[0]}
+        agent_exposure = rows["agent (greedy)"]["exposure"]
+        for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
+            curve = buy_and_hold(env, symbol, fraction)
+            rows[name] = {**equity_metrics(curve, per_year), "trades": 1.0, "exposure": fraction,
+                          "turnover": fraction * capital / curve.mean()}
+            curves[name] = curve
+        rows["random valid"], curves["random valid"] = account(s * e + RANDOM)
+        results[symbol] = rows
+        curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
+        plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves, stamps)
+
+    print_tables(results, split, console)
+    payload = {"run_dir": str(run_dir), "split": split, "step": checkpoint.step,
+               "weights": checkpoint.weights.name, "results": results, "equity_curves": curves_json}
+    write_json(run_dir / "evaluation.json", payload)
+    console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
+    return payload
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.evaluate",
+                                     description="Backtest a trained run on a whole data split.")
+    parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by trainers.ppo")
+    parser.add_argument("--split", choices=["train", "val", "test"], default="test",
+                        help="which chronological split to trade (default: test)")
+    parser.add_argument("--sampled", type=int, default=0, metavar="K",
+                        help="also run K accounts with the sampled (stochastic) policy")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
+    args = parser.parse_args(argv)
+    if args.sampled < 0:
+        parser.error("--sampled must be >= 0")
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    try:
+        evaluate(args.run_dir, args.split, args.sampled, resolve_device(args.device), args.seed, console)
+    except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

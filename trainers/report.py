@@ -1,0 +1,77 @@
+"""Evaluation output: the per-symbol comparison table, evaluation.json and equity-curve PNGs."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; evaluation runs on headless machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+# (metric key, column title, format)
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("total_return", "return", "{:+.2%}"),
+    ("annualised_return", "annual", "{:+.2%}"),
+    ("sharpe", "Sharpe", "{:+.2f}"),
+    ("sortino", "Sortino", "{:+.2f}"),
+    ("max_drawdown", "max DD", "{:.2%}"),
+    ("calmar", "Calmar", "{:+.2f}"),
+    ("win_rate", "win", "{:.0%}"),
+    ("profit_factor", "PF", "{:.2f}"),
+    ("trades", "trades", "{:.0f}"),
+    ("turnover", "turnover", "{:.2f}"),
+    ("exposure", "exposure", "{:.0%}"),
+)
+
+
+def print_tables(results: dict[str, dict[str, dict[str, float]]], split: str, console: Console) -> None:
+    """One table per symbol: a row per strategy, a column per metric."""
+    for symbol, strategies in results.items():
+        table = Table(title=f"{symbol} - {split} split", title_justify="left")
+        table.add_column("strategy")
+        for _, title, _ in COLUMNS:
+            table.add_column(title, justify="right")
+        for name, metrics in strategies.items():
+            table.add_row(name, *[_cell(metrics.get(key), fmt) for key, _, fmt in COLUMNS])
+        console.print(table)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """JSON with non-finite floats written as strings ("inf"), which strict parsers accept."""
+    def clean(value):
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        return value
+    path.write_text(json.dumps(clean(payload), indent=2))
+
+
+def plot_equity(path: Path, symbol: str, split: str, curves: dict[str, np.ndarray],
+                timestamps_ns: np.ndarray) -> None:
+    """One PNG: each strategy's (T + 1,) equity curve over the split's bar timestamps."""
+    dates = timestamps_ns.astype("datetime64[ns]")
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
+    for name, equity in curves.items():
+        ax.plot(dates[: len(equity)], equity, label=name, linewidth=1.6 if name.startswith("agent") else 1.0)
+    ax.set_title(f"{symbol}: equity on the {split} split")
+    ax.set_ylabel("equity")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if not math.isfinite(value):
+        return "inf" if value > 0 else "-inf"
+    return fmt.format(value)
