@@ -20,12 +20,13 @@ from trainers.session import Session, StopRequest, open_session
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
-def train(session: Session) -> int:
-    """Run PPO until `run.total_steps` account-steps; returns a process exit code."""
+def train(session: Session, stop: StopRequest | None = None) -> int:
+    """Run PPO until `run.total_steps` account-steps; returns a process exit code. `stop` is set
+    by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
     cfg, env, policy, learner, log = session.config, session.env, session.policy, session.learner, session.log
     batch_size = cfg.run.num_steps * env.num_envs  # account-steps per iteration
     num_iterations = math.ceil(cfg.run.total_steps / batch_size)
-    stop = StopRequest()
+    stop = stop or StopRequest()
     obs = session.obs
     log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
                 f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
