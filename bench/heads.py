@@ -28,11 +28,11 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from encoder_latency import device_name, resolve_device, time_ms
+from configs.run import ENCODER_PRESETS
 from models import EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_actor_, init_critic_
 
-# Same numbers as the trainer's CPU preset (configs/run.py): the full encoder is compute-bound on CPU.
-ENCODERS = {"small": EncoderConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, out_dim=128),
-            "full": EncoderConfig()}
+# The trainer's presets (small on CPU, full on CUDA): the full encoder is compute-bound on CPU.
+ENCODERS = {name: EncoderConfig(**preset) for name, preset in ENCODER_PRESETS.items()}
 
 
 def loop_stacks(mlp: GroupedMLP) -> list[nn.Sequential]:
