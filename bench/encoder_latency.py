@@ -10,10 +10,6 @@ Seed target: p95 < 10 ms at batch 32 on a GPU.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,39 +18,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from common import device_name, emit, resolve_device, time_ms
 from models import EncoderConfig, FeatureEncoder
 
 TARGET_BATCH, TARGET_P95_MS = 32, 10.0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn: Callable[[], object], device: torch.device, seconds: float, warmup: int = 3,
-            min_reps: int = 10, max_reps: int = 500) -> list[float]:
-    """Wall-clock ms of each call: `warmup` untimed calls, then at least `min_reps` timed calls and
-    more until `seconds` have passed (at most `max_reps`). Every call ends with a device sync."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < seconds):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
@@ -63,12 +30,6 @@ def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     times = time_ms(lambda: a @ b, device, seconds, warmup=2, min_reps=5)
     return 2 * n**3 / (float(np.median(times)) * 1e-3) / 1e9
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def run(batch_sizes: list[int], device: torch.device, seconds: float) -> dict:
@@ -139,10 +100,7 @@ def main() -> None:
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     report = run(batch_sizes, resolve_device(args.device), args.seconds)
     print_table(report)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ with a device synchronisation before the clock stops. Prints JSON to stdout (and
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -19,20 +18,8 @@ from pathlib import Path
 
 import torch
 
+from common import emit, resolve_device, sync
 from envs import EnvConfig, VecTradingEnv, load_market
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(env: VecTradingEnv, seconds: float, warmup: int = 10) -> dict[str, float]:
@@ -89,10 +76,7 @@ def main() -> None:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "symbols": symbols,
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ times in the loop is what the grouped form removes there.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from encoder_latency import device_name, resolve_device, time_ms
+from common import device_name, emit, resolve_device, time_ms
 from configs.run import ENCODER_PRESETS
 from models import EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_actor_, init_critic_
 
@@ -185,10 +184,7 @@ def main() -> None:
               "policy": [bench_policy(s, args.per_symbol, ENCODERS[preset], device, args.seconds)
                          for s in symbol_counts]}
     print_tables(report)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""Helpers every bench shares: device choice, device sync, timing, and the JSON report."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, seconds: float, warmup: int = 3,
+            min_reps: int = 10, max_reps: int = 500) -> list[float]:
+    """Wall-clock ms of each call: `warmup` untimed calls, then at least `min_reps` timed calls and
+    more until `seconds` have passed (at most `max_reps`). Every call ends with a device sync."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < seconds):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def emit(report: dict, json_path: Path | None) -> None:
+    """Print the report as JSON on stdout, and write it to `json_path` when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if json_path:
+        json_path.write_text(text + "\n")
