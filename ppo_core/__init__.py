@@ -7,13 +7,15 @@ from ppo_core.gae import compute_gae
 from ppo_core.learner import ActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, UpdateStats, resolve_amp
 from ppo_core.loss import LossMetrics, explained_variance, ppo_loss
 from ppo_core.mlp_policy import MLPActorCritic, masked_log_probs
+from ppo_core.normalize import RewardNormalizer
 from ppo_core.rollout import GymVecAdapter, RolloutResult, StepData, TensorVecEnv, collect_rollout
 from ppo_core.schedules import scheduled
 
 __all__ = [
     "ActorCritic", "AdaptiveEntropyConfig", "EntropyCollapseError", "EntropyConfig", "EntropyController",
     "EntropyGuardConfig", "EntropyScheduleConfig", "GymVecAdapter", "LossMetrics", "MLPActorCritic",
-    "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "RolloutBuffer", "RolloutResult",
+    "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "RewardNormalizer", "RolloutBuffer",
+    "RolloutResult",
     "StepData", "TensorVecEnv", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance",
     "masked_log_probs", "ppo_loss", "resolve_amp", "scheduled",
 ]

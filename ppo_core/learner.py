@@ -49,6 +49,8 @@ class PPOConfig:
     """Adam epsilon (CleanRL's 1e-5 rather than PyTorch's 1e-8)"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
+    normalize_rewards: bool = True
+    """divide rewards by the running std of the discounted return (ppo_core.RewardNormalizer)"""
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps")

@@ -60,8 +60,12 @@ class RolloutResult(NamedTuple):
 
 def collect_rollout(env: TensorVecEnv, policy: ActorCritic, buffer: RolloutBuffer,
                     next_obs: dict[str, Tensor], gamma: float,
-                    on_step: Callable[[int, dict[str, Any], StepData], None] | None = None) -> RolloutResult:
+                    on_step: Callable[[int, dict[str, Any], StepData], None] | None = None,
+                    reward_scale: Callable[[Tensor, Tensor], Tensor] | None = None) -> RolloutResult:
     """Fill `buffer` with T = buffer.num_steps steps of all N envs, starting from `next_obs`.
+
+    `reward_scale(rewards, dones)` (e.g. a RewardNormalizer) rescales the rewards the learner sees;
+    episode returns and `on_step` always get the raw rewards.
 
     Truncated-but-not-terminated steps get reward + gamma * V(final_obs) so GAE can treat every
     done as a cut. Runs under no_grad and leaves the policy's train/eval mode as the caller set
@@ -94,6 +98,8 @@ def collect_rollout(env: TensorVecEnv, policy: ActorCritic, buffer: RolloutBuffe
             if on_step is not None:
                 on_step(t, info, StepData(step_obs, actions, logprobs, values, rewards, terminated,
                                           truncated, masks))
+            if reward_scale is not None:
+                rewards = reward_scale(rewards, dones)
             if "final_obs" in info:
                 bootstrap = truncated & ~terminated
                 final_values = policy.value(info["final_obs"])

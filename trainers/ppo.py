@@ -41,7 +41,8 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
             session.stats.reset()
             with torch.no_grad():
                 rollout = collect_rollout(env, policy, session.buffer, obs, cfg.ppo.gamma,
-                                          on_step=session.stats.on_step)
+                                          on_step=session.stats.on_step,
+                                          reward_scale=session.reward_normalizer)
             obs = rollout.next_obs
             session.global_step += batch_size
 

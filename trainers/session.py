@@ -18,7 +18,7 @@ from configs.loader import ConfigError, dumps_toml, load_toml
 from configs.train import DEFAULT_CONFIG, TrainConfig, as_dict, build, resolve, with_encoder_preset
 from envs import ACTION_NAMES, NUM_ACTIONS, VecTradingEnv, observation_shapes
 from models import MultiSymbolPolicy, weight_stats
-from ppo_core import EntropyController, PPOLearner, RolloutBuffer
+from ppo_core import EntropyController, PPOLearner, RewardNormalizer, RolloutBuffer
 from trainers import checkpointing
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
@@ -40,6 +40,7 @@ class Session:
     generator: torch.Generator
     log: RunLogger
     obs: dict[str, torch.Tensor]
+    reward_normalizer: RewardNormalizer | None = None
     global_step: int = 0
     iteration: int = 0
 
@@ -52,6 +53,7 @@ class Session:
             "rng": checkpointing.rng_state(), "generator": self.generator.get_state(),
             "episode_returns": self.buffer.episode_returns.cpu(),
             "episode_lengths": self.buffer.episode_lengths.cpu(),
+            "reward_normalizer": self.reward_normalizer.state_dict() if self.reward_normalizer else None,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -64,6 +66,8 @@ class Session:
         self.generator.set_state(state["generator"])
         self.buffer.episode_returns.copy_(state["episode_returns"])
         self.buffer.episode_lengths.copy_(state["episode_lengths"])
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
 
     def save(self) -> checkpointing.Checkpoint:
         return checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
@@ -174,6 +178,8 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
         stats=RolloutStats(config.run.symbols, config.run.envs_per_symbol, ACTION_NAMES, device),
         generator=torch.Generator().manual_seed(config.run.seed),
         log=log, obs=env.reset(seed=config.run.seed)[0],
+        reward_normalizer=(RewardNormalizer(env.num_envs, config.ppo.gamma, device)
+                           if config.ppo.normalize_rewards else None),
     )
     enc = config.model.encoder
     log.message(f"device {device}, amp {config.ppo.amp}; encoder '{preset}' ({enc.n_layers} layers x "
