@@ -153,7 +153,8 @@ def test_sigint_saves_a_loadable_checkpoint(tmp_path):
 def test_evaluate_writes_table_json_and_pictures(tmp_path):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 1)) == 0
-    assert evaluate_main(["--run-dir", str(run_dir), "--split", "val", "--sampled", "2", "--device", "cpu"]) == 0
+    args = ["--run-dir", str(run_dir), "--split", "val", "--sampled", "2", "--device", "cpu"]
+    assert evaluate_main(args) == 0
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert set(report["results"]) == {"SPX", "GOOGL"}
     env = VecTradingEnv(["SPX", "GOOGL"], 1, EnvConfig(episode_length=0, random_start=False),
