@@ -58,7 +58,8 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
                 update = learner.update(buf, advantages, returns, ent_coef=ent_coef, progress=progress,
                                         num_groups=len(cfg.run.symbols), generator=session.generator)
             except NonFiniteLossError as err:
-                return session.fail(f"iteration {session.iteration}: {err}. Training stopped")
+                session.fail(f"iteration {session.iteration}: {err}. Training stopped")
+                return EXIT_FAILED
 
             # 4. log: the iteration's only host reads
             values = session.stats.summary()
@@ -69,7 +70,8 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
             except EntropyCollapseError as err:
                 session.obs = obs
                 session.save()
-                return session.fail(str(err))
+                session.fail(str(err))
+                return EXIT_FAILED
             values.update({f"entropy/{k}": v for k, v in session.entropy.state().items()})
             values["charts/SPS"] = log.steps_per_second(session.global_step)
             log.iteration(session.iteration, session.global_step, values)

@@ -73,14 +73,13 @@ class Session:
         return checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
                                   list(self.config.run.symbols), self.global_step, self.trainer_state())
 
-    def fail(self, message: str) -> int:
-        """Report a fatal training problem; the last good checkpoint stays as it was."""
+    def fail(self, message: str) -> None:
+        """Report a fatal training problem and where the last good checkpoint is."""
         try:
             kept = f"last good checkpoint: {checkpointing.latest(self.run_dir).weights}"
         except checkpointing.ResumeError:
             kept = "no checkpoint had been written yet"
         self.log.message(f"error: {message}; {kept}", style="bold red")
-        return 1
 
     def close(self) -> None:
         self.log.close()
