@@ -20,7 +20,7 @@ class RunConfig:
     """symbols to trade; each gets its own actor and critic head"""
     data_dir: str = "data"
     """folder of <SYMBOL>.parquet bars; a symbol without a file trades a synthetic market"""
-    total_steps: int = 100_000
+    total_steps: int = 200_000
     """account-steps to train for (all accounts of all symbols count)"""
     envs_per_symbol: int = 16
     """parallel trading accounts per symbol (E); N = symbols x E accounts step together"""

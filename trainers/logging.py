@@ -65,6 +65,11 @@ class RunLogger:
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
 
+    def set_total(self, total_steps: int) -> None:
+        """The run's real length (total_steps rounded up to whole iterations)."""
+        self.total_steps = total_steps
+        self._progress.update(self._task, total=total_steps)
+
     def steps_per_second(self, step: int) -> float:
         """Account-steps per second since this logger started (a resumed run counts from resume)."""
         return (step - self._start_step) / max(time.perf_counter() - self._start_time, 1e-9)
@@ -78,7 +83,7 @@ class RunLogger:
             self._table = self._summary_table(iteration, values)
             self._live.update(Group(self._progress, self._table))
         else:
-            eta = (self.total_steps - step) / sps if sps > 0 else float("inf")
+            eta = max(self.total_steps - step, 0) / sps if sps > 0 else float("inf")
             cells = [f"it {iteration}", f"step {step:,}/{self.total_steps:,}", f"{sps:,.0f} sps",
                      f"eta {_fmt_seconds(eta)}"]
             cells += [f"{title} {fmt.format(values[key])}" for key, title, fmt in SUMMARY_COLUMNS

@@ -27,6 +27,7 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
     batch_size = cfg.run.num_steps * env.num_envs  # account-steps per iteration
     num_iterations = math.ceil(cfg.run.total_steps / batch_size)
     stop = stop or StopRequest()
+    log.set_total(num_iterations * batch_size)
     obs = session.obs
     log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
                 f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
