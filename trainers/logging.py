@@ -96,8 +96,9 @@ class RunLogger:
         shown = [(key, title, fmt) for key, title, fmt in SUMMARY_COLUMNS if key in values]
         for _, title, _ in shown:
             table.add_column(title, justify="right")
-        table.add_column("action mix (executed)")
-        table.add_row(*[fmt.format(values[key]) for key, _, fmt in shown], action_mix(values))
+        table.add_row(*[fmt.format(values[key]) for key, _, fmt in shown])
+        table.caption = f"executed actions: {action_mix(values)}"
+        table.caption_justify = "left"
         return table
 
     def close(self) -> None:
@@ -111,9 +112,15 @@ class RunLogger:
 
 def action_mix(values: dict[str, float], prefix: str = "actions/executed_") -> str:
     """Compact `HOLD 62% BUY_S 10% ...` string from `actions/executed_<NAME>` shares."""
-    parts = [f"{key[len(prefix):]} {value:.0%}" for key, value in values.items()
+    parts = [f"{_abbreviate(key[len(prefix):])} {value:.0%}" for key, value in values.items()
              if key.startswith(prefix) and value >= 0.005]
     return " ".join(parts) or "-"
+
+
+def _abbreviate(action: str) -> str:
+    """BUY_SMALL -> BUY_S, ADD_TO_POSITION -> ADD_T: short enough for an 80-column terminal."""
+    head, _, rest = action.partition("_")
+    return f"{head}_{rest[0]}" if rest else head
 
 
 def _fmt_seconds(seconds: float) -> str:
