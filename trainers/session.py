@@ -181,8 +181,9 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
                            if config.ppo.normalize_rewards else None),
     )
     enc = config.model.encoder
-    log.message(f"device {device}, amp {config.ppo.amp}; encoder '{preset}' ({enc.n_layers} layers x "
-                f"{enc.d_model}, {enc.n_heads} heads); the seed's full size is "
+    precision = str(session.learner.amp_dtype or torch.float32).removeprefix("torch.")
+    log.message(f"device {device}, amp {config.ppo.amp} ({precision}); encoder '{preset}' "
+                f"({enc.n_layers} layers x {enc.d_model}, {enc.n_heads} heads); the seed's full size is "
                 "--set run.encoder_preset=full (default on CUDA)")
     counts = policy.count_parameters()
     log.message("parameters: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.1%}"
