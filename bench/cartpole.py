@@ -25,7 +25,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from ppo_core import (EntropyController, EntropyScheduleConfig, GymVecAdapter, MLPActorCritic,
-                      PPOConfig, PPOLearner, RolloutBuffer, collect_rollout, compute_gae)
+                      PPOConfig, PPOLearner, RolloutBuffer, ppo_iteration, resolve_device)
 
 RETURN_WINDOW = 20
 """mean_return averages the last this many finished episodes"""
@@ -73,16 +73,12 @@ def train(seed: int, total_steps: int, preset: Preset, device: torch.device) -> 
     episodes, global_step = 0, 0
     obs, _ = env.reset(seed=seed)
     start = time.perf_counter()
-    for iteration in range(num_iterations):
-        progress = iteration / num_iterations
-        rollout = collect_rollout(env, policy, buffer, obs, config.gamma)
-        obs = rollout.next_obs
+    for _ in range(num_iterations):
+        result = ppo_iteration(env, policy, learner, buffer, entropy, obs, global_step=global_step,
+                               total_steps=num_iterations * batch_size, generator=generator)
+        obs = result.next_obs
         global_step += batch_size
-        advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.dones, rollout.last_values,
-                                          config.gamma, config.gae_lambda)
-        learner.update(buffer, advantages, returns, ent_coef=entropy.coefficient(global_step),
-                       progress=progress, generator=generator)
-        finished = rollout.episode_returns.tolist()
+        finished = result.rollout.episode_returns.tolist()
         recent.extend(finished)
         episodes += len(finished)
     elapsed = time.perf_counter() - start
@@ -102,12 +98,14 @@ def main(argv: list[str] | None = None) -> dict[str, float | int]:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="zoo",
                         help="published hyperparameter set (see the module docstring)")
     parser.add_argument("--num-envs", type=int, help="override the preset's number of envs")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this tiny MLP)")
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.preset]
     if args.num_envs is not None:

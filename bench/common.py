@@ -1,4 +1,7 @@
-"""Helpers every bench shares: device choice, device sync, timing, and the JSON report."""
+"""Helpers every bench shares: device choice, device sync, timing, and the JSON report.
+
+`bench/` is not a package: scripts run as `python bench/<name>.py`, which puts this folder on
+sys.path; the project's packages come from the editable install."""
 from __future__ import annotations
 
 import json
@@ -9,18 +12,16 @@ from pathlib import Path
 
 import torch
 
+import ppo_core
+from ppo_core import synchronize as sync
+
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: CUDA is not available on this machine")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """ppo_core.resolve_device, with its error as the bench's exit message."""
+    try:
+        return ppo_core.resolve_device(name)
+    except ValueError as err:
+        sys.exit(f"--{err}")
 
 
 def time_ms(fn: Callable[[], object], device: torch.device, seconds: float, warmup: int = 3,

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import device_name, emit, resolve_device, time_ms
+from envs import DEFAULT_SPEC
 from models import EncoderConfig, FeatureEncoder
 
 TARGET_BATCH, TARGET_P95_MS = 32, 10.0
@@ -35,26 +36,26 @@ def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
 def run(batch_sizes: list[int], device: torch.device, seconds: float) -> dict:
     config = EncoderConfig()
     torch.manual_seed(0)
-    encoder = FeatureEncoder(config).to(device).eval()
+    encoder = FeatureEncoder(config, DEFAULT_SPEC.obs_shapes).to(device).eval()
     params = sum(p.numel() for p in encoder.parameters())
     param_mb = sum(p.numel() * p.element_size() for p in encoder.parameters()) / 2**20
     peak = matmul_peak_gflops(device)
     rows = []
     for batch in batch_sizes:
-        obs = {k: torch.randn(batch, *s, device=device) for k, s in config.obs_shapes().items()}
+        obs = {k: torch.randn(batch, *s, device=device) for k, s in DEFAULT_SPEC.obs_shapes.items()}
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         with torch.inference_mode():
             times = time_ms(lambda: encoder(obs), device, seconds)
         p50, p95, p99 = (float(v) for v in np.percentile(times, [50, 95, 99]))
-        gflops = config.flops_per_sample() * batch / (p50 * 1e-3) / 1e9
+        gflops = encoder.flops_per_sample() * batch / (p50 * 1e-3) / 1e9
         rows.append({"batch": batch, "reps": len(times), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
                      "per_sample_ms": p50 / batch, "gflops": gflops, "fraction_of_peak": gflops / peak,
                      "cuda_peak_mb": torch.cuda.max_memory_allocated(device) / 2**20
                      if device.type == "cuda" else None})
     return {"bench": "encoder_latency", "device": device_name(device), "torch": torch.__version__,
             "config": asdict(config), "params": params, "param_mb": param_mb,
-            "flops_per_sample": config.flops_per_sample(), "matmul_peak_gflops": peak,
+            "flops_per_sample": encoder.flops_per_sample(), "matmul_peak_gflops": peak,
             "results": rows, "target": verdict(rows, device)}
 
 

@@ -28,8 +28,8 @@ def measure(env: VecTradingEnv, seconds: float, warmup: int = 10) -> dict[str, f
     env.reset(seed=0)
 
     def one_step() -> None:
-        noise = torch.rand(env.num_envs, 7, generator=generator, device=env.device)
-        env.step((noise * env.action_masks()).argmax(1))  # uniform over valid actions; HOLD always is
+        noise = torch.rand(env.num_envs, env.trading_spec.num_actions, generator=generator, device=env.device)
+        env.step((noise * env.action_masks()).argmax(1))  # uniform over valid actions; hold always is
 
     for _ in range(warmup):
         one_step()

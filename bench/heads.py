@@ -28,7 +28,9 @@ from torch import Tensor, nn
 
 from common import device_name, emit, resolve_device, time_ms
 from configs.run import ENCODER_PRESETS
+from envs import DEFAULT_SPEC
 from models import EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_actor_, init_critic_
+from ppo_core import masked_logits
 
 # The trainer's presets (small on CPU, full on CUDA): the full encoder is compute-bound on CPU.
 ENCODERS = {name: EncoderConfig(**preset) for name, preset in ENCODER_PRESETS.items()}
@@ -70,7 +72,7 @@ def fused_heads(actor: GroupedMLP, critic: GroupedMLP):
 
 def bench_heads(num_symbols: int, per_symbol: int, device: torch.device, seconds: float) -> dict:
     torch.manual_seed(0)
-    actor = GroupedMLP(num_symbols, (256, 256, 128, 7)).to(device)
+    actor = GroupedMLP(num_symbols, (256, 256, 128, DEFAULT_SPEC.num_actions)).to(device)
     critic = GroupedMLP(num_symbols, (256, 256, 128, 1)).to(device)
     init_actor_(actor)
     init_critic_(critic)
@@ -100,13 +102,14 @@ def bench_heads(num_symbols: int, per_symbol: int, device: torch.device, seconds
 def bench_policy(num_symbols: int, per_symbol: int, encoder: EncoderConfig, device: torch.device,
                  seconds: float) -> dict:
     torch.manual_seed(0)
-    policy = MultiSymbolPolicy([f"SYM{s}" for s in range(num_symbols)], PolicyConfig(encoder=encoder))
+    policy = MultiSymbolPolicy([f"SYM{s}" for s in range(num_symbols)], PolicyConfig(encoder=encoder),
+                               DEFAULT_SPEC)
     policy = policy.to(device).eval()
     actors, critics = loop_stacks(policy.actor), loop_stacks(policy.critic)
     n = num_symbols * per_symbol
-    obs = {k: torch.randn(n, *s, device=device) for k, s in encoder.obs_shapes().items()}
-    mask = torch.rand(n, 7, device=device) < 0.7
-    mask[:, 0] = True
+    obs = {k: torch.randn(n, *s, device=device) for k, s in DEFAULT_SPEC.obs_shapes.items()}
+    mask = torch.rand(n, DEFAULT_SPEC.num_actions, device=device) < 0.7
+    mask[:, DEFAULT_SPEC.hold_id] = True
 
     def grouped() -> tuple[Tensor, Tensor]:
         return policy(obs, mask)
@@ -116,8 +119,7 @@ def bench_policy(num_symbols: int, per_symbol: int, encoder: EncoderConfig, devi
         for s in range(num_symbols):
             rows = slice(s * per_symbol, (s + 1) * per_symbol)
             features = policy.encoder({k: v[rows] for k, v in obs.items()})  # (E, D)
-            logit = actors[s](features).float()
-            logits.append(logit.masked_fill(~mask[rows], torch.finfo(logit.dtype).min))
+            logits.append(masked_logits(actors[s](features), mask[rows]))
             values.append(critics[s](features).float().squeeze(-1))
         return torch.cat(logits), torch.cat(values)
 

@@ -4,8 +4,10 @@
                                      [--iterations 3] [--encoder small|full] [--device auto|cpu|cuda]
                                      [--threads 0] [--json PATH]
 
-Builds exactly what `python -m trainers.ppo` builds (same config resolution, env, policy, learner),
-runs one warm-up iteration, then times `--iterations` iterations phase by phase with device syncs.
+Builds exactly what `python -m trainers.ppo` builds (same config resolution and session) and times
+the trainer's own iteration (`Session.iterate`, i.e. ppo_core.ppo_iteration with the entropy
+stack, reward normaliser and rollout statistics): one warm-up iteration, then `--iterations`
+timed ones, phases separated by device syncs.
 PERF-NOTES' reference for this machine: Stable-Baselines3 PPO with its default MLP runs ~700-1,200
 env-steps/s on CartPole and gym-anytrading; here every step also runs a transformer encoder.
 """
@@ -15,35 +17,13 @@ import argparse
 import contextlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from common import device_name, emit, sync
-from ppo_core import collect_rollout, compute_gae
-from trainers.ppo import build_parser, cli_values
-from trainers.session import Session, open_session
-
-
-def iteration(session: Session) -> tuple[float, float]:
-    """One rollout + update; returns (rollout seconds, GAE + update seconds)."""
-    cfg, buf = session.config, session.buffer
-    start = time.perf_counter()
-    session.policy.eval()
-    with torch.no_grad():
-        rollout = collect_rollout(session.env, session.policy, buf, session.obs, cfg.ppo.gamma,
-                                  on_step=session.stats.on_step, reward_scale=session.reward_normalizer)
-    session.obs = rollout.next_obs
-    sync(session.device)
-    collected = time.perf_counter()
-    advantages, returns = compute_gae(buf.rewards, buf.values, buf.dones, rollout.last_values,
-                                      cfg.ppo.gamma, cfg.ppo.gae_lambda)
-    session.policy.train()
-    session.learner.update(buf, advantages, returns, ent_coef=0.01, progress=0.0,
-                           num_groups=len(cfg.run.symbols), generator=session.generator)
-    sync(session.device)
-    return collected - start, time.perf_counter() - collected
+from common import device_name, emit
+from configs.train import resolve
+from trainers.session import open_session
 
 
 def main() -> None:
@@ -59,28 +39,31 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
+    config = resolve(cli={
+        "run.symbols": args.symbols.split(","), "run.data_dir": args.data_dir, "run.device": args.device,
+        "run.envs_per_symbol": args.envs_per_symbol, "run.num_steps": args.num_steps,
+        "run.encoder_preset": args.encoder, "run.torch_threads": args.threads,
+        # the schedules see a run long enough that the measured iterations are not its end
+        "run.total_steps": 1000 * args.num_steps * args.envs_per_symbol * len(args.symbols.split(",")),
+    })
     with tempfile.TemporaryDirectory() as run_dir:
-        train_args = build_parser().parse_args([
-            "--symbols", args.symbols, "--data-dir", args.data_dir, "--device", args.device,
-            "--envs-per-symbol", str(args.envs_per_symbol), "--run-dir", str(Path(run_dir) / "run"),
-            "--set", f"run.num_steps={args.num_steps}", "--set", f"run.encoder_preset={args.encoder}",
-            "--set", f"run.torch_threads={args.threads}"])
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's messages; stdout is the JSON
-            session = open_session(train_args, cli_values(train_args))
+            session = open_session(config, Path(run_dir) / "run")
             try:
-                iteration(session)  # warm-up
-                timings = [iteration(session) for _ in range(args.iterations)]
+                session.iterate(sync_timing=True)  # warm-up
+                results = [session.iterate(sync_timing=True) for _ in range(args.iterations)]
             finally:
                 session.close()
-    steps = session.config.run.num_steps * session.env.num_envs
-    rollout_s = sum(t[0] for t in timings)
-    update_s = sum(t[1] for t in timings)
-    enc = session.config.model.encoder
+    steps = session.batch_size
+    rollout_s = sum(r.rollout_seconds for r in results)
+    update_s = sum(r.update_seconds for r in results)
+    enc = config.model.encoder
     emit({
         "bench": "train_throughput", "device": device_name(session.device), "torch": torch.__version__,
-        "symbols": args.symbols.split(","), "accounts": session.env.num_envs, "num_steps": args.num_steps,
-        "encoder": f"{session.config.run.encoder_preset} ({enc.n_layers}x{enc.d_model})",
-        "update_epochs": session.config.ppo.update_epochs, "iterations": args.iterations,
+        "symbols": list(config.run.symbols), "accounts": session.env.num_envs, "num_steps": args.num_steps,
+        "encoder": f"{config.run.encoder_preset} ({enc.n_layers}x{enc.d_model})",
+        "update_epochs": config.ppo.update_epochs, "iterations": args.iterations,
+        "epochs_run_mean": sum(r.update.epochs_run for r in results) / len(results),
         "rollout_seconds_per_iteration": round(rollout_s / args.iterations, 3),
         "update_seconds_per_iteration": round(update_s / args.iterations, 3),
         "rollout_account_steps_per_s": round(steps * args.iterations / rollout_s),

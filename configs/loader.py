@@ -143,7 +143,11 @@ def _toml_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):  # an inline table, e.g. one row of env.actions
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
+        if any(isinstance(v, dict) for v in value):  # one inline table per line
+            return "[\n" + "".join(f"    {_toml_value(v)},\n" for v in value) + "]"
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if value is None:
         raise ConfigError("None cannot be written to TOML")

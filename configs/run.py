@@ -6,8 +6,7 @@ from typing import Literal
 
 # The seed's full encoder (4 layers x 256) is compute-bound on a 2-core CPU (~0.5 GFLOP per sample
 # per epoch with backward), so CPU runs default to this small one; CUDA runs get the full size.
-# Both presets turn dropout off: rollouts act in eval mode and updates evaluate in train mode, so
-# dropout would add noise to the PPO ratio and trip the KL early stop on the first minibatch.
+# configs.train.apply_encoder_preset applies them while the config is resolved.
 ENCODER_PRESETS: dict[str, dict[str, int | float]] = {
     "small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_ff": 128, "out_dim": 128, "dropout": 0.0},
     "full": {"n_layers": 4, "d_model": 256, "n_heads": 8, "d_ff": 1024, "out_dim": 256, "dropout": 0.0},
@@ -31,7 +30,8 @@ class RunConfig:
     seed: int = 1
     """seed of every random stream (env, sampling, minibatches); same seed -> same run on CPU"""
     encoder_preset: Literal["auto", "small", "full", "custom"] = "auto"
-    """auto = full (4x256) on CUDA, small (2x64) on CPU; custom = [model.encoder] exactly"""
+    """auto = full (4x256) on CUDA, small (2x64) on CPU; custom = [model.encoder] exactly. Resolved
+    (auto becomes small or full) before the run's config.toml is written"""
     checkpoint_every: int = 10
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0

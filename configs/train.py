@@ -1,16 +1,17 @@
 """The whole training configuration: one dataclass per TOML table, resolved from defaults, a TOML
-file and `--set` overrides, in that order."""
+file, CLI flags and `--set` overrides, in that order; then the encoder preset is applied, so the
+resolved config (and the run's config.toml) is exactly what runs."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from configs.loader import apply_overrides, build, load_toml, merge, to_dict
+from configs.loader import ConfigError, apply_overrides, build, load_toml, merge, to_dict
 from configs.run import ENCODER_PRESETS, RunConfig
 from envs import EnvConfig
 from models import PolicyConfig
-from ppo_core import EntropyConfig, PPOConfig
+from ppo_core import EntropyConfig, PPOConfig, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 
@@ -29,21 +30,49 @@ class TrainConfig:
     """entropy schedule, adaptive bonus and collapse guard"""
 
 
-def resolve(config_path: str | Path | None = DEFAULT_CONFIG, overrides: list[str] | None = None,
-            cli: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- TOML file <- `cli` values (dotted keys) <- `--set` overrides."""
+def explicit_settings(config_path: str | Path | None = None, overrides: list[str] | None = None,
+                      cli: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The nested table of every value the user gave: TOML file <- `cli` (dotted keys) <- `--set`."""
     data = load_toml(config_path) if config_path is not None else {}
     for key, value in (cli or {}).items():
-        section, _, name = key.partition(".")
-        data = merge(data, {section: {name: value}})
-    data = apply_overrides(data, list(overrides or []))
-    return build(TrainConfig, data)
+        for part in reversed(key.split(".")):
+            value = {part: value}
+        data = merge(data, value)
+    return apply_overrides(data, list(overrides or []))
 
 
-def with_encoder_preset(config: TrainConfig, preset: str) -> TrainConfig:
-    """Replace the encoder's size fields with a named preset ("small" or "full")."""
-    encoder = replace(config.model.encoder, **ENCODER_PRESETS[preset])
-    return replace(config, model=replace(config.model, encoder=encoder))
+def resolve(config_path: str | Path | None = DEFAULT_CONFIG, overrides: list[str] | None = None,
+            cli: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- TOML file <- `cli` values (dotted keys) <- `--set` overrides, then the encoder
+    preset (see `apply_encoder_preset`)."""
+    data = explicit_settings(config_path, overrides, cli)
+    return apply_encoder_preset(build(TrainConfig, data), data)
+
+
+def apply_encoder_preset(config: TrainConfig, explicit: dict[str, Any] | None = None) -> TrainConfig:
+    """Resolve run.encoder_preset: "auto" becomes "full" on CUDA and "small" on CPU (by
+    run.device), and a named preset replaces every encoder field it lists. A field the user set
+    explicitly (`explicit`, the nested table of given values) to another value than the preset's
+    is a ConfigError rather than silently overwritten; "custom" keeps [model.encoder] as given."""
+    preset = config.run.encoder_preset
+    if preset == "custom":
+        return config
+    if preset == "auto":
+        try:
+            device = resolve_device(config.run.device)
+        except ValueError as err:
+            raise ConfigError(f"run.{err}") from err
+        preset = "full" if device.type == "cuda" else "small"
+    values = ENCODER_PRESETS[preset]
+    given = (explicit or {}).get("model", {}).get("encoder", {})
+    for name, value in values.items():
+        if name in given and given[name] != value:
+            raise ConfigError(f"model.encoder.{name}: {given[name]!r} conflicts with run.encoder_preset "
+                              f"{preset!r}, which sets it to {value!r}; set run.encoder_preset = "
+                              "\"custom\" to size the encoder yourself")
+    encoder = replace(config.model.encoder, **values)
+    return replace(config, run=replace(config.run, encoder_preset=preset),
+                   model=replace(config.model, encoder=encoder))
 
 
 def as_dict(config: TrainConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from envs.masking import action_table
+from envs.spec import ActionTensors
 
 _SCALARS_F = ("cash", "shares", "entry", "equity", "peak", "realised", "sum_ret", "sum_ret_sq",
               "max_drawdown", "gross_profit", "gross_loss")
@@ -99,29 +99,44 @@ class Fill(NamedTuple):
     """value traded at the open, buys plus sells (currency), for turnover"""
 
 
-def fill_orders(acc: Accounts, executed: Tensor, open_price: Tensor, commission_rate: float,
-                slippage_rate: float) -> Fill:
-    """Execute `executed` (N,) long at `open_price` (N,): buys pay open x (1 + slippage), sells get
-    open x (1 - slippage); commission is charged on the notional. Buys spend a fraction of the
-    equity at decision time (the mask guarantees the cash), sells a fraction of the shares."""
-    buy_fractions, sell_fractions, _ = action_table(open_price.device, open_price.dtype)
-    buy_notional = buy_fractions[executed] * acc.equity
-    buy_price = open_price * (1.0 + slippage_rate)
-    bought = buy_notional / buy_price
-    sold = sell_fractions[executed] * acc.shares
-    sell_price = open_price * (1.0 - slippage_rate)
-    proceeds = sold * sell_price
-    sell_commission = commission_rate * proceeds
-    commission = commission_rate * buy_notional + sell_commission
+def buy_fill(notional: Tensor, open_price: Tensor, commission_rate: float, slippage_rate: float
+             ) -> tuple[Tensor, Tensor, Tensor]:
+    """The cost model of a buy of `notional` currency at `open_price`: (shares bought, commission,
+    fill price), any shape. The fill price is the open moved up by slippage; commission is charged
+    on the notional on top of it, so the cash spent is notional + commission."""
+    price = open_price * (1.0 + slippage_rate)
+    return notional / price, commission_rate * notional, price
+
+
+def sell_fill(shares: Tensor, open_price: Tensor, commission_rate: float, slippage_rate: float
+              ) -> tuple[Tensor, Tensor, Tensor]:
+    """The cost model of selling `shares` at `open_price`: (proceeds before commission, commission,
+    fill price), any shape. The fill price is the open moved down by slippage."""
+    price = open_price * (1.0 - slippage_rate)
+    proceeds = shares * price
+    return proceeds, commission_rate * proceeds, price
+
+
+def fill_orders(acc: Accounts, executed: Tensor, open_price: Tensor, table: ActionTensors,
+                commission_rate: float, slippage_rate: float) -> Fill:
+    """Execute `executed` (N,) long at `open_price` (N,) with buy_fill / sell_fill. Buys spend
+    the action's fraction of the equity at decision time (the mask guarantees the cash), sells
+    sell the action's fraction of the shares."""
+    buy_notional = table.buy_fraction[executed] * acc.equity
+    bought, buy_commission, buy_price = buy_fill(buy_notional, open_price, commission_rate, slippage_rate)
+    sell_fraction = table.sell_fraction[executed]
+    sold = sell_fraction * acc.shares
+    proceeds, sell_commission, sell_price = sell_fill(sold, open_price, commission_rate, slippage_rate)
+    commission = buy_commission + sell_commission
     # the fill moved against the trade by slippage_rate x open per share
     cost = commission + (bought + sold) * open_price * slippage_rate
     cash = acc.cash - buy_notional - commission + proceeds
-    shares = torch.where(sell_fractions[executed] == 1.0, torch.zeros_like(acc.shares),
-                         acc.shares - sold + bought)
+    shares = torch.where(sell_fraction == 1.0, torch.zeros_like(acc.shares), acc.shares - sold + bought)
     entry = torch.where(bought > 0, (acc.shares * acc.entry + bought * buy_price) / shares.clamp_min(1e-300),
                         torch.where(shares > 0, acc.entry, torch.zeros_like(acc.entry)))
     trade_pnl = sold * (sell_price - acc.entry) - sell_commission
-    return Fill(cash, shares, entry, cost, sold, trade_pnl, buy_notional + sold * open_price)
+    return Fill(cash=cash, shares=shares, entry=entry, cost=cost, sold=sold, trade_pnl=trade_pnl,
+                notional=buy_notional + sold * open_price)
 
 
 def rolling_ratios(returns: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
@@ -138,18 +153,20 @@ def rolling_ratios(returns: Tensor, steps: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def episode_stats(acc: Accounts, initial_capital: float) -> dict[str, Tensor]:
-    """Per-account statistics of the episode so far (N,) float32: return, per-step Sharpe (not
-    annualised), max drawdown, trades, win rate and profit factor over sells (capped at 100),
-    voluntary trade rate (fills per step), distinct actions executed, length."""
+    """Per-account statistics of the episode so far (N,) float32: return, Sharpe of the per-step
+    equity returns (not annualised), max drawdown, trades, closed trades (sells), win rate and
+    profit factor over sells (capped at 100; 0 before the first sell), voluntary trade rate
+    (fills per step), distinct actions executed, length."""
     steps = acc.steps.to(torch.float64).clamp_min(1.0)
     mean = acc.sum_ret / steps
     std = (acc.sum_ret_sq / steps - mean * mean).clamp_min(0.0).sqrt()
     sells = acc.sells.to(torch.float64)
     stats = {
         "return": acc.equity / initial_capital - 1.0,
-        "sharpe": torch.where(std > 1e-12, mean / std.clamp_min(1e-12), 0.0),
+        "sharpe_per_step": torch.where(std > 1e-12, mean / std.clamp_min(1e-12), 0.0),
         "max_drawdown": acc.max_drawdown,
         "trades": acc.trades.to(torch.float64),
+        "closed_trades": sells,
         "win_rate": torch.where(sells > 0, acc.wins / sells.clamp_min(1.0), 0.0),
         "profit_factor": torch.where(acc.gross_loss > 0, acc.gross_profit / acc.gross_loss.clamp_min(1e-300),
                                      torch.where(acc.gross_profit > 0, 100.0, 0.0)).clamp_max(100.0),

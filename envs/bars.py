@@ -54,6 +54,6 @@ class Bars:
 
     def scaled(self, factor: float) -> Bars:
         """The same market with every price multiplied by `factor` (volume unchanged)."""
-        return Bars(self.symbol, self.timestamps.copy(), self.open * factor, self.high * factor,
-                    self.low * factor, self.close * factor, self.volume.copy(), self.sl_probs.copy(),
-                    self.source)
+        return Bars(symbol=self.symbol, timestamps=self.timestamps.copy(), open=self.open * factor,
+                    high=self.high * factor, low=self.low * factor, close=self.close * factor,
+                    volume=self.volume.copy(), sl_probs=self.sl_probs.copy(), source=self.source)

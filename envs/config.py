@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from envs.spec import DEFAULT_ACTIONS, Action, check_actions
+
 
 def _check_range(obj: object, name: str, low: float, high: float = math.inf,
                  low_open: bool = False) -> None:
@@ -119,6 +121,8 @@ class EnvConfig:
     """chronological train / val / test fractions of each symbol's bars"""
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
+    actions: tuple[Action, ...] = DEFAULT_ACTIONS
+    """the action table: name, kind (hold, buy, sell, add) and fractions of each discrete action"""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """reward component weights and parameters ([env.reward])"""
 
@@ -143,6 +147,8 @@ class EnvConfig:
                 or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
             raise ValueError(f"split_fractions: need 3 non-negative fractions (train > 0) summing to 1, "
                              f"got {self.split_fractions!r}")
+        self.actions = tuple(Action(**a) if isinstance(a, dict) else a for a in self.actions)
+        check_actions(self.actions)
         if not isinstance(self.reward, RewardConfig):
             raise ValueError(f"reward: must be a RewardConfig, got {type(self.reward).__name__}")
         self.reward.validate()

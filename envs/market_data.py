@@ -53,8 +53,7 @@ def load_bars(data_dir: str | Path, symbol: str, *, min_bars: int = 2) -> Bars:
     sl_probs = np.full((len(timestamps), NUM_SL_PROBS), 0.5)
     for i, name in enumerate(sl_names):
         sl_probs[:, i] = _float_column(path, table, name)
-    bars = Bars(symbol, timestamps, prices["open"], prices["high"], prices["low"], prices["close"],
-                prices["volume"], sl_probs, str(path))
+    bars = Bars(symbol=symbol, timestamps=timestamps, **prices, sl_probs=sl_probs, source=str(path))
     validate_bars(bars, min_bars=min_bars)
     return bars
 
@@ -83,7 +82,12 @@ def validate_bars(bars: Bars, *, min_bars: int = 2) -> None:
 def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
                 min_bars: int = 2) -> dict[str, Bars]:
     """Bars per symbol: the file when `<data_dir>/<SYMBOL>.parquet` exists, else a synthetic market
-    (announced with a warning; Bars.source == "synthetic")."""
+    (announced with a warning; Bars.source == "synthetic"). A `data_dir` that is not a folder is
+    an error: a typo in it must not silently swap every symbol's real bars for generated ones."""
+    if not Path(data_dir).is_dir():
+        raise DataError(f"data_dir {str(data_dir)!r}: no such folder (from {Path.cwd()}); point "
+                        "--data-dir / run.data_dir at the folder of <SYMBOL>.parquet files, or create "
+                        "it empty to trade synthetic markets")
     markets = {}
     for symbol in symbols:
         if (Path(data_dir) / f"{symbol}.parquet").is_file():

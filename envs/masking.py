@@ -1,48 +1,25 @@
-"""Action ids and the mask rules of DESIGN.md section 4, as pure tensor functions."""
+"""The mask rules of DESIGN.md section 4 as one pure tensor function of account state."""
 from __future__ import annotations
 
-from functools import lru_cache
-
-import torch
 from torch import Tensor
 
-HOLD, BUY_SMALL, BUY_MEDIUM, BUY_LARGE, SELL_PARTIAL, SELL_ALL, ADD_TO_POSITION = range(7)
-ACTION_NAMES = ("HOLD", "BUY_SMALL", "BUY_MEDIUM", "BUY_LARGE", "SELL_PARTIAL", "SELL_ALL",
-                "ADD_TO_POSITION")
-NUM_ACTIONS = len(ACTION_NAMES)
-BUY_FRACTIONS = (0.0, 0.025, 0.06, 0.09, 0.0, 0.0, 0.03)
-"""fraction of equity each action buys (BUYs from flat, ADD into a position)"""
-SELL_FRACTIONS = (0.0, 0.0, 0.0, 0.0, 0.5, 1.0, 0.0)
-"""fraction of held shares each action sells"""
+from envs.spec import KINDS, ActionTensors
+
+HOLD_KIND, BUY_KIND, SELL_KIND, ADD_KIND = (KINDS.index(k) for k in ("hold", "buy", "sell", "add"))
 
 
-@lru_cache(maxsize=16)
-def action_table(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-    """(buy fractions (7,), sell fractions (7,), kind (7,) long: 0 hold, 1 buy, 2 sell, 3 add) on
-    `device`, built once so steps never copy constants from the host."""
-    kind = torch.tensor([0, 1, 1, 1, 2, 2, 3], device=device)
-    return (torch.tensor(BUY_FRACTIONS, dtype=dtype, device=device),
-            torch.tensor(SELL_FRACTIONS, dtype=dtype, device=device), kind)
+def action_mask(table: ActionTensors, cash: Tensor, shares: Tensor, equity: Tensor, price: Tensor, *,
+                max_exposure: float, commission_rate: float) -> Tensor:
+    """Valid actions (N, A) bool for accounts with cash, shares, equity and current price (N,).
 
-
-def action_mask(cash: Tensor, shares: Tensor, equity: Tensor, price: Tensor, *, max_exposure: float,
-                commission_rate: float) -> Tensor:
-    """Valid actions (N, 7) bool for accounts with cash, shares, equity and current price (N,).
-
-    HOLD is always valid. Flat: BUYs valid while exposure < max_exposure and cash covers the
-    notional plus commission; SELLs and ADD invalid. Holding: BUYs invalid (scaling in is ADD's
-    job), SELLs valid, ADD valid under the same exposure and cash conditions as a BUY.
+    Hold actions are always valid. Flat: buys valid while exposure < max_exposure and cash covers
+    the notional plus commission; sells and adds invalid. Holding: buys invalid (scaling in is
+    add's job), sells valid, adds valid under the same exposure and cash conditions as a buy.
     """
-    buy_fractions, _, kind = action_table(cash.device, cash.dtype)
-    holding = shares > 0
+    kind = table.kind
+    holding = (shares > 0)[:, None]
     exposure = shares * price / equity
-    affordable = cash[:, None] >= buy_fractions * equity[:, None] * (1.0 + commission_rate)  # (N, 7)
+    affordable = cash[:, None] >= table.buy_fraction * equity[:, None] * (1.0 + commission_rate)  # (N, A)
     can_buy = affordable & (exposure < max_exposure)[:, None]
-    flat = ~holding[:, None]
-    return ((kind == 0) | ((kind == 1) & flat & can_buy) | ((kind == 2) & ~flat)
-            | ((kind == 3) & ~flat & can_buy))
-
-
-def masked_logits(logits: Tensor, mask: Tensor) -> Tensor:
-    """Logits (N, 7) with forbidden actions at the dtype's most negative value (probability 0)."""
-    return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return ((kind == HOLD_KIND) | ((kind == BUY_KIND) & ~holding & can_buy)
+            | ((kind == SELL_KIND) & holding) | ((kind == ADD_KIND) & holding & can_buy))

@@ -7,7 +7,7 @@ diversity [0, 0.3], action_repeat [-0.5, 0], intrinsic_action [0, 0.1].
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -15,8 +15,10 @@ from torch import Tensor
 from envs.config import COMPONENTS, RewardConfig
 
 
-class StepOutcome(NamedTuple):
-    """What one step did to each account; every field is (N,)."""
+@dataclass(frozen=True, kw_only=True)
+class StepOutcome:
+    """What one step did to each account; every field is (N,). Built by keyword only: thirteen
+    tensors of one shape are too easy to swap by position."""
 
     prev_equity: Tensor
     equity: Tensor

@@ -48,7 +48,8 @@ def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None) -
     log_returns = drift + vol * shocks
     start_price = float(np.exp(rng.uniform(np.log(20), np.log(500))))
     open_, high, low, close, volume = _ohlcv(rng, log_returns, vol, start_price, gap_scale=0.2)
-    return Bars(symbol, _business_days(num_bars), open_, high, low, close, volume, source="synthetic")
+    return Bars(symbol=symbol, timestamps=_business_days(num_bars), open=open_, high=high, low=low,
+                close=close, volume=volume, source="synthetic")
 
 
 def planted_signal_bars(num_bars: int = 2000, seed: int = 0, *, move: float = 0.006,
@@ -80,5 +81,5 @@ def planted_signal_bars(num_bars: int = 2000, seed: int = 0, *, move: float = 0.
     sl_probs = np.full((num_bars, NUM_SL_PROBS), 0.5)
     sl_probs[:, 0] = np.clip(0.5 + 0.3 * z[1:] + signal_noise * rng.standard_normal(num_bars), 0.02, 0.98)
     sl_probs[:, 1] = rng.uniform(0.3, 0.7, num_bars)
-    return Bars(symbol, _business_days(num_bars), open_, high, low, close, volume, sl_probs,
-                source="planted-signal")
+    return Bars(symbol=symbol, timestamps=_business_days(num_bars), open=open_, high=high, low=low,
+                close=close, volume=volume, sl_probs=sl_probs, source="planted-signal")

@@ -20,37 +20,22 @@ from torch import Tensor
 from envs.accounts import Accounts, episode_stats, fill_orders, rolling_ratios
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.config import EnvConfig
-from envs.features import CLIP, NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
+from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
 from envs.market_data import SPLITS, load_market, split_bounds
-from envs.masking import HOLD, NUM_ACTIONS, action_mask
+from envs.masking import HOLD_KIND, action_mask
 from envs.rewards import StepOutcome, components, weighted_sum
-
-OBS_SHAPES: dict[str, tuple[int, ...]] = {
-    "technical": (24, NUM_TECHNICAL), "sl_probs": (NUM_SL_PROBS,), "position": (5,),
-    "portfolio": (8,), "regime": (NUM_REGIME,),
-}
-"""observation key -> per-account shape at the default lookback (technical is (lookback, 23))"""
-
-
-OBS_BOUNDS: dict[str, tuple[float, float]] = {
-    "technical": (-CLIP, CLIP), "sl_probs": (0.0, 1.0), "position": (-10.0, 10.0),
-    "portfolio": (-10.0, 10.0), "regime": (-CLIP, CLIP),
-}
-"""observation key -> (low, high); position and portfolio entries are clipped to it"""
-
-
-def observation_shapes(lookback: int) -> dict[str, tuple[int, ...]]:
-    """OBS_SHAPES for a given lookback."""
-    return {**OBS_SHAPES, "technical": (lookback, NUM_TECHNICAL)}
+from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, TradingSpec
 
 
 class VecTradingEnv(VectorEnv):
     """Gymnasium vector env over `symbols` x `envs_per_symbol` accounts; tensors in and out.
 
-    `markets` (symbol -> Bars) replaces loading from `data_dir`. `split` is "train", "val" or "test".
-    `bounds[symbol]` = (first decision bar, last bar) of the split: an episode that starts at the
-    first decision bar and runs to the end (episode_length=0, random_start=False) buys at
-    open[first + 1] at the earliest and is marked last at close[last], like buy-and-hold.
+    `trading_spec` is the env-policy interface (observation shapes, action table). `markets`
+    (symbol -> Bars) replaces loading from `data_dir`. `split` is "train", "val" or "test".
+    `decision_range[symbol]` = (first decision bar, last marked bar), inclusive, inside the split's
+    [start, end) bars of `envs.split_bounds`: an episode that starts at the first decision bar and
+    runs to the end (episode_length=0, random_start=False) buys at open[first + 1] at the earliest
+    and is marked last at close[last], like buy-and-hold.
     `final_obs`: "always" (default, the contract) puts info["final_obs"] in every step; "on_end"
     only in steps where some episode ended, so a trainer can skip a critic forward on the other
     steps, at the price of one host read per step (free on CPU); "auto" = "on_end" on CPU only.
@@ -73,6 +58,7 @@ class VecTradingEnv(VectorEnv):
             raise ValueError("VecTradingEnv needs at least one symbol and envs_per_symbol >= 1")
         self.config = config or EnvConfig()
         self.config.validate()
+        self.trading_spec = TradingSpec.from_config(self.config)
         self.device = torch.device(device)
         self.symbols = list(symbols)
         self.envs_per_symbol = envs_per_symbol
@@ -90,18 +76,21 @@ class VecTradingEnv(VectorEnv):
         if missing:
             raise ValueError(f"markets: no Bars for {missing}")
         self.markets = {s: markets[s] for s in self.symbols}
-        self.bounds = {s: self._split_bounds(b) for s, b in self.markets.items()}
+        self.decision_range = {s: self._decision_range(b) for s, b in self.markets.items()}
         self._build_tables()
 
-        self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
+        spec = self.trading_spec
+        self._actions = spec.tensors(self.device, torch.float64)
+        self._hold = spec.hold_id
+        self.single_action_space = gym.spaces.Discrete(spec.num_actions)
         self.single_observation_space = gym.spaces.Dict({
-            key: gym.spaces.Box(*OBS_BOUNDS[key], shape, np.float32)
-            for key, shape in observation_shapes(cfg.lookback).items()})
-        self.action_space = gym.spaces.MultiDiscrete(np.full(self.num_envs, NUM_ACTIONS))
+            key: gym.spaces.Box(*spec.obs_bounds[key], shape, np.float32)
+            for key, shape in spec.obs_shapes.items()})
+        self.action_space = gym.spaces.MultiDiscrete(np.full(self.num_envs, spec.num_actions))
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         self._template = Accounts.fresh(self._first.clone(), cfg.initial_capital, cfg.reward.sharpe_window,
-                                        cfg.diversity_window, NUM_ACTIONS)
+                                        cfg.diversity_window, spec.num_actions)
         # a private copy: steps update the ring buffers in place and must not touch the template
         self.accounts = Accounts.from_state_dict(self._fresh_accounts().state_dict(), self.device)
         self._mask = self._compute_mask()
@@ -112,7 +101,7 @@ class VecTradingEnv(VectorEnv):
         return batch_space(self.single_observation_space, self.num_envs)
 
     # ---- construction -------------------------------------------------------------------------
-    def _split_bounds(self, bars: Bars) -> tuple[int, int]:
+    def _decision_range(self, bars: Bars) -> tuple[int, int]:
         start, end = split_bounds(len(bars), self.config.split_fractions)[self.split]
         first = max(start, WARMUP_BARS + self.config.lookback - 1)
         last = end - 1
@@ -144,8 +133,8 @@ class VecTradingEnv(VectorEnv):
         self._regime = rearrange(regime, "s t f -> (s t) f")
         self._sl_probs = rearrange(sl_probs, "s t k -> (s t) k")
         self._open, self._close = rearrange(prices, "p s t -> p (s t)")
-        bounds = torch.tensor([self.bounds[s] for s in self.symbols], device=self.device)  # (S, 2)
-        per_account = bounds.repeat_interleave(self.envs_per_symbol, dim=0)  # (N, 2)
+        ranges = torch.tensor([self.decision_range[s] for s in self.symbols], device=self.device)  # (S, 2)
+        per_account = ranges.repeat_interleave(self.envs_per_symbol, dim=0)  # (N, 2)
         self._first, self._last = per_account[:, 0], per_account[:, 1]
         self._row = torch.arange(len(self.symbols), device=self.device).repeat_interleave(
             self.envs_per_symbol) * t_max  # (N,) offset of each account's symbol in the flat tables
@@ -182,7 +171,7 @@ class VecTradingEnv(VectorEnv):
         return self._observe(self._obs_memory[0]), {}
 
     def action_masks(self) -> Tensor:
-        """Valid actions (N, 7) bool for the current observations."""
+        """Valid actions (N, A) bool for the current observations."""
         return self._mask
 
     def step(self, actions: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor, dict[str, Any]]:
@@ -196,14 +185,15 @@ class VecTradingEnv(VectorEnv):
         policy_action = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
         valid = self._mask.gather(1, policy_action[:, None]).squeeze(1)
         run_length = torch.where(policy_action == acc.last_action, acc.run_length + 1, 1)
-        repeat_counted = policy_action != HOLD
+        repeat_counted = self._actions.kind[policy_action] != HOLD_KIND  # holding may repeat
         repeat_limited = repeat_counted & (run_length > cfg.max_consecutive_actions)
-        executed = torch.where(valid & ~repeat_limited, policy_action, HOLD)
-        traded = executed != HOLD
+        executed = torch.where(valid & ~repeat_limited, policy_action, self._hold)
+        traded = self._actions.kind[executed] != HOLD_KIND
 
         bar = acc.t + 1
         open_next, close_next = self._open[self._row + bar], self._close[self._row + bar]
-        fill = fill_orders(acc, executed, open_next, cfg.commission_bps * 1e-4, cfg.slippage_bps * 1e-4)
+        fill = fill_orders(acc, executed, open_next, self._actions, cfg.commission_bps * 1e-4,
+                           cfg.slippage_bps * 1e-4)
         equity = fill.cash + fill.shares * close_next
         step_return = equity / acc.equity - 1.0
         peak = torch.maximum(acc.peak, equity)
@@ -221,8 +211,11 @@ class VecTradingEnv(VectorEnv):
         acc.action_counts.scatter_add_(1, executed[:, None], torch.ones_like(slot))
         sharpe, _ = rolling_ratios(acc.returns, steps)
 
-        outcome = StepOutcome(acc.equity, equity, fill.cost, holding, exposure, drawdown, hold_time, sharpe,
-                              (acc.action_counts > 0).sum(1), steps, run_length, repeat_counted, traded)
+        outcome = StepOutcome(
+            prev_equity=acc.equity, equity=equity, cost=fill.cost, holding=holding, exposure=exposure,
+            drawdown=drawdown, hold_time=hold_time, sharpe=sharpe,
+            unique_actions=(acc.action_counts > 0).sum(1), episode_steps=steps, run_length=run_length,
+            repeat_counted=repeat_counted, traded=traded)
         raw = components(outcome, cfg.initial_capital, cfg.max_consecutive_actions, cfg.reward)
         reward, weighted = weighted_sum(raw, cfg.reward)
 
@@ -239,7 +232,7 @@ class VecTradingEnv(VectorEnv):
         acc.trades = acc.trades + traded.long()
         acc.sells = acc.sells + sold_any.long()
         acc.wins = acc.wins + (sold_any & (fill.trade_pnl > 0)).long()
-        acc.seen = acc.seen | torch.nn.functional.one_hot(executed, NUM_ACTIONS).bool()
+        acc.seen = acc.seen | torch.nn.functional.one_hot(executed, self.trading_spec.num_actions).bool()
 
         terminated = equity < cfg.equity_floor * cfg.initial_capital
         out_of_time = bar >= self._last
@@ -264,7 +257,7 @@ class VecTradingEnv(VectorEnv):
     # ---- observations and masks ---------------------------------------------------------------
     def _compute_mask(self) -> Tensor:
         acc = self.accounts
-        return action_mask(acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
+        return action_mask(self._actions, acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
                            max_exposure=self.config.max_exposure,
                            commission_rate=self.config.commission_bps * 1e-4)
 
@@ -284,20 +277,23 @@ class VecTradingEnv(VectorEnv):
         value = acc.shares * close
         sharpe, sortino = rolling_ratios(acc.returns, acc.steps)
         zero = torch.zeros_like(close)
-        position = torch.stack([
-            torch.where(holding, acc.entry / close - 1.0, zero), value / acc.equity,
-            torch.where(holding, (close - acc.entry) * acc.shares / acc.equity, zero),
-            (acc.hold_time / 100.0).clamp_max(5.0), holding.to(close.dtype),
-        ], dim=1)
-        portfolio = torch.stack([
-            acc.equity / initial, value / acc.equity, sharpe.clamp(-5.0, 5.0), sortino.clamp(-5.0, 5.0),
-            acc.realised / initial, acc.cash / acc.equity, 1.0 - acc.equity / acc.peak,
-            torch.log1p(acc.trades.to(close.dtype)) / 5.0,
-        ], dim=1)
-        low, high = OBS_BOUNDS["position"]
+        position = {
+            "entry_vs_close": torch.where(holding, acc.entry / close - 1.0, zero),
+            "position_share": value / acc.equity,
+            "unrealised_pnl": torch.where(holding, (close - acc.entry) * acc.shares / acc.equity, zero),
+            "hold_time": (acc.hold_time / 100.0).clamp_max(5.0), "side": holding.to(close.dtype),
+        }
+        portfolio = {
+            "equity": acc.equity / initial, "exposure": value / acc.equity,
+            "rolling_sharpe": sharpe.clamp(-5.0, 5.0), "rolling_sortino": sortino.clamp(-5.0, 5.0),
+            "realised_pnl": acc.realised / initial, "cash_share": acc.cash / acc.equity,
+            "drawdown": 1.0 - acc.equity / acc.peak,
+            "trade_count": torch.log1p(acc.trades.to(close.dtype)) / 5.0,
+        }
+        bounds = self.trading_spec.obs_bounds
         return {"technical": technical, "sl_probs": self._sl_probs[index],
-                "position": position.float().clamp(low, high),
-                "portfolio": portfolio.float().clamp(low, high),
+                "position": _stack(position, POSITION_FEATURES, bounds["position"]),
+                "portfolio": _stack(portfolio, PORTFOLIO_FEATURES, bounds["portfolio"]),
                 "regime": self._regime[index]}
 
     # ---- checkpointing ------------------------------------------------------------------------
@@ -309,3 +305,8 @@ class VecTradingEnv(VectorEnv):
         self.accounts = Accounts.from_state_dict(state["accounts"], self.device)
         self._generator.set_state(state["generator"])
         self._mask = self._compute_mask()
+
+
+def _stack(columns: dict[str, Tensor], names: tuple[str, ...], bounds: tuple[float, float]) -> Tensor:
+    """(N, len(names)) float32 of the named (N,) columns in the spec's order, clipped to bounds."""
+    return torch.stack([columns[name] for name in names], dim=1).float().clamp(*bounds)

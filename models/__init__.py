@@ -9,7 +9,7 @@ from models.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
-from models.encoder import AUX_KEYS, OBS_KEYS, EncoderConfig, FeatureEncoder, sinusoidal_positions
+from models.encoder import EncoderConfig, FeatureEncoder, count_tokens, sinusoidal_positions
 from models.heads import ACTIVATIONS, GroupedMLP
 from models.init import (
     STRATEGIES,
@@ -24,10 +24,10 @@ from models.init import (
 from models.policy import MultiSymbolPolicy, PolicyConfig
 
 __all__ = [
-    "ACTIVATIONS", "AUX_KEYS", "FORMAT_VERSION", "OBS_KEYS", "STRATEGIES",
+    "ACTIVATIONS", "FORMAT_VERSION", "STRATEGIES",
     "CheckpointError", "CheckpointMeta", "CheckpointMismatchError", "EncoderConfig", "FeatureEncoder",
     "GroupedMLP", "MultiSymbolPolicy", "PolicyConfig",
-    "atomic_write_bytes", "init_actor_", "init_critic_", "init_encoder_", "init_grouped_mlp_",
+    "atomic_write_bytes", "count_tokens", "init_actor_", "init_critic_", "init_encoder_", "init_grouped_mlp_",
     "init_linear_", "init_matrix_", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint",
     "sinusoidal_positions", "weight_stats",
 ]

@@ -18,7 +18,8 @@ import safetensors.torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: encoder projections are one `encoder.proj.<obs key>` per observation key, actions in the config"""
 _KEYS = ("format_version", "config", "symbols", "step", "extra")
 
 
@@ -137,6 +138,10 @@ def _parse_meta(path: Path, raw: dict[str, str] | None) -> CheckpointMeta:
     if meta.format_version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {meta.format_version} is newer than this code "
                               f"understands ({FORMAT_VERSION})")
+    if meta.format_version < FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {meta.format_version} predates this code's "
+                              f"({FORMAT_VERSION}: encoder projections per observation key); retrain, "
+                              "or load it with the release that wrote it")
     return meta
 
 

@@ -1,12 +1,16 @@
 """Shared transformer feature encoder: an observation dict -> one feature vector per account.
 
-Tokens: one per bar of the technical lookback (24) plus one per auxiliary key (4), each projected
-to d_model by its own linear layer, plus fixed sinusoidal positions. Pre-LN blocks with fused
-attention (`scaled_dot_product_attention`), a final LayerNorm, mean pooling, a linear output.
+Tokens follow the observation spec's keys in order: a (bars, features) sequence key (the
+technical window, 24 bars) gives one token per bar, a vector key (sl_probs, position, portfolio,
+regime) gives one token; each key has its own linear projection to d_model. Fixed sinusoidal
+positions, pre-LN blocks with fused attention (`scaled_dot_product_attention`), a final LayerNorm,
+mean pooling, a linear output. The observation shapes come from the env's TradingSpec, never from
+this config.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -15,24 +19,9 @@ from torch import Tensor, nn
 
 from models.init import init_linear_
 
-AUX_KEYS = ("sl_probs", "position", "portfolio", "regime")
-OBS_KEYS = ("technical", *AUX_KEYS)
-
 
 @dataclass
 class EncoderConfig:
-    lookback: int = 24
-    """bars of technical history per observation; one token per bar"""
-    technical_features: int = 23
-    """features per bar in obs["technical"] (lookback, technical_features)"""
-    sl_probs_dim: int = 3
-    """width of obs["sl_probs"], the auxiliary model probabilities; one token"""
-    position_dim: int = 5
-    """width of obs["position"] (entry vs close, size, unrealised PnL, hold time, side); one token"""
-    portfolio_dim: int = 8
-    """width of obs["portfolio"] (equity, exposure, Sharpe, Sortino, ...); one token"""
-    regime_dim: int = 10
-    """width of obs["regime"] (volatility, trend, momentum, volume regimes); one token"""
     n_layers: int = 4
     """transformer blocks"""
     d_model: int = 256
@@ -42,13 +31,14 @@ class EncoderConfig:
     d_ff: int = 1024
     """hidden width of each block's feed-forward layer"""
     dropout: float = 0.1
-    """dropout on embeddings, attention weights and residual branches (train mode only)"""
+    """dropout on embeddings, attention weights and residual branches, in train mode only. PPO
+    runs the policy in eval mode for rollouts and updates alike, so it never applies there; it is
+    for supervised use of the encoder"""
     out_dim: int = 256
     """width of the pooled feature vector handed to the per-symbol heads"""
 
     def __post_init__(self) -> None:
-        for name in ("lookback", "technical_features", "sl_probs_dim", "position_dim", "portfolio_dim",
-                     "regime_dim", "n_layers", "d_model", "n_heads", "d_ff", "out_dim"):
+        for name in ("n_layers", "d_model", "n_heads", "d_ff", "out_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
@@ -57,27 +47,13 @@ class EncoderConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout!r}")
 
-    @property
-    def aux_dims(self) -> dict[str, int]:
-        """Width of each auxiliary observation key, in token order."""
-        return {"sl_probs": self.sl_probs_dim, "position": self.position_dim,
-                "portfolio": self.portfolio_dim, "regime": self.regime_dim}
 
-    @property
-    def n_tokens(self) -> int:
-        return self.lookback + len(AUX_KEYS)
-
-    def obs_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Per-row shape of every observation key (the env's single_observation_space)."""
-        return {"technical": (self.lookback, self.technical_features),
-                **{k: (d,) for k, d in self.aux_dims.items()}}
-
-    def flops_per_sample(self) -> int:
-        """Forward FLOPs (2 per multiply-add) of one observation, counting matmuls only."""
-        t, d = self.n_tokens, self.d_model
-        per_token = 2 * (3 * d * d + d * d + 2 * d * self.d_ff) + 2 * 2 * t * d  # qkv, proj, mlp, attn
-        embed = 2 * d * (self.lookback * self.technical_features + sum(self.aux_dims.values()))
-        return self.n_layers * t * per_token + embed + 2 * d * self.out_dim
+def count_tokens(obs_shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Tokens per observation: the length of each (bars, features) key plus one per vector key."""
+    for key, shape in obs_shapes.items():
+        if len(shape) not in (1, 2) or min(shape) < 1:
+            raise ValueError(f"obs_shapes[{key!r}]: expected (features,) or (bars, features), got {shape}")
+    return sum(shape[0] if len(shape) == 2 else 1 for shape in obs_shapes.values())
 
 
 def sinusoidal_positions(n_tokens: int, d_model: int) -> Tensor:
@@ -139,15 +115,20 @@ class Block(nn.Module):
 
 
 class FeatureEncoder(nn.Module):
-    """obs dict with leading dim B -> (B, out_dim), or (B, T, D) tokens with return_sequence=True."""
+    """obs dict with leading dim B -> (B, out_dim), or (B, T, D) tokens with return_sequence=True.
 
-    def __init__(self, config: EncoderConfig) -> None:
+    `obs_shapes` (key -> per-row shape, in token order) is the env spec's `obs_shapes`.
+    """
+
+    def __init__(self, config: EncoderConfig, obs_shapes: Mapping[str, tuple[int, ...]]) -> None:
         super().__init__()
         self.config = config
-        self.technical_proj = nn.Linear(config.technical_features, config.d_model)
-        self.aux_proj = nn.ModuleDict({k: nn.Linear(d, config.d_model) for k, d in config.aux_dims.items()})
+        self.obs_shapes = {key: tuple(shape) for key, shape in obs_shapes.items()}
+        self.n_tokens = count_tokens(self.obs_shapes)
+        self.proj = nn.ModuleDict({key: nn.Linear(shape[-1], config.d_model)
+                                   for key, shape in self.obs_shapes.items()})
         # Derived from the config, so kept out of the state dict (and out of checkpoints).
-        self.register_buffer("positions", sinusoidal_positions(config.n_tokens, config.d_model),
+        self.register_buffer("positions", sinusoidal_positions(self.n_tokens, config.d_model),
                              persistent=False)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
@@ -162,9 +143,10 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, obs: dict[str, Tensor], return_sequence: bool = False) -> Tensor:
         self._check(obs)
-        technical = self.technical_proj(obs["technical"])  # (B, L, D)
-        aux = torch.stack([self.aux_proj[k](obs[k]) for k in AUX_KEYS], dim=1)  # (B, 4, D)
-        x = self.drop(torch.cat([technical, aux], dim=1) + self.positions)  # (B, T, D)
+        # a sequence key projects to (B, L, D); a vector key to one (B, 1, D) token
+        tokens = [self.proj[key](obs[key]) if len(shape) == 2 else self.proj[key](obs[key]).unsqueeze(1)
+                  for key, shape in self.obs_shapes.items()]
+        x = self.drop(torch.cat(tokens, dim=1) + self.positions)  # (B, T, D)
         for block in self.blocks:
             x = block(x)
         x = self.ln_f(x)  # (B, T, D)
@@ -172,12 +154,20 @@ class FeatureEncoder(nn.Module):
             return x
         return self.out(x.mean(dim=1))  # (B, out_dim)
 
+    def flops_per_sample(self) -> int:
+        """Forward FLOPs (2 per multiply-add) of one observation, counting matmuls only."""
+        cfg, t, d = self.config, self.n_tokens, self.config.d_model
+        per_token = 2 * (3 * d * d + d * d + 2 * d * cfg.d_ff) + 2 * 2 * t * d  # qkv, proj, mlp, attn
+        embed = 2 * d * sum(math.prod(shape) for shape in self.obs_shapes.values())
+        return cfg.n_layers * t * per_token + embed + 2 * d * cfg.out_dim
+
     def _check(self, obs: dict[str, Tensor]) -> None:
-        missing = [k for k in OBS_KEYS if k not in obs]
+        missing = [k for k in self.obs_shapes if k not in obs]
         if missing:
-            raise KeyError(f"FeatureEncoder: observation lacks keys {missing} (expected {list(OBS_KEYS)})")
-        batch = obs["technical"].shape[0]
-        for key, shape in self.config.obs_shapes().items():
+            raise KeyError(f"FeatureEncoder: observation lacks keys {missing} "
+                           f"(expected {list(self.obs_shapes)})")
+        batch = obs[next(iter(self.obs_shapes))].shape[0]
+        for key, shape in self.obs_shapes.items():
             if tuple(obs[key].shape) != (batch, *shape):
                 raise ValueError(f"FeatureEncoder: obs[{key!r}] has shape {tuple(obs[key].shape)}, "
                                  f"expected {(batch, *shape)} (B, ...) with B = {batch}")

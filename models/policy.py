@@ -14,9 +14,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from envs.spec import TradingSpec
 from models.encoder import EncoderConfig, FeatureEncoder
 from models.heads import ACTIVATIONS, GroupedMLP
 from models.init import STRATEGIES, init_actor_, init_critic_
+from ppo_core.distributions import entropy_of, masked_logits
 
 
 @dataclass
@@ -27,8 +29,6 @@ class PolicyConfig:
     """hidden widths of each symbol's actor: out_dim -> 256 -> 128 -> num_actions"""
     critic_hidden: tuple[int, ...] = (256, 128)
     """hidden widths of each symbol's critic: out_dim -> 256 -> 128 -> 1"""
-    num_actions: int = 7
-    """size of the Discrete action space (0 HOLD ... 6 ADD_TO_POSITION)"""
     activation: str = "tanh"
     """hidden activation of the heads: tanh, relu, gelu or silu"""
     init: str = "orthogonal"
@@ -49,8 +49,6 @@ class PolicyConfig:
             widths = getattr(self, name)
             if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
                 raise ValueError(f"{name}: widths must be positive integers, got {list(widths)}")
-        if self.num_actions < 2:
-            raise ValueError(f"num_actions: must be >= 2, got {self.num_actions}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation: unknown {self.activation!r}; "
                              f"choose one of {', '.join(ACTIVATIONS)}")
@@ -64,11 +62,13 @@ class PolicyConfig:
 class MultiSymbolPolicy(nn.Module):
     """Shared encoder + grouped per-symbol actor and critic + masked categorical distribution.
 
+    Observation shapes and the action count come from `spec` (the env's `trading_spec`).
+
     Actor and critic are two GroupedMLPs (one baddbmm per layer each) rather than one fused stack:
     `value()` then skips the actor, and bench/heads.py measured no gain from fusing the first layer.
     """
 
-    def __init__(self, symbols: Sequence[str], config: PolicyConfig) -> None:
+    def __init__(self, symbols: Sequence[str], config: PolicyConfig, spec: TradingSpec) -> None:
         super().__init__()
         symbols = tuple(symbols)
         if not symbols:
@@ -77,13 +77,14 @@ class MultiSymbolPolicy(nn.Module):
             raise ValueError(f"symbols: duplicates in {list(symbols)}")
         self.symbols = symbols
         self.config = config
+        self.spec = spec
         # Rows per encoder call when no gradient is needed (rollouts) on CPU: thousands of rows'
         # activations leave the cache, and one call was ~1.9x slower than 128-row chunks at
         # 143 x 32 rows. On GPU one large call is best, so chunking is CPU-only. None disables it.
         self.cpu_inference_chunk: int | None = 128
         width = config.encoder.out_dim
-        self.encoder = FeatureEncoder(config.encoder)
-        self.actor = GroupedMLP(len(symbols), (width, *config.actor_hidden, config.num_actions),
+        self.encoder = FeatureEncoder(config.encoder, spec.obs_shapes)
+        self.actor = GroupedMLP(len(symbols), (width, *config.actor_hidden, spec.num_actions),
                                 config.activation)
         self.critic = GroupedMLP(len(symbols), (width, *config.critic_hidden, 1), config.activation)
         self._init_weights()
@@ -100,12 +101,13 @@ class MultiSymbolPolicy(nn.Module):
 
     def _features(self, obs: dict[str, Tensor]) -> Tensor:
         """Encoded observations grouped by symbol, (S, E, D)."""
-        n = obs["technical"].shape[0]
+        first = next(iter(obs.values()))
+        n = first.shape[0]
         if n % self.num_symbols:
             raise ValueError(f"batch of {n} rows is not divisible by {self.num_symbols} symbols: expected "
                              f"N = S * E rows, symbol-major (row n trades symbol n // E)")
         chunk = self.cpu_inference_chunk
-        if chunk is None or n <= chunk or torch.is_grad_enabled() or obs["technical"].device.type != "cpu":
+        if chunk is None or n <= chunk or torch.is_grad_enabled() or first.device.type != "cpu":
             features = self.encoder(obs)  # (N, D)
         else:  # rows are independent in the encoder, so chunks give the same features
             features = torch.cat([self.encoder({k: v[i:i + chunk] for k, v in obs.items()})
@@ -118,17 +120,7 @@ class MultiSymbolPolicy(nn.Module):
 
     def _masked_logits(self, features: Tensor, action_mask: Tensor | None) -> Tensor:
         """(S, E, D) -> float32 logits (N, A), masked actions at the most negative float32."""
-        # Log-probs and entropy are computed in float32 even under autocast (bf16/fp16 heads).
-        logits = rearrange(self.actor(features), "s e a -> (s e) a").float()  # (N, A)
-        if action_mask is None:
-            return logits
-        if action_mask.dtype != torch.bool or action_mask.shape != logits.shape:
-            raise ValueError(f"action_mask: expected a bool tensor of shape {tuple(logits.shape)} (N, A), "
-                             f"got {action_mask.dtype} {tuple(action_mask.shape)}")
-        # finfo.min rather than -inf: masked probabilities underflow to exactly 0 while every
-        # log-prob stays finite, so 0 * log p is 0 in the entropy (0 * -inf would be NaN).
-        # A row with every action masked becomes uniform; the env guarantees HOLD is valid.
-        return logits.masked_fill(~action_mask, torch.finfo(logits.dtype).min)
+        return masked_logits(rearrange(self.actor(features), "s e a -> (s e) a"), action_mask)
 
     def forward(self, obs: dict[str, Tensor], action_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(masked float32 logits (N, A), float32 values (N,)) for a symbol-major batch."""
@@ -140,8 +132,8 @@ class MultiSymbolPolicy(nn.Module):
             deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Sample (or argmax) actions: (action (N,) long, logprob (N,), value (N,)), all without grad.
 
-        Dropout is active in train mode; call `.eval()` for rollouts so these log-probs match
-        `evaluate` on the same inputs.
+        Dropout is active in train mode; the PPO iteration runs rollouts and updates in eval mode,
+        so these log-probs match `evaluate` on the same inputs exactly.
         """
         logits, value = self(obs, action_mask)
         log_probs = logits.log_softmax(dim=-1)  # (N, A)
@@ -159,7 +151,7 @@ class MultiSymbolPolicy(nn.Module):
         if actions.shape != value.shape:
             raise ValueError(f"actions: expected shape {tuple(value.shape)} (N,), got {tuple(actions.shape)}")
         log_probs = logits.log_softmax(dim=-1)  # (N, A)
-        entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+        entropy = entropy_of(log_probs)
         logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         return logprob, entropy, value
 

@@ -1,21 +1,26 @@
 """Generic PPO machinery (knows nothing about trading): rollout buffer, GAE, loss, learner,
 entropy-coefficient stack, rollout collector and a small MLP actor-critic."""
 from ppo_core.buffer import Minibatch, RolloutBuffer
+from ppo_core.device import resolve_device, synchronize
+from ppo_core.distributions import entropy_of, masked_log_probs, masked_logits
 from ppo_core.entropy import (AdaptiveEntropyConfig, EntropyCollapseError, EntropyConfig,
                               EntropyController, EntropyGuardConfig, EntropyScheduleConfig)
 from ppo_core.gae import compute_gae
 from ppo_core.learner import ActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, UpdateStats, resolve_amp
 from ppo_core.loss import LossMetrics, explained_variance, ppo_loss
-from ppo_core.mlp_policy import MLPActorCritic, masked_log_probs
+from ppo_core.iteration import IterationResult, ppo_iteration
+from ppo_core.mlp_policy import MLPActorCritic
 from ppo_core.normalize import RewardNormalizer
 from ppo_core.rollout import GymVecAdapter, RolloutResult, StepData, TensorVecEnv, collect_rollout
 from ppo_core.schedules import scheduled
 
 __all__ = [
     "ActorCritic", "AdaptiveEntropyConfig", "EntropyCollapseError", "EntropyConfig", "EntropyController",
-    "EntropyGuardConfig", "EntropyScheduleConfig", "GymVecAdapter", "LossMetrics", "MLPActorCritic",
+    "EntropyGuardConfig", "EntropyScheduleConfig", "GymVecAdapter", "IterationResult", "LossMetrics",
+    "MLPActorCritic",
     "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "RewardNormalizer", "RolloutBuffer",
     "RolloutResult",
     "StepData", "TensorVecEnv", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance",
-    "masked_log_probs", "ppo_loss", "resolve_amp", "scheduled",
+    "entropy_of", "masked_log_probs", "masked_logits", "ppo_iteration", "ppo_loss", "resolve_amp",
+    "resolve_device", "scheduled", "synchronize",
 ]

@@ -105,10 +105,12 @@ class RolloutBuffer:
         b_masks = self.masks.flatten(0, 1) if self.masks is not None else None
         flat = [t.flatten() for t in (self.actions, self.logprobs, self.values, advantages, returns)]
         for mb_inds in indices:
+            actions, logprobs, values, mb_advantages, mb_returns = (t.index_select(0, mb_inds) for t in flat)
             yield Minibatch(
-                {key: value.index_select(0, mb_inds) for key, value in b_obs.items()},
-                *(t.index_select(0, mb_inds) for t in flat),
-                b_masks.index_select(0, mb_inds) if b_masks is not None else None,
+                obs={key: value.index_select(0, mb_inds) for key, value in b_obs.items()},
+                actions=actions, logprobs=logprobs, values=values, advantages=mb_advantages,
+                returns=mb_returns,
+                masks=b_masks.index_select(0, mb_inds) if b_masks is not None else None,
             )
 
     def _shuffled_indices(self, num_minibatches: int, num_groups: int | None,

@@ -6,12 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-
-def masked_log_probs(logits: Tensor, action_mask: Tensor | None) -> Tensor:
-    """(B, A) log-probabilities; masked actions get the dtype's most negative logit (probability 0)."""
-    if action_mask is not None:
-        logits = logits.masked_fill(~action_mask, torch.finfo(logits.dtype).min)
-    return logits.float().log_softmax(dim=-1)
+from ppo_core.distributions import entropy_of, masked_log_probs
 
 
 def _layer(in_dim: int, out_dim: int, gain: float) -> nn.Linear:
@@ -51,9 +46,8 @@ class MLPActorCritic(nn.Module):
         """Log-probs of `actions` (B,), entropy over valid actions (B,) and values (B,)."""
         x = obs["obs"]
         log_probs = masked_log_probs(self.actor(x), action_mask)  # (B, A)
-        # masked log-probs are finite (finfo.min, not -inf), so p * log p is exactly 0 there
-        entropy = -(log_probs.exp() * log_probs).sum(-1)
-        return log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy, self.value(obs)
+        return (log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), entropy_of(log_probs),
+                self.value(obs))
 
     def value(self, obs: dict[str, Tensor]) -> Tensor:
         """Critic values (B,)."""

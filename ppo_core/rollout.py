@@ -36,7 +36,9 @@ class StepData(NamedTuple):
     """What one rollout step executed, passed to the `on_step` hook; tensors (N, ...)."""
 
     obs: dict[str, Tensor]
-    """observations the actions were chosen on"""
+    """observations the actions were chosen on: read-only views of the buffer's row for this step
+    (never the env's reused output memory, which already holds the next observation); valid until
+    the buffer is refilled by the next rollout, so clone what must outlive it"""
     actions: Tensor
     logprobs: Tensor
     values: Tensor
@@ -83,7 +85,6 @@ def collect_rollout(env: TensorVecEnv, policy: ActorCritic, buffer: RolloutBuffe
             actions, logprobs, values = policy.act(obs, masks)
             # Store before stepping: an env may write its next obs into the tensors it returned last.
             buffer.store_policy(t, obs, actions, logprobs, values, masks)
-            step_obs = obs
             obs, rewards, terminated, truncated, info = env.step(actions)
             dones = terminated | truncated
 
@@ -96,8 +97,10 @@ def collect_rollout(env: TensorVecEnv, policy: ActorCritic, buffer: RolloutBuffe
             buffer.episode_lengths.masked_fill_(dones, 0.0)
 
             if on_step is not None:
-                on_step(t, info, StepData(step_obs, actions, logprobs, values, rewards, terminated,
-                                          truncated, masks))
+                stored = {key: value[t] for key, value in buffer.obs.items()}
+                on_step(t, info, StepData(obs=stored, actions=actions, logprobs=logprobs, values=values,
+                                          rewards=rewards, terminated=terminated, truncated=truncated,
+                                          masks=masks))
             if reward_scale is not None:
                 rewards = reward_scale(rewards, dones)
             if "final_obs" in info:
@@ -107,7 +110,8 @@ def collect_rollout(env: TensorVecEnv, policy: ActorCritic, buffer: RolloutBuffe
             buffer.store_outcome(t, rewards, dones)
         last_values = policy.value(obs)
     # Host sync point: boolean indexing reads how many episodes ended, once per rollout.
-    return RolloutResult(obs, last_values, finished_returns[ended], finished_lengths[ended])
+    return RolloutResult(next_obs=obs, last_values=last_values, episode_returns=finished_returns[ended],
+                         episode_lengths=finished_lengths[ended])
 
 
 class GymVecAdapter:

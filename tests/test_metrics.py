@@ -18,8 +18,8 @@ def test_equity_metrics_match_hand_computation():
     assert m["total_return"] == pytest.approx(0.089)
     assert m["annualised_return"] == pytest.approx(0.089)
     assert m["max_drawdown"] == pytest.approx(0.1)
-    assert m["sharpe"] == pytest.approx(mean / std * math.sqrt(3))
-    assert m["sortino"] == pytest.approx(mean / downside * math.sqrt(3))
+    assert m["sharpe_annualised"] == pytest.approx(mean / std * math.sqrt(3))
+    assert m["sortino_annualised"] == pytest.approx(mean / downside * math.sqrt(3))
     assert m["calmar"] == pytest.approx(0.089 / 0.1)
 
 
@@ -31,7 +31,7 @@ def test_annualisation_compounds_over_years():
 
 def test_flat_equity_has_zero_ratios_and_no_drawdown():
     m = equity_metrics(np.full(10, 5.0), 252.0)
-    assert m == {"total_return": 0.0, "annualised_return": 0.0, "sharpe": 0.0, "sortino": 0.0,
+    assert m == {"total_return": 0.0, "annualised_return": 0.0, "sharpe_annualised": 0.0, "sortino_annualised": 0.0,
                  "max_drawdown": 0.0, "calmar": 0.0}
 
 

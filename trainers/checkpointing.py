@@ -6,21 +6,38 @@ Layout under `run_dir/checkpoints/`:
     latest.json                  {"weights": ..., "state": ..., "step": ...}
 
 Both files of a checkpoint are written (atomically) before `latest.json` is replaced to point at
-them, so a crash at any moment leaves `latest.json` naming a complete, loadable checkpoint.
+them, so a crash at any moment leaves `latest.json` naming a complete checkpoint.
+
+The trainer state holds only tensors and plain values (dicts, lists, tuples, numbers, strings,
+None), so it is read with `torch.load(weights_only=True)`: a state file carrying any other pickled
+object is refused with a ResumeError and never unpickled, so a run directory received from someone
+else cannot run code on resume.
+
+`resume_point` survives a damaged disk or copy: it tries the checkpoint `latest.json` names, then
+every `step_*` pair newest first, and returns the newest intact one (weights read completely,
+state loads). Each bad checkpoint is kept for inspection but renamed `<name>.corrupt` (so neither
+pruning nor later resumes match it) and reported in a note; `latest.json` is then repointed at
+the checkpoint resumed from.
 """
 from __future__ import annotations
 
 import io
 import json
+import os
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 
 from models.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 
 KEEP_LAST = 2
+CORRUPT_SUFFIX = ".corrupt"
+_STEP_WEIGHTS = re.compile(r"step_(\d+)\.safetensors")
 
 
 class ResumeError(RuntimeError):
@@ -46,33 +63,66 @@ def save(run_dir: Path, policy: torch.nn.Module, config: dict[str, Any], symbols
     directory = checkpoint_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"step_{step:012d}.safetensors"
-    state = directory / f"step_{step:012d}.state.pt"
+    state = _state_path(weights)
     save_checkpoint(weights, policy, config=config, symbols=symbols, step=step)
     buffer = io.BytesIO()
     torch.save(trainer_state, buffer)
     atomic_write_bytes(state, buffer.getvalue())
-    pointer = {"weights": weights.name, "state": state.name, "step": step}
-    atomic_write_bytes(directory / "latest.json", json.dumps(pointer, indent=2).encode())
+    checkpoint = Checkpoint(weights, state, step)
+    _write_pointer(directory, checkpoint)
     _prune(directory, keep={weights.name, state.name})
-    return Checkpoint(weights, state, step)
+    return checkpoint
 
 
 def latest(run_dir: Path) -> Checkpoint:
     """The checkpoint `latest.json` points at; a clear ResumeError if there is none."""
-    pointer_path = checkpoint_dir(run_dir) / "latest.json"
-    if not pointer_path.is_file():
-        raise ResumeError(f"{pointer_path}: no checkpoint to resume from (is this a run directory?)")
-    try:
-        pointer = json.loads(pointer_path.read_text())
-        weights = pointer_path.parent / pointer["weights"]
-        state = pointer_path.parent / pointer["state"]
-        step = int(pointer["step"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ResumeError(f"{pointer_path}: unreadable checkpoint pointer ({err})") from err
-    for path in (weights, state):
+    checkpoint = _read_pointer(checkpoint_dir(run_dir) / "latest.json")
+    for path in (checkpoint.weights, checkpoint.state):
         if not path.is_file():
-            raise ResumeError(f"{pointer_path}: points at {path.name}, which does not exist")
-    return Checkpoint(weights, state, step)
+            raise ResumeError(f"{path.parent / 'latest.json'}: points at {path.name}, which does not exist")
+    return checkpoint
+
+
+def resume_point(run_dir: Path) -> tuple[Checkpoint, dict[str, Any], list[str]]:
+    """The newest intact checkpoint, its trainer state, and one note per bad checkpoint skipped.
+
+    Tries the checkpoint `latest.json` names, then every `step_*` pair newest first. Intact: the
+    weights read completely with safetensors and the state loads with weights_only=True. A bad
+    checkpoint's files are renamed `<name>.corrupt` (kept, never deleted). When anything was
+    skipped, `latest.json` is repointed at the checkpoint returned. Notes: one per bad checkpoint,
+    plus one when `latest.json` is missing or unreadable. Raises ResumeError listing every file
+    and its problem when no checkpoint is intact.
+    """
+    directory = checkpoint_dir(run_dir)
+    pointer_path = directory / "latest.json"
+    candidates: list[Checkpoint] = []
+    pointer_problem = ""
+    try:
+        candidates.append(_read_pointer(pointer_path))
+    except ResumeError as err:
+        if not _step_pairs(directory):
+            raise
+        pointer_problem = f"{pointer_path}: does not exist" if not pointer_path.exists() else str(err)
+    tried = {c.weights.name for c in candidates}
+    candidates += [c for c in _step_pairs(directory) if c.weights.name not in tried]
+    skipped: list[str] = []
+    for checkpoint in candidates:
+        state, problem = _inspect(checkpoint)
+        if state is None:
+            skipped.append(f"{problem}; {_quarantine(checkpoint)}")
+            continue
+        problems = ([pointer_problem] if pointer_problem else []) + skipped
+        if not problems:
+            return checkpoint, state, []
+        instead = f"resuming from step {checkpoint.step} ({checkpoint.weights.name}) instead"
+        try:
+            _write_pointer(directory, checkpoint)
+            instead += f"; {pointer_path.name} now points at it"
+        except OSError as err:
+            instead += f"; {pointer_path.name} could not be repointed at it ({err})"
+        return checkpoint, state, [f"{problem}; {instead}" for problem in problems]
+    problems = ([pointer_problem] if pointer_problem else []) + skipped
+    raise ResumeError(f"{directory}: no intact checkpoint to resume from:\n  " + "\n  ".join(problems))
 
 
 def load_weights(checkpoint: Checkpoint, policy: torch.nn.Module) -> None:
@@ -81,11 +131,28 @@ def load_weights(checkpoint: Checkpoint, policy: torch.nn.Module) -> None:
 
 
 def load_state(checkpoint: Checkpoint) -> dict[str, Any]:
-    """The trainer-state dict saved beside the weights."""
+    """The trainer-state dict saved beside the weights, read with `weights_only=True`.
+
+    A file holding anything but tensors and plain values is refused (never unpickled); that and
+    any unreadable file raise ResumeError naming the file.
+    """
+    path = checkpoint.state
+    if not path.is_file():
+        raise ResumeError(f"{path}: trainer state file does not exist")
     try:
-        return torch.load(checkpoint.state, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for corrupt pickles
-        raise ResumeError(f"{checkpoint.state}: cannot read trainer state ({err})") from err
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ResumeError(f"{path}: cannot read trainer state ({_brief(err)})") from err
+        # `from None`: torch's own message suggests weights_only=False, which is exactly the risk.
+        raise ResumeError(f"{path}: holds objects other than tensors and plain values "
+                          f"({_refused_detail(str(err))}); it was not unpickled and nothing in it "
+                          "was executed") from None
+    except Exception as err:  # torch raises several types for truncated or corrupt files
+        raise ResumeError(f"{path}: cannot read trainer state ({_brief(err)})") from err
+    if not isinstance(state, dict):
+        raise ResumeError(f"{path}: trainer state is a {type(state).__name__}, not a dict")
+    return state
 
 
 def rng_state() -> dict[str, Any]:
@@ -102,11 +169,98 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _state_path(weights: Path) -> Path:
+    return weights.with_name(weights.name.removesuffix(".safetensors") + ".state.pt")
+
+
+def _read_pointer(pointer_path: Path) -> Checkpoint:
+    """Parse `latest.json` (file names must be bare names inside the checkpoints directory)."""
+    if not pointer_path.is_file():
+        raise ResumeError(f"{pointer_path}: no checkpoint to resume from (is this a run directory?)")
+    try:
+        pointer = json.loads(pointer_path.read_text())
+        names = [pointer["weights"], pointer["state"]]
+        step = int(pointer["step"])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ResumeError(f"{pointer_path}: unreadable checkpoint pointer ({err})") from err
+    for name in names:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+            raise ResumeError(f"{pointer_path}: unreadable checkpoint pointer ({name!r} is not a file "
+                              f"name inside {pointer_path.parent})")
+    return Checkpoint(pointer_path.parent / names[0], pointer_path.parent / names[1], step)
+
+
+def _write_pointer(directory: Path, checkpoint: Checkpoint) -> None:
+    pointer = {"weights": checkpoint.weights.name, "state": checkpoint.state.name, "step": checkpoint.step}
+    atomic_write_bytes(directory / "latest.json", json.dumps(pointer, indent=2).encode())
+
+
+def _step_pairs(directory: Path) -> list[Checkpoint]:
+    """Every `step_*.safetensors` with the state path beside it, newest step first."""
+    found = []
+    for weights in directory.glob("step_*.safetensors"):
+        match = _STEP_WEIGHTS.fullmatch(weights.name)
+        if match:
+            found.append(Checkpoint(weights, _state_path(weights), int(match[1])))
+    return sorted(found, key=lambda c: c.step, reverse=True)
+
+
+def _inspect(checkpoint: Checkpoint) -> tuple[dict[str, Any] | None, str]:
+    """(state, "") for an intact checkpoint, else (None, "<file>: <problem>")."""
+    for path in (checkpoint.weights, checkpoint.state):
+        if not path.is_file():
+            return None, f"{path}: does not exist"
+        if path.stat().st_size == 0:
+            return None, f"{path}: is empty (0 bytes)"
+    try:
+        safetensors.torch.load_file(str(checkpoint.weights), device="cpu")
+    except Exception as err:  # safetensors raises its own error type for truncated or corrupt files
+        return None, f"{checkpoint.weights}: not a complete .safetensors file ({_brief(err)})"
+    try:
+        return load_state(checkpoint), ""
+    except ResumeError as err:
+        return None, str(err)
+
+
+def _quarantine(checkpoint: Checkpoint) -> str:
+    """Rename a bad checkpoint's files to `<name>.corrupt` (never overwriting); says what happened."""
+    done = []
+    for path in (checkpoint.weights, checkpoint.state):
+        if not path.is_file():
+            continue
+        target = path.with_name(path.name + CORRUPT_SUFFIX)
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{path.name}.{n}{CORRUPT_SUFFIX}")
+        try:
+            os.rename(path, target)
+            done.append(f"renamed {path.name} to {target.name}")
+        except OSError as err:
+            done.append(f"could not rename {path.name} ({err})")
+    return ", ".join(done) + " (kept for inspection)" if done else "no files left to rename"
+
+
+def _brief(err: BaseException) -> str:
+    """First line (first sentence) of an exception message, prefixed by its type."""
+    lines = str(err).strip().splitlines()
+    text = lines[0].split(". ")[0].strip() if lines else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _refused_detail(message: str) -> str:
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", message)
+    if found:
+        return f"it references {found[1]}"
+    found = re.search(r"(Unsupported operand \S+|Can only [^\n]+|whose module \S+ is blocked)", message)
+    return found[1] if found else "content outside the weights-only allowlist"
+
+
 def _prune(directory: Path, keep: set[str]) -> None:
     """Remove all but the newest KEEP_LAST checkpoints (never the one just written)."""
     weights = sorted(directory.glob("step_*.safetensors"))
     for old in weights[:-KEEP_LAST]:
-        state = old.with_suffix("").with_suffix(".state.pt")
+        state = _state_path(old)
         for path in (old, state):
             if path.name not in keep:
                 path.unlink(missing_ok=True)

@@ -4,7 +4,9 @@ Every symbol's accounts start at the split's first tradable bar and trade to its
 in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
 policy, accounts 2.. the sampled policy (with --sampled K). Buy-and-hold (fully invested) and an
 exposure-matched buy-and-hold (the greedy agent's average exposure, bought at the same first fill
-and held) are computed from the same bars with the same costs.
+and held) are computed from the same bars with the env's own cost model (envs.accounts.buy_fill).
+Sharpe and Sortino here are annualised with the bars' measured frequency (`sharpe_annualised`),
+unlike the per-step episode Sharpe of the training charts.
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ from rich.console import Console
 from configs.loader import ConfigError, load_toml
 from configs.train import TrainConfig, build
 from envs import VecTradingEnv
+from envs.accounts import buy_fill
 from models import CheckpointError, MultiSymbolPolicy
+from ppo_core import resolve_device
 from trainers import checkpointing
 from trainers.metrics import equity_metrics, periods_per_year
 from trainers.report import plot_equity, print_tables, write_json
-from trainers.session import resolve_device
 
 GREEDY, RANDOM = 0, 1  # account roles within each symbol; 2.. are sampled-policy accounts
 
@@ -33,7 +36,7 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
              generator: torch.Generator) -> dict[str, np.ndarray]:
     """Run one full-split episode in every account; per-step (L, N) host arrays of equity,
     exposure and traded notional, plus (N,) episode statistics."""
-    steps = max(last - first for first, last in env.bounds.values())
+    steps = max(last - first for first, last in env.decision_range.values())
     n, e = env.num_envs, env.envs_per_symbol
     role = torch.arange(n, device=env.device) % e  # (N,)
     equity = torch.zeros(steps, n, dtype=torch.float64, device=env.device)
@@ -63,15 +66,16 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
 
 
 def buy_and_hold(env: VecTradingEnv, symbol: str, fraction: float) -> np.ndarray:
-    """(L + 1,) equity of investing `fraction` of capital at the first fill and holding, with the
-    env's slippage and commission on the purchase."""
-    bars, (first, last) = env.markets[symbol], env.bounds[symbol]
+    """(L + 1,) equity of putting `fraction` of capital (commission included) into the symbol at
+    the first fill and holding it, priced with the env's buy_fill cost model."""
+    bars, (first, last) = env.markets[symbol], env.decision_range[symbol]
     cfg = env.config
-    capital = cfg.initial_capital
-    price = bars.open[first + 1] * (1 + cfg.slippage_bps * 1e-4)
-    shares = fraction * capital / (price * (1 + cfg.commission_bps * 1e-4))
-    cash = capital * (1 - fraction)
-    return np.concatenate([[capital], cash + shares * bars.close[first + 1:last + 1]])
+    capital, commission_rate = cfg.initial_capital, cfg.commission_bps * 1e-4
+    notional = torch.tensor(fraction * capital / (1.0 + commission_rate), dtype=torch.float64)
+    shares, commission, _ = buy_fill(notional, torch.tensor(bars.open[first + 1], dtype=torch.float64),
+                                     commission_rate, cfg.slippage_bps * 1e-4)
+    cash = capital - float(notional) - float(commission)
+    return np.concatenate([[capital], cash + float(shares) * bars.close[first + 1:last + 1]])
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
@@ -79,11 +83,11 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     """Backtest the run's latest checkpoint on `split`; writes evaluation.json and PNGs."""
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
     checkpoint = checkpointing.latest(run_dir)
-    policy = MultiSymbolPolicy(config.run.symbols, config.model).to(device).eval()
-    checkpointing.load_weights(checkpoint, policy)
     env_config = replace(config.env, episode_length=0, random_start=False)
     env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
                         data_dir=config.run.data_dir, split=split, seed=seed)
+    policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
+    checkpointing.load_weights(checkpoint, policy)
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -92,7 +96,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     results, curves_json = {}, {}
     e, capital = env.envs_per_symbol, config.env.initial_capital
     for s, symbol in enumerate(config.run.symbols):
-        first, last = env.bounds[symbol]
+        first, last = env.decision_range[symbol]
         steps = last - first
         stamps = env.markets[symbol].timestamps[first:last + 1]
         per_year = periods_per_year(stamps)
@@ -100,7 +104,9 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         def account(n: int) -> dict[str, float]:
             curve = np.concatenate([[capital], sim["equity"][:steps, n]])
             metrics = equity_metrics(curve, per_year)
-            metrics.update(win_rate=float(sim["win_rate"][n]), profit_factor=float(sim["profit_factor"][n]),
+            closed = sim["closed_trades"][n] > 0  # win rate and profit factor need a closed trade
+            metrics.update(win_rate=float(sim["win_rate"][n]) if closed else None,
+                           profit_factor=float(sim["profit_factor"][n]) if closed else None,
                            trades=float(sim["trades"][n]),
                            turnover=float(sim["notional"][:steps, n].sum() / curve.mean()),
                            exposure=float(sim["exposure"][:steps, n].mean()))
@@ -112,7 +118,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         if num_sampled:
             sampled = [account(s * e + 2 + k)[0] for k in range(num_sampled)]
             rows[f"agent (sampled, mean of {num_sampled})"] = {
-                key: float(np.mean([m[key] for m in sampled])) for key in sampled[0]}
+                key: _mean([m[key] for m in sampled]) for key in sampled[0]}
         agent_exposure = rows["agent (greedy)"]["exposure"]
         for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
             curve = buy_and_hold(env, symbol, fraction)
@@ -130,6 +136,12 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
     return payload
+
+
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the defined values; None when none is defined (e.g. no account closed a trade)."""
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 # (metric key, column title, format) shown in the live table and the plain log line.
 SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("charts/episode_return", "ep ret", "{:+.4f}"),
-    ("charts/episode_sharpe", "sharpe", "{:+.2f}"),
+    ("charts/episode_sharpe_per_step", "sharpe/step", "{:+.2f}"),
     ("charts/policy_action_entropy_mean", "entropy", "{:.3f}"),
     ("losses/approx_kl", "kl", "{:.4f}"),
     ("losses/clip_fraction", "clip", "{:.3f}"),

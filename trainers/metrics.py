@@ -48,8 +48,8 @@ def equity_metrics(equity: np.ndarray, bars_per_year: float) -> dict[str, float]
     return {
         "total_return": float(total),
         "annualised_return": float(annualised),
-        "sharpe": float(sharpe),
-        "sortino": float(sortino),
+        "sharpe_annualised": float(sharpe),
+        "sortino_annualised": float(sortino),
         "max_drawdown": mdd,
         "calmar": float(calmar),
     }

@@ -1,19 +1,21 @@
 """Train one PPO policy head per symbol over a shared encoder: `python -m trainers.ppo --symbols SPY,AAPL`.
 
-The loop reads top to bottom: collect a rollout from every account -> GAE -> PPO update -> one
-host read for logging -> checkpoint. Setup, resume and signal handling live in trainers.session.
+The loop reads top to bottom: one iteration (collect a rollout from every account -> GAE -> PPO
+update, ppo_core.ppo_iteration) -> one host read for logging -> checkpoint. Setup, resume and
+signal handling live in trainers.session; this module turns the command line into a config.
 """
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-import torch
-
-from configs.loader import ConfigError
-from ppo_core import EntropyCollapseError, NonFiniteLossError, collect_rollout, compute_gae
+from configs.loader import ConfigError, load_toml, merge
+from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, explicit_settings
+from models import CheckpointError
+from ppo_core import NonFiniteLossError
 from trainers import checkpointing
 from trainers.session import Session, StopRequest, open_session
 
@@ -23,62 +25,33 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 def train(session: Session, stop: StopRequest | None = None) -> int:
     """Run PPO until `run.total_steps` account-steps; returns a process exit code. `stop` is set
     by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
-    cfg, env, policy, learner, log = session.config, session.env, session.policy, session.learner, session.log
-    batch_size = cfg.run.num_steps * env.num_envs  # account-steps per iteration
-    num_iterations = math.ceil(cfg.run.total_steps / batch_size)
+    cfg, log = session.config, session.log
+    num_iterations, batch_size = session.num_iterations, session.batch_size
     stop = stop or StopRequest()
     log.set_total(num_iterations * batch_size)
-    obs = session.obs
     log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
                 f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
                 f"{cfg.run.num_steps} steps); run dir {session.run_dir}")
     with stop.installed():
         while session.iteration < num_iterations:
-            session.iteration += 1
-            progress = session.global_step / (num_iterations * batch_size)
-
-            # 1. rollout: every account of every symbol steps together on the device
-            policy.eval()
-            session.stats.reset()
-            with torch.no_grad():
-                rollout = collect_rollout(env, policy, session.buffer, obs, cfg.ppo.gamma,
-                                          on_step=session.stats.on_step,
-                                          reward_scale=session.reward_normalizer)
-            obs = rollout.next_obs
-            session.global_step += batch_size
-
-            # 2. advantages; truncated episodes were bootstrapped by the collector
-            buf = session.buffer
-            advantages, returns = compute_gae(buf.rewards, buf.values, buf.dones, rollout.last_values,
-                                              cfg.ppo.gamma, cfg.ppo.gae_lambda)
-
-            # 3. PPO update, minibatches drawn per symbol in equal shares
-            policy.train()
-            ent_coef = session.entropy.coefficient(session.global_step)
+            # collect -> GAE -> update -> statistics, all accounts of all symbols together
             try:
-                update = learner.update(buf, advantages, returns, ent_coef=ent_coef, progress=progress,
-                                        num_groups=len(cfg.run.symbols), generator=session.generator)
+                result = session.iterate()
             except NonFiniteLossError as err:
-                session.fail(f"iteration {session.iteration}: {err}. Training stopped")
+                session.fail(f"iteration {session.iteration + 1}: {err}. Training stopped")
                 return EXIT_FAILED
 
-            # 4. log: the iteration's only host reads
-            values = session.stats.summary()
-            values.update({f"losses/{k}": v for k, v in update.to_dict().items()})
+            values = session.stats.summary()  # the rollout's one host read
+            values.update(result.stats)
             values["charts/policy_action_entropy_mean"] = values["losses/entropy"]
-            try:
-                session.entropy.observe(session.global_step, values["losses/entropy"])
-            except EntropyCollapseError as err:
-                session.obs = obs
+            if result.collapse is not None:
                 session.save()
-                session.fail(str(err))
+                session.fail(str(result.collapse))
                 return EXIT_FAILED
-            values.update({f"entropy/{k}": v for k, v in session.entropy.state().items()})
             values["charts/SPS"] = log.steps_per_second(session.global_step)
             log.iteration(session.iteration, session.global_step, values)
 
-            # 5. checkpoint (every K iterations, at the end, and when asked to stop)
-            session.obs = obs
+            # checkpoint every K iterations, at the end, and when asked to stop
             last = session.iteration == num_iterations
             if last or stop.requested or session.iteration % cfg.run.checkpoint_every == 0:
                 session.save()
@@ -111,27 +84,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="seed of every random stream")
     parser.add_argument("--run-dir", type=Path, help="output folder (default: runs/<time>-<symbols>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR from its latest checkpoint "
-                             "(--total-steps may extend it; other settings come from the run)")
+                        help="continue the run in RUN_DIR from its newest intact checkpoint; settings "
+                             "come from the run (flags repeating them are fine; --total-steps, "
+                             "--device and run.torch_threads may change)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any config field (repeatable)")
     return parser
 
 
+RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.checkpoint_every")
+"""settings a resumed run may change: how long and where it runs, not what it learns"""
+
+
 def cli_values(args: argparse.Namespace) -> dict[str, object]:
-    """Dotted config keys set by the dedicated flags."""
-    mapping = {"run.symbols": [s.strip() for s in args.symbols.split(",")] if args.symbols else None,
+    """Dotted config keys set by the dedicated flags (ConfigError for an empty --symbols)."""
+    symbols = None
+    if args.symbols is not None:
+        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
+        if not symbols:
+            raise ConfigError(f"--symbols {args.symbols!r}: no symbol given; pass comma-separated "
+                              "symbols, e.g. --symbols SPY,AAPL")
+    mapping = {"run.symbols": symbols,
                "run.data_dir": args.data_dir, "run.total_steps": args.total_steps,
                "run.envs_per_symbol": args.envs_per_symbol, "run.device": args.device,
                "run.seed": args.seed, "ppo.amp": args.amp}
     return {key: value for key, value in mapping.items() if value is not None}
 
 
+def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
+    """(config, run_dir, resuming) from the command line. A resumed run takes RUN_DIR/config.toml;
+    flags that repeat its values are fine, a real difference is refused by name."""
+    explicit = explicit_settings(args.config, args.overrides, cli_values(args))
+    if args.resume is None:
+        config = apply_encoder_preset(build(TrainConfig, explicit), explicit)
+        run_dir = args.run_dir or Path("runs") / (time.strftime("%Y%m%d-%H%M%S") + "-"
+                                                   + "-".join(config.run.symbols))
+        return config, run_dir, False
+    if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
+        raise ConfigError(f"--run-dir {args.run_dir} differs from --resume {args.resume}; a resumed run "
+                          "keeps writing to its own directory")
+    saved_path = args.resume / "config.toml"
+    if not saved_path.is_file():
+        raise ConfigError(f"{saved_path}: not found; --resume takes a run directory written by "
+                          "trainers.ppo")
+    saved_data = load_toml(saved_path)
+    saved = build(TrainConfig, saved_data)
+    requested = apply_encoder_preset(build(TrainConfig, merge(saved_data, explicit)), explicit)
+    before, after = flatten(as_dict(saved)), flatten(as_dict(requested))
+    changed = [key for key in after if key not in RESUMABLE and after[key] != before.get(key)]
+    if changed:
+        details = "; ".join(f"{key}: the run has {before.get(key)!r}, given {after[key]!r}" for key in changed)
+        raise ConfigError(f"--resume {args.resume}: {details}. A resumed run keeps its settings; only "
+                          f"{', '.join(RESUMABLE)} may change (start a new run for the others)")
+    return requested, args.resume, True
+
+
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        session = open_session(args, cli_values(args))
-    except (ConfigError, checkpointing.ResumeError, ValueError, FileNotFoundError) as err:
+        config, run_dir, resuming = resolve_run(args)
+        session = open_session(config, run_dir, resume=resuming)
+    except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

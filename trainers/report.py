@@ -17,8 +17,8 @@ from rich.table import Table  # noqa: E402
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("total_return", "return", "{:+.2%}"),
     ("annualised_return", "annual", "{:+.2%}"),
-    ("sharpe", "Sharpe", "{:+.2f}"),
-    ("sortino", "Sortino", "{:+.2f}"),
+    ("sharpe_annualised", "Sharpe/yr", "{:+.2f}"),
+    ("sortino_annualised", "Sortino/yr", "{:+.2f}"),
     ("max_drawdown", "max DD", "{:.2%}"),
     ("calmar", "Calmar", "{:+.2f}"),
     ("win_rate", "win", "{:.0%}"),

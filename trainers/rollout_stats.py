@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import Tensor
 
 # Reported per symbol as episodes/<SYMBOL>/<stat> and averaged over symbols as charts/episode_<stat>.
-EPISODE_STATS = ("return", "sharpe", "max_drawdown", "trades", "win_rate", "profit_factor",
+EPISODE_STATS = ("return", "sharpe_per_step", "max_drawdown", "trades", "win_rate", "profit_factor",
                  "voluntary_trade_rate", "unique_actions", "length")
 
 

@@ -1,24 +1,25 @@
-"""Everything a training run holds besides the loop: config resolution, construction of env,
-policy and learner, resume from a checkpoint, checkpoint writes, and Ctrl-C / SIGTERM handling."""
+"""Everything a training run holds besides the loop: construction of env, policy and learner from
+a resolved config and a run directory, the training iteration, resume from a checkpoint,
+checkpoint writes, and Ctrl-C / SIGTERM handling."""
 from __future__ import annotations
 
-import argparse
 import contextlib
+import math
 import signal
 import sys
-import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from configs.loader import ConfigError, dumps_toml, load_toml
-from configs.train import DEFAULT_CONFIG, TrainConfig, as_dict, build, resolve, with_encoder_preset
-from envs import ACTION_NAMES, NUM_ACTIONS, VecTradingEnv, observation_shapes
+from configs.loader import ConfigError, dumps_toml
+from configs.train import TrainConfig, as_dict
+from envs import VecTradingEnv
 from models import MultiSymbolPolicy, weight_stats
-from ppo_core import EntropyController, PPOLearner, RewardNormalizer, RolloutBuffer
+from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNormalizer, RolloutBuffer,
+                      ppo_iteration, resolve_device)
 from trainers import checkpointing
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
@@ -43,6 +44,30 @@ class Session:
     reward_normalizer: RewardNormalizer | None = None
     global_step: int = 0
     iteration: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        """Account-steps per iteration: T x N."""
+        return self.buffer.batch_size
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of the whole run (the last one may pass run.total_steps)."""
+        return math.ceil(self.config.run.total_steps / self.batch_size)
+
+    def iterate(self, sync_timing: bool = False) -> IterationResult:
+        """One training iteration (ppo_core.ppo_iteration with this run's pieces); advances obs,
+        global_step and iteration. Raises NonFiniteLossError from the update."""
+        self.stats.reset()
+        result = ppo_iteration(
+            self.env, self.policy, self.learner, self.buffer, self.entropy, self.obs,
+            global_step=self.global_step, total_steps=self.num_iterations * self.batch_size,
+            num_groups=len(self.config.run.symbols), generator=self.generator,
+            on_step=self.stats.on_step, reward_scale=self.reward_normalizer, sync_timing=sync_timing)
+        self.obs = result.next_obs
+        self.global_step += self.batch_size
+        self.iteration += 1
+        return result
 
     def trainer_state(self) -> dict[str, Any]:
         """Everything besides the weights that an exact resume needs."""
@@ -110,48 +135,19 @@ class StopRequest:
                 signal.signal(sig, handler)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device: 'cuda' requested but torch sees no CUDA device")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def resolve_config(args: argparse.Namespace, cli: dict[str, Any]) -> tuple[TrainConfig, Path, bool]:
-    """(config, run_dir, resuming) from the CLI; a resumed run takes its own saved config."""
-    if args.resume is None:
-        config = resolve(args.config or DEFAULT_CONFIG, args.overrides, cli)
-        run_dir = args.run_dir or Path("runs") / (time.strftime("%Y%m%d-%H%M%S") + "-"
-                                                   + "-".join(config.run.symbols))
-        if (run_dir / "checkpoints" / "latest.json").exists():
-            raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
-                              "or choose another --run-dir")
-        return config, run_dir, False
-    extra = {k: v for k, v in cli.items() if k != "run.total_steps"}
-    if extra or args.overrides or args.config or args.run_dir:
-        raise ConfigError("--resume takes its settings from RUN_DIR/config.toml; only --total-steps "
-                          f"may change (got {', '.join(list(extra) + args.overrides) or 'other flags'})")
-    saved = load_toml(args.resume / "config.toml")
-    if "run.total_steps" in cli:
-        saved["run"]["total_steps"] = cli["run.total_steps"]
-    return build(TrainConfig, saved), args.resume, True
-
-
-def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
-    """Resolve the config, build every component, and restore the latest checkpoint if resuming."""
-    config, run_dir, resuming = resolve_config(args, cli)
-    checkpoint = checkpointing.latest(run_dir) if resuming else None
-    device = resolve_device(config.run.device)
-    preset = config.run.encoder_preset
-    if preset == "auto":
-        preset = "full" if device.type == "cuda" else "small"
-    if preset != "custom":
-        config = with_encoder_preset(config, preset)
-        config = replace(config, run=replace(config.run, encoder_preset=preset))
-    if config.model.encoder.lookback != config.env.lookback:
-        raise ConfigError(f"model.encoder.lookback ({config.model.encoder.lookback}) must equal "
-                          f"env.lookback ({config.env.lookback}): the encoder has one token per bar")
+def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Session:
+    """Build env, policy, learner and buffer for a resolved `config` in `run_dir`; with `resume`,
+    restore the newest intact checkpoint there (saying which, and why when it is not the latest).
+    A new run refuses a directory that already holds one."""
+    run_dir = Path(run_dir)
+    if not resume and (checkpointing.checkpoint_dir(run_dir) / "latest.json").exists():
+        raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --run-dir")
+    resume_point = checkpointing.resume_point(run_dir) if resume else None
+    try:
+        device = resolve_device(config.run.device)
+    except ValueError as err:
+        raise ConfigError(f"run.{err}") from err
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
     torch.manual_seed(config.run.seed)
@@ -159,7 +155,7 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dumps_toml(as_dict(config)))
     log = RunLogger(run_dir, config.run.total_steps,
-                    start_step=checkpoint.step if checkpoint else 0)
+                    start_step=resume_point[0].step if resume_point else 0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = VecTradingEnv(config.run.symbols, config.run.envs_per_symbol, config.env, device,
@@ -167,14 +163,14 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
                             final_obs="auto")
     for warning in caught:
         log.message(f"warning: {warning.message}", style="bold yellow")
-    policy = MultiSymbolPolicy(config.run.symbols, config.model).to(device)
+    spec = env.trading_spec
+    policy = MultiSymbolPolicy(config.run.symbols, config.model, spec).to(device)
     session = Session(
         config=config, run_dir=run_dir, device=device, env=env, policy=policy,
         learner=PPOLearner(policy, config.ppo, device),
         entropy=EntropyController(config.entropy),
-        buffer=RolloutBuffer(config.run.num_steps, env.num_envs, observation_shapes(config.env.lookback),
-                             device, NUM_ACTIONS),
-        stats=RolloutStats(config.run.symbols, config.run.envs_per_symbol, ACTION_NAMES, device),
+        buffer=RolloutBuffer(config.run.num_steps, env.num_envs, spec.obs_shapes, device, spec.num_actions),
+        stats=RolloutStats(config.run.symbols, config.run.envs_per_symbol, spec.action_names, device),
         generator=torch.Generator().manual_seed(config.run.seed),
         log=log, obs=env.reset(seed=config.run.seed)[0],
         reward_normalizer=(RewardNormalizer(env.num_envs, config.ppo.gamma, device)
@@ -182,17 +178,23 @@ def open_session(args: argparse.Namespace, cli: dict[str, Any]) -> Session:
     )
     enc = config.model.encoder
     precision = str(session.learner.amp_dtype or torch.float32).removeprefix("torch.")
-    log.message(f"device {device}, amp {config.ppo.amp} ({precision}); encoder '{preset}' "
+    log.message(f"device {device}, amp {config.ppo.amp} ({precision}); encoder '{config.run.encoder_preset}' "
                 f"({enc.n_layers} layers x {enc.d_model}, {enc.n_heads} heads); the seed's full size is "
                 "--set run.encoder_preset=full (default on CUDA)")
+    if enc.dropout > 0:
+        log.message(f"note: model.encoder.dropout = {enc.dropout} has no effect in PPO training: rollouts "
+                    "and updates both run in eval mode, so the ratio starts at exactly 1")
     counts = policy.count_parameters()
     log.message("parameters: " + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.1%}"
                                            for k, v in counts.items()))
-    if checkpoint is not None:
+    if resume_point is not None:
+        checkpoint, state, notes = resume_point
+        for note in notes:
+            log.message(f"warning: {note}", style="bold yellow")
         checkpointing.load_weights(checkpoint, policy)
-        session.restore(checkpointing.load_state(checkpoint))
+        session.restore(state)
         log.message(f"resumed {run_dir} at step {session.global_step:,} "
-                    f"(iteration {session.iteration})", style="bold")
+                    f"(iteration {session.iteration}, {checkpoint.weights.name})", style="bold")
     else:
         log_initial_weights(log, policy)
     return session
