@@ -47,9 +47,9 @@ class Accounts:
     action_ring: Tensor
     """(N, D) ring of executed actions in the diversity window (-1 = empty)"""
     action_counts: Tensor
-    """(N, 7) executed-action counts within the diversity window"""
+    """(N, A) executed-action counts within the diversity window"""
     seen: Tensor
-    """(N, 7) bool: actions executed this episode"""
+    """(N, A) bool: actions executed this episode"""
 
     @classmethod
     def fresh(cls, start: Tensor, initial_capital: float, sharpe_window: int, diversity_window: int,

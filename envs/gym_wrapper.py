@@ -17,8 +17,9 @@ from envs.trading_env import VecTradingEnv
 class SingleAccountEnv(gym.Env):
     """One account trading `symbol`. An ended episode returns its last observation; call reset().
 
-    At an episode end `info["episode"]` is {"r": return, "l": steps, "t": seconds since its start}, tracked
-    here as gymnasium/SB3 expect; the env's own statistics go in `info["episode_stats"]`."""
+    At an episode end `info["episode"]` is {"r": return, "l": steps, "t": seconds since its start},
+    as gymnasium and SB3 expect; the env's own statistics go in `info["episode_stats"]`.
+    """
 
     metadata = {"render_modes": []}
 
@@ -29,13 +30,17 @@ class SingleAccountEnv(gym.Env):
                                  markets=markets, seed=0)
         self.observation_space = self.vec.single_observation_space
         self.action_space = self.vec.single_action_space
+        self._start_episode()
+
+    def _start_episode(self) -> None:
+        self._episode_return, self._episode_length, self._episode_start = 0.0, 0, time.perf_counter()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         # the vector env's generator follows np_random, so reset(seed=s) always gives the same start
         obs, _ = self.vec.reset(seed=int(self.np_random.integers(2**62)))
-        self._episode_return, self._episode_length, self._episode_start = 0.0, 0, time.perf_counter()
+        self._start_episode()
         return _numpy(obs), {"action_mask": self.action_masks()}
 
     def step(self, action: int | np.integer
@@ -44,12 +49,8 @@ class SingleAccountEnv(gym.Env):
             raise ValueError(f"action: expected an int in [0, {self.action_space.n}), got {action!r}")
         obs, reward, terminated, truncated, info = self.vec.step(torch.tensor([int(action)]))
         ended = bool(terminated[0] | truncated[0])
-        # running return/length/start for info["episode"]; getattr covers a step() before any reset()
-        self._episode_return = getattr(self, "_episode_return", 0.0) + float(reward[0])
-        self._episode_length = getattr(self, "_episode_length", 0) + 1
-        start = getattr(self, "_episode_start", None)
-        if start is None:
-            start = self._episode_start = time.perf_counter()
+        self._episode_return += float(reward[0])
+        self._episode_length += 1
         out = {
             "action_mask": self.action_masks(),
             "executed_action": int(info["executed_action"][0]),
@@ -60,15 +61,15 @@ class SingleAccountEnv(gym.Env):
         }
         if ended:
             out["episode"] = {"r": self._episode_return, "l": self._episode_length,
-                              "t": round(time.perf_counter() - start, 6)}
+                              "t": round(time.perf_counter() - self._episode_start, 6)}
             out["episode_stats"] = {k: float(v[0]) for k, v in info["episode"].items()}
             # the vector env auto-resets: a caller that keeps stepping starts counting a new episode
-            self._episode_return, self._episode_length, self._episode_start = 0.0, 0, time.perf_counter()
+            self._start_episode()
         return (_numpy(info["final_obs"] if ended else obs), float(reward[0]), bool(terminated[0]),
                 bool(truncated[0]), out)
 
     def action_masks(self) -> np.ndarray:
-        """Valid actions (7,) bool for the current observation."""
+        """Valid actions (A,) bool for the current observation."""
         return self.vec.action_masks()[0].cpu().numpy()
 
 

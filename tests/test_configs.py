@@ -4,14 +4,61 @@ import tomllib
 import pytest
 
 from configs.loader import ConfigError, dumps_toml
-from configs.train import DEFAULT_CONFIG, TrainConfig, as_dict, build, resolve
+from configs.run import ENCODER_PRESETS
+from configs.train import DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build, resolve
+from envs import DEFAULT_ACTIONS
 from trainers.ppo import main
 
 
 def test_default_toml_maps_exactly_onto_the_dataclass_defaults():
-    assert resolve(DEFAULT_CONFIG) == TrainConfig()
     written = tomllib.loads(DEFAULT_CONFIG.read_text())
+    assert build(TrainConfig, written) == TrainConfig()
     assert set(written) == set(as_dict(TrainConfig()))
+    # the encoder sizes are the preset's to set, so the file leaves them out
+    assert written["model"].get("encoder", {}) == {}
+    assert build(TrainConfig, written).env.actions == DEFAULT_ACTIONS
+    assert resolve(DEFAULT_CONFIG) == apply_encoder_preset(TrainConfig())
+
+
+@pytest.mark.parametrize("preset", ["small", "full"])
+def test_presets_are_resolved_into_the_config(preset):
+    cfg = resolve(DEFAULT_CONFIG, [f"run.encoder_preset={preset}"])
+    assert cfg.run.encoder_preset == preset
+    assert {k: getattr(cfg.model.encoder, k) for k in ENCODER_PRESETS[preset]} == ENCODER_PRESETS[preset]
+    auto = resolve(DEFAULT_CONFIG, ["run.device=cpu"])
+    assert auto.run.encoder_preset == "small"
+    assert auto.model.encoder.d_model == ENCODER_PRESETS["small"]["d_model"]
+    # what a run writes resolves to itself: presets do not apply twice or drift
+    assert resolve(None, cli={**_flat(as_dict(cfg))}) == cfg
+
+
+def _flat(table, prefix=""):
+    out = {}
+    for key, value in table.items():
+        name = f"{prefix}.{key}" if prefix else key
+        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def test_an_encoder_field_the_preset_replaces_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match=r"model\.encoder\.d_model: 128 conflicts with run\.encoder_preset"):
+        resolve(DEFAULT_CONFIG, ["run.device=cpu", "model.encoder.d_model=128"])
+    # the preset's own value is fine, and "custom" takes the fields as written
+    small = ENCODER_PRESETS["small"]["d_model"]
+    same = resolve(DEFAULT_CONFIG, ["run.device=cpu", f"model.encoder.d_model={small}"])
+    assert same.model.encoder.d_model == small
+    custom = resolve(DEFAULT_CONFIG, ["run.encoder_preset=custom", "model.encoder.d_model=128"])
+    assert custom.model.encoder.d_model == 128 and custom.run.encoder_preset == "custom"
+    with pytest.raises(ConfigError, match=r"model\.encoder\.d_model: .*n_heads"):
+        resolve(DEFAULT_CONFIG, ["run.encoder_preset=custom", "model.encoder.d_model=100"])
+
+
+def test_action_table_errors_name_the_row_and_field():
+    with pytest.raises(ConfigError, match=r"env\.actions\[1\]\.kind"):
+        resolve(DEFAULT_CONFIG, ["env.actions=[{name='HOLD', kind='hold'}, {name='SHORT', kind='short'}]"])
+    with pytest.raises(ConfigError, match="hold action"):
+        resolve(DEFAULT_CONFIG, ["env.actions=[{name='BUY', kind='buy', buy_fraction=0.1}, "
+                                 "{name='SELL', kind='sell', sell_fraction=1.0}]"])
 
 
 def test_overrides_reach_nested_fields_and_keep_types():
@@ -35,7 +82,7 @@ def test_cli_values_sit_between_file_and_overrides():
     ("run.device='tpu'", ["run.device", "'cpu'"]),
     ("run.envs_per_symbol=0", ["run.envs_per_symbol", ">= 1"]),
     ("env.reward.nonsense=1", ["env.reward.nonsense", "unknown key"]),
-    ("model.encoder.d_model=100", ["model.encoder.d_model", "n_heads"]),
+    ("model.encoder.d_model=100", ["model.encoder.d_model"]),
     ("ppo.clip_coef=-0.2", ["ppo.clip_coef"]),
     ("ppo", ["--set 'ppo'", "KEY=VALUE"]),
 ])

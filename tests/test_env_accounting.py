@@ -7,8 +7,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs import EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
-from envs.masking import BUY_LARGE, HOLD, NUM_ACTIONS, SELL_ALL
+from envs import DEFAULT_SPEC, EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
+
+SPEC = DEFAULT_SPEC
+HOLD, BUY_LARGE, SELL_ALL = (SPEC.action_id(name) for name in ("HOLD", "BUY_LARGE", "SELL_ALL"))
+NUM_ACTIONS = SPEC.num_actions
 
 E = 8
 MARKET = {"A": synthetic_bars("A", 400), "B": synthetic_bars("B", 300)}
@@ -81,7 +84,8 @@ def test_round_trip_pays_commission_and_slippage_on_both_legs() -> None:
     env.step(torch.tensor([BUY_LARGE]))
     _, _, _, _, info = env.step(torch.tensor([SELL_ALL]))
     slip, comm, initial = 1e-4, 2e-4, env.config.initial_capital
-    notional = 0.09 * initial
+    notional = SPEC.actions[BUY_LARGE].buy_fraction * initial
+    assert SPEC.actions[BUY_LARGE].buy_fraction == 0.09 and SPEC.actions[SELL_ALL].sell_fraction == 1.0
     shares = notional / (bars.open[t + 1] * (1 + slip))
     proceeds = shares * bars.open[t + 2] * (1 - slip)
     expected = initial - notional * (1 + comm) + proceeds * (1 - comm)

@@ -11,9 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs import (DataError, EnvConfig, VecTradingEnv, load_bars, load_market, planted_signal_bars,
-                  split_bounds, synthetic_bars)
-from envs.masking import BUY_LARGE, HOLD, NUM_ACTIONS, SELL_ALL
+from envs import (DEFAULT_SPEC, DataError, EnvConfig, VecTradingEnv, load_bars, load_market,
+                  planted_signal_bars, split_bounds, synthetic_bars)
+
+SPEC = DEFAULT_SPEC
+HOLD, BUY_LARGE, SELL_ALL = (SPEC.action_id(name) for name in ("HOLD", "BUY_LARGE", "SELL_ALL"))
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -126,6 +128,24 @@ def test_synthetic_market_is_deterministic_per_symbol_and_announced(tmp_path: Pa
     assert markets["SPY"].source == "synthetic" and markets["SPY"].is_synthetic
 
 
+def test_missing_data_dir_fails_naming_it_and_empty_dir_gives_synthetic(tmp_path: Path) -> None:
+    """A data_dir that is not a folder (a typo) is an error, never a silent switch to synthetic bars."""
+    missing = tmp_path / "no_such_data"
+    with pytest.raises(DataError, match="no such folder") as err:
+        load_market(["SPY"], missing)
+    assert str(missing) in str(err.value)
+    with pytest.raises(DataError) as err:
+        VecTradingEnv(["SPY"], 1, data_dir=str(missing))
+    assert str(missing) in str(err.value)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.warns(UserWarning, match="SYNTHETIC MARKET for SPY"):
+        markets = load_market(["SPY"], empty)
+    assert markets["SPY"].is_synthetic
+    np.testing.assert_array_equal(markets["SPY"].close, synthetic_bars("SPY", 3000).close)
+
+
 def test_planted_signal_oracle_beats_buy_and_hold() -> None:
     """Hold 9 % of equity exactly when sl_probs[t, 0] > 0.5 (fill at open t + 1) over the whole split."""
     bars = planted_signal_bars(2000, seed=0)
@@ -139,7 +159,7 @@ def test_planted_signal_oracle_beats_buy_and_hold() -> None:
         obs, _, terminated, truncated, info = env.step(actions)
         assert not info["mask_violation"].any()
         done = terminated | truncated
-    first, last = env.bounds["P"]
+    first, last = env.decision_range["P"]
     buy_and_hold = bars.close[last] / bars.open[first + 1] - 1
     oracle = float(info["episode"]["return"][0])
     assert buy_and_hold < 0 < oracle
@@ -156,8 +176,9 @@ def test_bundled_real_data_loads_and_steps() -> None:
         obs, _ = env.reset(seed=0)
         generator = torch.Generator().manual_seed(0)
         for _ in range(20):
-            noise = torch.rand(env.num_envs, NUM_ACTIONS, generator=generator)
+            noise = torch.rand(env.num_envs, SPEC.num_actions, generator=generator)
             obs, reward, _, _, _ = env.step((noise * env.action_masks()).argmax(1))
             assert all(torch.isfinite(v).all() for v in obs.values()) and torch.isfinite(reward).all()
         start, end = split_bounds(len(env.markets["SPX"]))[split]
-        assert start <= env.bounds["SPX"][0] < env.bounds["SPX"][1] == end - 1
+        first, last = env.decision_range["SPX"]
+        assert start <= first < last == end - 1

@@ -6,25 +6,28 @@ import numpy as np
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from envs import OBS_SHAPES, EnvConfig, SingleAccountEnv, VecTradingEnv, synthetic_bars
-from envs.masking import BUY_LARGE, NUM_ACTIONS
+from envs import DEFAULT_SPEC, EnvConfig, SingleAccountEnv, VecTradingEnv, synthetic_bars
+
+SPEC = DEFAULT_SPEC
+HOLD, BUY_LARGE, ADD_TO_POSITION = (SPEC.action_id(n) for n in ("HOLD", "BUY_LARGE", "ADD_TO_POSITION"))
 
 MARKETS = {"A": synthetic_bars("A", 400), "B": synthetic_bars("B", 300)}
 
 
 def random_valid(env: VecTradingEnv, generator: torch.Generator) -> torch.Tensor:
-    return (torch.rand(env.num_envs, NUM_ACTIONS, generator=generator) * env.action_masks()).argmax(1)
+    return (torch.rand(env.num_envs, SPEC.num_actions, generator=generator) * env.action_masks()).argmax(1)
 
 
 def test_vector_api_shapes_and_info() -> None:
     env = VecTradingEnv(["A", "B"], 3, EnvConfig(episode_length=8), markets=MARKETS, seed=0)
-    assert env.num_envs == 6 and env.single_action_space == gym.spaces.Discrete(7)
-    assert {k: s.shape for k, s in env.single_observation_space.items()} == OBS_SHAPES
+    assert env.trading_spec == SPEC and SPEC.num_actions == 7
+    assert env.num_envs == 6 and env.single_action_space == gym.spaces.Discrete(SPEC.num_actions)
+    assert {k: s.shape for k, s in env.single_observation_space.items()} == SPEC.obs_shapes
     obs, _ = env.reset(seed=0)
-    for key, shape in OBS_SHAPES.items():
+    for key, shape in SPEC.obs_shapes.items():
         assert obs[key].shape == (6, *shape) and obs[key].dtype == torch.float32
         assert env.single_observation_space[key].contains(obs[key][0].numpy())
-    assert env.action_masks().shape == (6, NUM_ACTIONS) and env.action_masks().dtype == torch.bool
+    assert env.action_masks().shape == (6, SPEC.num_actions) and env.action_masks().dtype == torch.bool
     generator = torch.Generator().manual_seed(0)
     for step in range(8):
         obs, reward, terminated, truncated, info = env.step(random_valid(env, generator))
@@ -35,8 +38,9 @@ def test_vector_api_shapes_and_info() -> None:
     # every account started together and ran episode_length steps: all truncate now
     assert truncated.all() and not terminated.any() and info["_episode"].all()
     assert (info["episode"]["length"] == 8).all()
-    assert set(info["episode"]) >= {"return", "sharpe", "max_drawdown", "trades", "win_rate",
-                                    "profit_factor", "voluntary_trade_rate", "unique_actions", "length"}
+    assert set(info["episode"]) >= {"return", "sharpe_per_step", "max_drawdown", "trades", "closed_trades",
+                                    "win_rate", "profit_factor", "voluntary_trade_rate", "unique_actions",
+                                    "length"}
     # auto-reset: the returned obs starts a new episode, final_obs holds the last one
     assert (obs["portfolio"][:, 0] == 1.0).all()
     assert not torch.equal(obs["technical"], info["final_obs"]["technical"])
@@ -79,7 +83,7 @@ def test_equity_floor_terminates() -> None:
     env = VecTradingEnv(["A"], 2, config, markets={"A": crash}, seed=0)
     env.reset(seed=0)
     assert int(env.accounts.t[0]) == 123
-    _, _, terminated, truncated, info = env.step(torch.tensor([BUY_LARGE, 0]))
+    _, _, terminated, truncated, info = env.step(torch.tensor([BUY_LARGE, HOLD]))
     assert terminated.tolist() == [True, False] and not truncated.any()
     assert info["_episode"].tolist() == [True, False]
 
@@ -87,7 +91,7 @@ def test_equity_floor_terminates() -> None:
 def test_repeat_limit_forces_hold() -> None:
     env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=50), markets=MARKETS, seed=0)
     env.reset(seed=0)
-    limited = [bool(env.step(torch.tensor([6]))[4]["repeat_limited"][0]) for _ in range(6)]
+    limited = [bool(env.step(torch.tensor([ADD_TO_POSITION]))[4]["repeat_limited"][0]) for _ in range(6)]
     assert limited == [False, False, False, True, True, True]
 
 
@@ -101,11 +105,16 @@ def test_single_account_wrapper_passes_check_env() -> None:
         obs, reward, terminated, truncated, info = env.step(int(np.flatnonzero(info["action_mask"])[-1]))
         assert env.observation_space.contains(obs) and isinstance(reward, float)
         done, total_steps = terminated or truncated, total_steps + 1
-    assert total_steps == 16 and "episode" in info
+    assert total_steps == 16 and "episode" in info and "episode_stats" in info
+    assert info["episode"]["l"] == 16
+    assert info["episode_stats"]["length"] == 16.0
+    assert set(info["episode_stats"]) >= {"return", "sharpe_per_step", "max_drawdown", "trades",
+                                          "closed_trades", "win_rate", "profit_factor",
+                                          "voluntary_trade_rate", "unique_actions", "length"}
 
 
 def test_final_obs_on_end_only_when_an_episode_ended() -> None:
     env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=4), markets=MARKETS, seed=0, final_obs="on_end")
     env.reset(seed=0)
-    present = ["final_obs" in env.step(torch.zeros(2, dtype=torch.long))[4] for _ in range(8)]
+    present = ["final_obs" in env.step(torch.full((2,), HOLD))[4] for _ in range(8)]
     assert present == [False, False, False, True] * 2

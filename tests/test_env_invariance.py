@@ -6,8 +6,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs import Bars, EnvConfig, VecTradingEnv, compute_features, synthetic_bars
-from envs.masking import NUM_ACTIONS
+from envs import DEFAULT_SPEC, Bars, EnvConfig, VecTradingEnv, compute_features, synthetic_bars
+
+NUM_ACTIONS = DEFAULT_SPEC.num_actions
 
 BARS = synthetic_bars("A", 360)
 CONFIG = EnvConfig(episode_length=30, random_start=False)

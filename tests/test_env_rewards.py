@@ -5,9 +5,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs import EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
-from envs.masking import NUM_ACTIONS
+from envs import DEFAULT_SPEC, EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
 from envs.rewards import StepOutcome, components, diversity_component, drawdown_component, repeat_component
+
+SPEC = DEFAULT_SPEC
+NUM_ACTIONS, BUY_LARGE = SPEC.num_actions, SPEC.action_id("BUY_LARGE")
 
 RANGES = {
     "cost": (-1.0, 0.0), "time": (-1.0, 0.0), "sharpe": (-1.0, 1.0), "drawdown": (-1.0 / 0.15, 0.0),
@@ -57,14 +59,21 @@ def test_diversity_bonus(unique: int, steps: int) -> None:
 
 
 finite = st.floats(-1e6, 1e6)
+
+
+def outcome_of(prev: float, change: float, **values: float | int | bool) -> StepOutcome:
+    """A one-account StepOutcome with equity = prev + change and every other field from `values`."""
+    return StepOutcome(prev_equity=torch.tensor([prev]), equity=torch.tensor([prev + change]),
+                       **{name: torch.tensor([value]) for name, value in values.items()})
+
+
 outcomes = st.builds(
-    lambda prev, change, cost, holding, exposure, dd, hold, sharpe, unique, steps, run, counted, traded:
-    StepOutcome(*(torch.tensor([x]) for x in (prev, prev + change, cost, holding, exposure, dd, hold, sharpe,
-                                              unique, steps, run, counted, traded))),
-    st.floats(1.0, 1e7), finite, st.floats(0.0, 1e4), st.booleans(), st.floats(0.0, 1.0),
-    st.floats(0.0, 1.0),
-    st.integers(0, 10_000), st.floats(-100.0, 100.0), st.integers(0, NUM_ACTIONS), st.integers(1, 10_000),
-    st.integers(1, 100), st.booleans(), st.booleans(),
+    outcome_of,
+    prev=st.floats(1.0, 1e7), change=finite, cost=st.floats(0.0, 1e4), holding=st.booleans(),
+    exposure=st.floats(0.0, 1.0), drawdown=st.floats(0.0, 1.0), hold_time=st.integers(0, 10_000),
+    sharpe=st.floats(-100.0, 100.0), unique_actions=st.integers(0, NUM_ACTIONS),
+    episode_steps=st.integers(1, 10_000), run_length=st.integers(1, 100), repeat_counted=st.booleans(),
+    traded=st.booleans(),
 )
 
 
@@ -83,7 +92,8 @@ def test_components_in_range_along_env_trajectories() -> None:
     generator = torch.Generator().manual_seed(1)
     for _ in range(150):
         noise = torch.rand(env.num_envs, NUM_ACTIONS, generator=generator)
-        actions = torch.where(torch.rand(env.num_envs, generator=generator) < 0.3, 3, noise.argmax(1))
+        actions = torch.where(torch.rand(env.num_envs, generator=generator) < 0.3, BUY_LARGE,
+                              noise.argmax(1))
         _, reward, _, _, info = env.step(actions)
         check_ranges(info["reward_components"])
         weighted = torch.stack(list(info["weighted_reward_components"].values())).sum(0)

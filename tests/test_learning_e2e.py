@@ -19,14 +19,14 @@ from rich.console import Console
 
 from configs.loader import load_toml
 from configs.train import TrainConfig, build
-from envs import VecTradingEnv, planted_signal_bars
+from envs import DEFAULT_SPEC, TradingSpec, VecTradingEnv, planted_signal_bars
 from models import MultiSymbolPolicy
 from trainers import checkpointing
 from trainers.evaluate import evaluate
 from trainers.ppo import main
 
 SYMBOLS = ["PLANTA", "PLANTB"]
-INCREASE = torch.tensor([1, 2, 3, 6])  # BUY_SMALL, BUY_MEDIUM, BUY_LARGE, ADD_TO_POSITION
+INCREASE = torch.tensor(DEFAULT_SPEC.ids("buy") + DEFAULT_SPEC.ids("add"))  # every action that buys
 TRAIN = [
     "--symbols", ",".join(SYMBOLS), "--envs-per-symbol", "16", "--seed", "1", "--device", "cpu",
     "--total-steps", "61440",
@@ -60,7 +60,7 @@ def buy_rates(policy: MultiSymbolPolicy, config: TrainConfig, data_dir: Path) ->
     test split of both symbols."""
     env_config = replace(config.env, episode_length=0, random_start=False)
     env = VecTradingEnv(SYMBOLS, 1, env_config, data_dir=str(data_dir), split="test")
-    steps = min(last - first for first, last in env.bounds.values())
+    steps = min(last - first for first, last in env.decision_range.values())
     obs, _ = env.reset()
     counts = np.zeros((2, 2))  # [signal up?][bought?]
     with torch.no_grad():
@@ -84,10 +84,11 @@ def test_agent_learns_planted_signal(tmp_path):
     assert main(TRAIN + ["--data-dir", str(data_dir), "--run-dir", str(run_dir)]) == 0
 
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
-    trained = MultiSymbolPolicy(SYMBOLS, config.model).eval()
+    spec = TradingSpec.from_config(config.env)
+    trained = MultiSymbolPolicy(SYMBOLS, config.model, spec).eval()
     checkpointing.load_weights(checkpointing.latest(run_dir), trained)
     torch.manual_seed(config.run.seed)
-    untrained = MultiSymbolPolicy(SYMBOLS, config.model).eval()
+    untrained = MultiSymbolPolicy(SYMBOLS, config.model, spec).eval()
 
     def learned(policy: MultiSymbolPolicy) -> bool:
         up, down = buy_rates(policy, config, data_dir)

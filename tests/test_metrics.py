@@ -31,8 +31,8 @@ def test_annualisation_compounds_over_years():
 
 def test_flat_equity_has_zero_ratios_and_no_drawdown():
     m = equity_metrics(np.full(10, 5.0), 252.0)
-    assert m == {"total_return": 0.0, "annualised_return": 0.0, "sharpe_annualised": 0.0, "sortino_annualised": 0.0,
-                 "max_drawdown": 0.0, "calmar": 0.0}
+    assert m == {"total_return": 0.0, "annualised_return": 0.0, "sharpe_annualised": 0.0,
+                 "sortino_annualised": 0.0, "max_drawdown": 0.0, "calmar": 0.0}
 
 
 def test_max_drawdown_uses_running_peak():

@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import (CheckpointError, CheckpointMismatchError, EncoderConfig, MultiSymbolPolicy, PolicyConfig,
-                    atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint)
+from envs import DEFAULT_SPEC
+from models import (FORMAT_VERSION, CheckpointError, CheckpointMismatchError, EncoderConfig, MultiSymbolPolicy,
+                    PolicyConfig, atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint)
 
 SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
 CONFIG = {"model": {"encoder": {"d_model": 32}}, "ppo": {"learning_rate": 3e-4}}
@@ -13,7 +14,8 @@ CONFIG = {"model": {"encoder": {"d_model": 32}}, "ppo": {"learning_rate": 3e-4}}
 
 def make_policy(symbols, seed=0, encoder=SMALL) -> MultiSymbolPolicy:
     torch.manual_seed(seed)
-    return MultiSymbolPolicy(symbols, PolicyConfig(encoder=encoder, actor_hidden=(8,), critic_hidden=(8,)))
+    return MultiSymbolPolicy(symbols, PolicyConfig(encoder=encoder, actor_hidden=(8,), critic_hidden=(8,)),
+                             DEFAULT_SPEC)
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -24,7 +26,7 @@ def test_round_trip_is_exact(tmp_path):
     for (name, a), (_, b) in zip(source.state_dict().items(), target.state_dict().items()):
         assert torch.equal(a, b), name
     assert meta.config == CONFIG and meta.symbols == ["SPY", "AAPL"] and meta.step == 12_288
-    assert meta.format_version == 1 and meta.extra == {"git": "abc123"}
+    assert meta.format_version == FORMAT_VERSION and meta.extra == {"git": "abc123"}
     assert read_checkpoint_meta(path) == meta
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]  # no temp file left behind
 

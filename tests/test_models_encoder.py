@@ -7,28 +7,33 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from envs import DEFAULT_SPEC, EnvConfig, TradingSpec
 from models import EncoderConfig, FeatureEncoder
 
 SMALL = dict(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
+SHAPES = DEFAULT_SPEC.obs_shapes
+LOOKBACK = SHAPES["technical"][0]
 
 
-def make_obs(config: EncoderConfig, n: int, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
+def make_obs(shapes: dict, n: int, seed: int = 0, dtype=torch.float32) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(n, *s, generator=g, dtype=dtype) for k, s in config.obs_shapes().items()}
+    return {k: torch.randn(n, *s, generator=g, dtype=dtype) for k, s in shapes.items()}
 
 
 @settings(max_examples=15, deadline=None)
 @given(batch=st.integers(1, 9), lookback=st.integers(1, 30), n_heads=st.sampled_from([1, 2, 4]),
        out_dim=st.integers(1, 40), seed=st.integers(0, 2**16))
 def test_output_shapes_and_finite(batch, lookback, n_heads, out_dim, seed):
-    config = EncoderConfig(**{**SMALL, "n_heads": n_heads, "out_dim": out_dim}, lookback=lookback)
+    config = EncoderConfig(**{**SMALL, "n_heads": n_heads, "out_dim": out_dim})
+    shapes = TradingSpec.from_config(EnvConfig(lookback=lookback)).obs_shapes
     torch.manual_seed(seed)
-    encoder = FeatureEncoder(config)
-    obs = make_obs(config, batch, seed)
+    encoder = FeatureEncoder(config, shapes)
+    obs = make_obs(shapes, batch, seed)
     pooled = encoder(obs)
     sequence = encoder(obs, return_sequence=True)
     assert pooled.shape == (batch, out_dim)
-    assert sequence.shape == (batch, lookback + 4, config.d_model)
+    # one token per bar of the technical window and one per vector key
+    assert sequence.shape == (batch, lookback + len(shapes) - 1, config.d_model)
     assert torch.isfinite(pooled).all() and torch.isfinite(sequence).all()
 
 
@@ -38,9 +43,9 @@ def test_batch_independence_in_eval_mode(batch, row, seed):
     row = row % batch
     config = EncoderConfig(**{**SMALL, "dropout": 0.3})
     torch.manual_seed(seed)
-    encoder = FeatureEncoder(config).double().eval()
-    obs = make_obs(config, batch, seed, torch.float64)
-    other = make_obs(config, batch, seed + 1, torch.float64)
+    encoder = FeatureEncoder(config, SHAPES).double().eval()
+    obs = make_obs(SHAPES, batch, seed, torch.float64)
+    other = make_obs(SHAPES, batch, seed + 1, torch.float64)
     # Same row, completely different neighbours.
     mixed = {k: torch.cat([other[k][:row], obs[k][row:row + 1], other[k][row + 1:]]) for k in obs}
     alone = {k: v[row:row + 1] for k, v in obs.items()}
@@ -53,8 +58,8 @@ def test_batch_independence_in_eval_mode(batch, row, seed):
 def test_gradients_reach_every_parameter():
     config = EncoderConfig(**{**SMALL, "dropout": 0.1})
     torch.manual_seed(0)
-    encoder = FeatureEncoder(config).train()
-    encoder(make_obs(config, 6)).square().sum().backward()
+    encoder = FeatureEncoder(config, SHAPES).train()
+    encoder(make_obs(SHAPES, 6)).square().sum().backward()
     for name, param in encoder.named_parameters():
         assert param.grad is not None, f"{name} got no gradient"
         assert param.grad.abs().sum() > 0, f"{name} got an all-zero gradient"
@@ -70,7 +75,7 @@ def test_uses_fused_attention_once_per_layer(monkeypatch):
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
     config = EncoderConfig(**SMALL)
-    FeatureEncoder(config)(make_obs(config, 3))
+    FeatureEncoder(config, SHAPES)(make_obs(SHAPES, 3))
     # (B, nh, T, hs) per call
     assert calls == [torch.Size([3, 4, 28, 8])] * config.n_layers
 
@@ -79,20 +84,20 @@ def test_token_order_matters():
     """Positions are added: swapping two bars of the lookback must change the output."""
     config = EncoderConfig(**SMALL)
     torch.manual_seed(0)
-    encoder = FeatureEncoder(config).eval()
-    obs = make_obs(config, 2)
-    swapped = dict(obs, technical=obs["technical"][:, [1, 0, *range(2, config.lookback)]])
+    encoder = FeatureEncoder(config, SHAPES).eval()
+    obs = make_obs(SHAPES, 2)
+    swapped = dict(obs, technical=obs["technical"][:, [1, 0, *range(2, LOOKBACK)]])
     with torch.no_grad():
         assert not torch.allclose(encoder(obs), encoder(swapped), atol=1e-5)
 
 
 def test_default_size_matches_reference_and_budget():
     config = EncoderConfig()
-    encoder = FeatureEncoder(config)
+    encoder = FeatureEncoder(config, SHAPES)
     params = sum(p.numel() for p in encoder.parameters())
     assert params < 5_000_000
     assert params == 3_239_168  # PERF-NOTES' reference encoder (4L-256D-8H, 28 tokens)
-    assert abs(config.flops_per_sample() - 179.8e6) < 0.05e6  # PERF-NOTES: 179.8 MFLOP per sample
+    assert abs(encoder.flops_per_sample() - 179.8e6) < 0.05e6  # PERF-NOTES: 179.8 MFLOP per sample
     assert "positions" not in encoder.state_dict()  # derived, not checkpointed
 
 
@@ -100,7 +105,7 @@ def test_default_size_matches_reference_and_budget():
     ("d_model", dict(d_model=30, n_heads=4)),
     ("n_layers", dict(n_layers=0)),
     ("dropout", dict(dropout=1.0)),
-    ("lookback", dict(lookback=2.5)),
+    ("d_ff", dict(d_ff=2.5)),
 ])
 def test_config_validation_names_the_field(field, kwargs):
     with pytest.raises(ValueError, match=f"^{field}:"):
@@ -109,10 +114,20 @@ def test_config_validation_names_the_field(field, kwargs):
 
 def test_wrong_observation_shape_names_the_key():
     config = EncoderConfig(**SMALL)
-    obs = make_obs(config, 3)
+    obs = make_obs(SHAPES, 3)
     obs["regime"] = torch.zeros(3, 9)
     with pytest.raises(ValueError, match="regime"):
-        FeatureEncoder(config)(obs)
+        FeatureEncoder(config, SHAPES)(obs)
     del obs["regime"]
     with pytest.raises(KeyError, match="regime"):
-        FeatureEncoder(config)(obs)
+        FeatureEncoder(config, SHAPES)(obs)
+
+
+def test_tokens_follow_the_observation_spec():
+    """A new vector key is one more token, with no encoder code or config change."""
+    shapes = {**SHAPES, "streak": (2,)}
+    encoder = FeatureEncoder(EncoderConfig(**SMALL), shapes)
+    sequence = encoder(make_obs(shapes, 3), return_sequence=True)
+    assert sequence.shape == (3, LOOKBACK + len(SHAPES), SMALL["d_model"])
+    with pytest.raises(ValueError, match="obs_shapes"):
+        FeatureEncoder(EncoderConfig(**SMALL), {**SHAPES, "bad": (2, 3, 4)})

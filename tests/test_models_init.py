@@ -7,9 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from envs import DEFAULT_SPEC
 from models import (STRATEGIES, EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_grouped_mlp_,
                     init_linear_, init_matrix_, weight_stats)
 
+A = DEFAULT_SPEC.num_actions
 SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=32, dropout=0.0)
 
 
@@ -66,20 +68,20 @@ def test_grouped_orthogonal_slices_are_orthogonal_and_output_gain_applies():
 
 def test_policy_default_init():
     torch.manual_seed(3)
-    policy = MultiSymbolPolicy(["A", "B", "C"], PolicyConfig(encoder=SMALL)).eval()
-    actor_out = policy.actor.weight_2.detach()  # (S, 128, 7)
+    policy = MultiSymbolPolicy(["A", "B", "C"], PolicyConfig(encoder=SMALL), DEFAULT_SPEC).eval()
+    actor_out = policy.actor.weight_2.detach()  # (S, 128, A)
     critic_out = policy.critic.weight_2.detach()  # (S, 128, 1)
     # Orthogonal with gain g: every output column has norm g.
-    torch.testing.assert_close(actor_out.norm(dim=1), torch.full((3, 7), 0.01), rtol=1e-4, atol=0)
+    torch.testing.assert_close(actor_out.norm(dim=1), torch.full((3, A), 0.01), rtol=1e-4, atol=0)
     torch.testing.assert_close(critic_out.norm(dim=1), torch.ones(3, 1), rtol=1e-4, atol=0)
     assert actor_out.std() < 0.002
     for _, bias in policy.actor.layers() + policy.critic.layers():
         assert (bias == 0).all()
     # Small actor gain -> nearly uniform initial policy (maximal entropy).
     g = torch.Generator().manual_seed(0)
-    obs = {k: torch.randn(6, *s, generator=g) for k, s in SMALL.obs_shapes().items()}
+    obs = {k: torch.randn(6, *s, generator=g) for k, s in DEFAULT_SPEC.obs_shapes.items()}
     _, entropy, _ = policy.evaluate(obs, torch.zeros(6, dtype=torch.long))
-    assert (entropy > math.log(7) - 1e-3).all()
+    assert (entropy > math.log(A) - 1e-3).all()
     # The encoder keeps Xavier-uniform whatever the head strategy.
     qkv = policy.encoder.blocks[0].attn.qkv.weight
     assert qkv.abs().max() <= math.sqrt(6.0 / (32 + 96))
@@ -106,7 +108,7 @@ def test_weight_stats_reports_values_nan_and_inf():
 
 
 def test_weight_stats_of_a_fresh_policy_is_finite():
-    policy = MultiSymbolPolicy(["A", "B"], PolicyConfig(encoder=SMALL))
+    policy = MultiSymbolPolicy(["A", "B"], PolicyConfig(encoder=SMALL), DEFAULT_SPEC)
     stats = weight_stats(policy)
     assert set(stats) == {name for name, _ in policy.named_parameters()}
     assert all(s["nan"] == 0 and s["inf"] == 0 and math.isfinite(s["std"]) for s in stats.values())

@@ -8,27 +8,29 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from envs import DEFAULT_SPEC
 from models import EncoderConfig, MultiSymbolPolicy, PolicyConfig
 
 SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.1)
-A = 7
+A = DEFAULT_SPEC.num_actions
+HOLD = DEFAULT_SPEC.hold_id
 
 
 def make_policy(num_symbols: int, seed: int = 0, **kwargs) -> MultiSymbolPolicy:
     torch.manual_seed(seed)
     config = PolicyConfig(encoder=SMALL, actor_hidden=(24, 12), critic_hidden=(24, 12), **kwargs)
-    return MultiSymbolPolicy([f"SYM{s}" for s in range(num_symbols)], config).eval()
+    return MultiSymbolPolicy([f"SYM{s}" for s in range(num_symbols)], config, DEFAULT_SPEC).eval()
 
 
 def make_obs(n: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {k: torch.randn(n, *s, generator=g) for k, s in SMALL.obs_shapes().items()}
+    return {k: torch.randn(n, *s, generator=g) for k, s in DEFAULT_SPEC.obs_shapes.items()}
 
 
 def random_mask(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     mask = torch.rand(n, A, generator=g) < 0.5
-    mask[:, 0] = True  # HOLD is always valid
+    mask[:, HOLD] = True  # HOLD is always valid
     return mask
 
 
@@ -62,8 +64,9 @@ def test_masking_under_bf16_autocast():
     policy = make_policy(2)
     sharpen(policy)
     obs, mask = make_obs(8), random_mask(8, 1)
-    mask[:, 1:] = False  # the hardest case: only HOLD valid
-    mask[::2, 3] = True
+    mask[:] = False  # the hardest case: only HOLD valid
+    mask[:, HOLD] = True
+    mask[::2, DEFAULT_SPEC.action_id("BUY_LARGE")] = True
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert policy.actor(torch.zeros(2, 1, 16)).dtype == torch.bfloat16  # the heads really run in bf16
         logits, value = policy(obs, mask)
@@ -140,15 +143,15 @@ def test_bad_mask_and_bad_symbols_raise():
     with pytest.raises(ValueError, match="action_mask"):
         policy(make_obs(4), torch.ones(4, A))
     with pytest.raises(ValueError, match="duplicates"):
-        MultiSymbolPolicy(["SPY", "SPY"], PolicyConfig(encoder=SMALL))
+        MultiSymbolPolicy(["SPY", "SPY"], PolicyConfig(encoder=SMALL), DEFAULT_SPEC)
     with pytest.raises(ValueError, match="^init:"):
         PolicyConfig(init="lecun")
 
 
 def test_parameter_budgets_at_143_symbols():
-    policy = MultiSymbolPolicy([f"S{i}" for i in range(143)], PolicyConfig())
+    policy = MultiSymbolPolicy([f"S{i}" for i in range(143)], PolicyConfig(), DEFAULT_SPEC)
     counts = policy.count_parameters()
-    actor = (256 * 256 + 256) + (256 * 128 + 128) + (128 * 7 + 7)
+    actor = (256 * 256 + 256) + (256 * 128 + 128) + (128 * A + A)
     critic = (256 * 256 + 256) + (256 * 128 + 128) + (128 * 1 + 1)
     assert counts["heads_per_symbol"] == actor + critic < 10_000_000 / 10
     assert counts["encoder"] < 5_000_000

@@ -121,3 +121,16 @@ def test_gym_adapter_runs_a_rollout_with_final_obs():
 def test_gym_adapter_rejects_next_step_autoreset():
     with pytest.raises(ValueError, match="SAME_STEP"):
         GymVecAdapter(cartpole(AutoresetMode.NEXT_STEP), "cpu")
+
+
+def test_hooks_see_the_observation_acted_on_not_the_envs_reused_memory():
+    """ScriptedEnv overwrites its last obs tensor in place on every step; the hook must still get
+    the observation each step's action was chosen on (the buffer's stored row)."""
+    env, policy = ScriptedEnv(), ValueIsFirstFeature()
+    buffer = RolloutBuffer(T, N, {"obs": (2,)}, "cpu", A)
+    seen = []
+    obs, _ = env.reset()
+    collect_rollout(env, policy, buffer, obs, GAMMA,
+                    on_step=lambda t, info, data: seen.append(data.obs["obs"][:, 0].clone()))
+    for t, first_feature in enumerate(seen):
+        torch.testing.assert_close(first_feature, 10.0 * t + torch.arange(N))

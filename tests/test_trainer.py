@@ -6,15 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from rich.console import Console
 from safetensors.torch import load_file
 
 from configs.train import TrainConfig, build
-from envs import EnvConfig, VecTradingEnv
+from envs import EnvConfig, TradingSpec, VecTradingEnv
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
 from trainers import checkpointing
+from trainers.evaluate import account_metrics
 from trainers.evaluate import main as evaluate_main
-from trainers.ppo import build_parser, cli_values, main, train
+from trainers.ppo import build_parser, main, resolve_run, train
+from trainers.report import COLUMNS, print_tables
 from trainers.session import StopRequest, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,8 +41,8 @@ def tiny_args(run_dir: Path, iterations: int) -> list[str]:
 
 
 def open_tiny(run_dir: Path, iterations: int):
-    args = build_parser().parse_args(tiny_args(run_dir, iterations))
-    return open_session(args, cli_values(args))
+    config, run_dir, resuming = resolve_run(build_parser().parse_args(tiny_args(run_dir, iterations)))
+    return open_session(config, run_dir, resume=resuming)
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -61,15 +65,15 @@ def test_resume_equals_uninterrupted_run(tmp_path):
 
     session = open_tiny(interrupted, 4)
     stop = StopRequest()
-    update = session.learner.update
+    iterate = session.iterate
 
-    def update_then_stop(*args, **kwargs):
-        stats = update(*args, **kwargs)
+    def iterate_then_stop(*args, **kwargs):
+        result = iterate(*args, **kwargs)
         if session.iteration == 2:
             stop.requested, stop.signal_name = True, "test stop"
-        return stats
+        return result
 
-    session.learner.update = update_then_stop
+    session.iterate = iterate_then_stop
     try:
         assert train(session, stop) == 130
     finally:
@@ -96,13 +100,54 @@ def test_resume_refuses_other_settings(tmp_path, capsys):
     assert main(["--resume", str(tmp_path / "nowhere")]) == 2
 
 
+def test_resume_accepts_the_runs_own_settings_and_names_a_real_difference(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(tiny_args(run_dir, 1)) == 0
+    # the very same flags again (only --total-steps grows): resumes
+    assert main(["--resume", str(run_dir), *tiny_args(run_dir, 2)]) == 0
+    assert main(["--resume", str(run_dir), "--symbols", "SPX,GOOGL", "--seed", "3",
+                 "--total-steps", str(3 * BATCH)]) == 0
+    assert checkpointing.latest(run_dir).step == 3 * BATCH
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--seed", "4", "--symbols", "SPX,AAPL"]) == 2
+    err = capsys.readouterr().err
+    assert "run.seed: the run has 3, given 4" in err
+    assert "run.symbols: the run has ['SPX', 'GOOGL'], given ['SPX', 'AAPL']" in err
+    assert checkpointing.latest(run_dir).step == 3 * BATCH
+
+
+def test_empty_symbols_and_missing_data_dir_are_refused_before_anything_is_written(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["--symbols", "", "--run-dir", str(run_dir)]) == 2
+    assert "--symbols '': no symbol given" in capsys.readouterr().err
+    args = tiny_args(run_dir, 1)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "dat")  # a typo of an existing folder
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "dat" in err and "no such folder" in err and "Traceback" not in err
+    assert not run_dir.exists()
+
+
+def test_truncated_latest_checkpoint_resumes_from_the_newest_intact_one(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(tiny_args(run_dir, 2)) == 0
+    bad = checkpointing.latest(run_dir).weights
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--total-steps", str(3 * BATCH)]) == 0
+    out = capsys.readouterr().out
+    assert bad.name in out and f"resumed {run_dir} at step {BATCH:,}" in out
+    assert checkpointing.latest(run_dir).step == 3 * BATCH
+    assert bad.with_name(bad.name + checkpointing.CORRUPT_SUFFIX).exists()  # kept for inspection
+
+
 def test_non_finite_loss_halts_and_keeps_last_good_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     session = open_tiny(run_dir, 4)
     update = session.learner.update
 
     def poisoned_update(*args, **kwargs):
-        if session.iteration == 2:
+        if session.iteration == 1:  # counted after the iteration: this is the second update
             with torch.no_grad():
                 next(session.policy.parameters()).fill_(float("nan"))
         return update(*args, **kwargs)
@@ -145,7 +190,7 @@ def test_sigint_saves_a_loadable_checkpoint(tmp_path):
     checkpoint = checkpointing.latest(run_dir)
     assert checkpoint.step >= BATCH
     config = build(TrainConfig, read_checkpoint_meta(checkpoint.weights).config)
-    policy = MultiSymbolPolicy(["SPX", "GOOGL"], config.model)
+    policy = MultiSymbolPolicy(["SPX", "GOOGL"], config.model, TradingSpec.from_config(config.env))
     meta = load_checkpoint(checkpoint.weights, policy)
     assert meta.step == checkpoint.step and meta.symbols == ["SPX", "GOOGL"]
 
@@ -162,9 +207,29 @@ def test_evaluate_writes_table_json_and_pictures(tmp_path):
     for symbol, rows in report["results"].items():
         assert {"agent (greedy)", "buy & hold", "random valid", "agent (sampled, mean of 2)"} <= set(rows)
         assert (run_dir / f"equity_val_{symbol}.png").stat().st_size > 1000
-        bars, (first, last) = env.markets[symbol], env.bounds[symbol]
+        bars, (first, last) = env.markets[symbol], env.decision_range[symbol]
         # fully invested at the first fill (open after the first decision bar, plus 1 bp slippage
         # and 2 bp commission), marked at the split's last close
         by_hand = bars.close[last] / (bars.open[first + 1] * 1.0001 * 1.0002) - 1
         assert abs(rows["buy & hold"]["total_return"] - by_hand) < 1e-9
         assert len(report["equity_curves"][symbol]["agent (greedy)"]) == last - first + 1
+
+
+def test_win_rate_and_profit_factor_show_a_dash_without_a_closed_trade():
+    """An account that bought and held (a positive return, no sell) has no win rate or profit
+    factor: they are None in the JSON and "-" in the table, not 0 % and 0.00."""
+    steps = 4
+    sim = {"equity": np.array([[100.0, 100.0], [101.0, 99.0], [102.0, 101.0], [104.0, 103.0]]),
+           "exposure": np.full((steps, 2), 0.5), "notional": np.zeros((steps, 2)),
+           "closed_trades": np.array([0.0, 2.0]), "win_rate": np.array([0.0, 0.5]),
+           "profit_factor": np.array([0.0, 1.5]), "trades": np.array([1.0, 3.0])}
+    held, _ = account_metrics(sim, 0, steps, 100.0, 252.0)
+    traded, _ = account_metrics(sim, 1, steps, 100.0, 252.0)
+    assert held["total_return"] > 0 and held["win_rate"] is None and held["profit_factor"] is None
+    assert traded["win_rate"] == 0.5 and traded["profit_factor"] == 1.5
+    console = Console(width=200, record=True)
+    print_tables({"SYN": {"held": held, "traded": traded}}, "test", console)
+    held_row = next(line for line in console.export_text().splitlines() if "held" in line)
+    cells = [cell.strip() for cell in held_row.split("│")]
+    columns = [title for _, title, _ in COLUMNS]
+    assert cells[2 + columns.index("win")] == "-" and cells[2 + columns.index("PF")] == "-"

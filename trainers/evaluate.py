@@ -65,6 +65,21 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
             "notional": notional.cpu().numpy(), **{k: v.cpu().numpy() for k, v in stats.items()}}
 
 
+def account_metrics(sim: dict[str, np.ndarray], n: int, steps: int, capital: float, per_year: float
+                    ) -> tuple[dict[str, float | None], np.ndarray]:
+    """(metrics, (steps + 1,) equity curve) of account `n` of a `simulate` result. Win rate and
+    profit factor are None (shown as "-") when the account closed no trade."""
+    curve = np.concatenate([[capital], sim["equity"][:steps, n]])
+    metrics: dict[str, float | None] = dict(equity_metrics(curve, per_year))
+    closed = sim["closed_trades"][n] > 0
+    metrics.update(win_rate=float(sim["win_rate"][n]) if closed else None,
+                   profit_factor=float(sim["profit_factor"][n]) if closed else None,
+                   trades=float(sim["trades"][n]), closed_trades=float(sim["closed_trades"][n]),
+                   turnover=float(sim["notional"][:steps, n].sum() / curve.mean()),
+                   exposure=float(sim["exposure"][:steps, n].mean()))
+    return metrics, curve
+
+
 def buy_and_hold(env: VecTradingEnv, symbol: str, fraction: float) -> np.ndarray:
     """(L + 1,) equity of putting `fraction` of capital (commission included) into the symbol at
     the first fill and holding it, priced with the env's buy_fill cost model."""
@@ -101,16 +116,8 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         stamps = env.markets[symbol].timestamps[first:last + 1]
         per_year = periods_per_year(stamps)
 
-        def account(n: int) -> dict[str, float]:
-            curve = np.concatenate([[capital], sim["equity"][:steps, n]])
-            metrics = equity_metrics(curve, per_year)
-            closed = sim["closed_trades"][n] > 0  # win rate and profit factor need a closed trade
-            metrics.update(win_rate=float(sim["win_rate"][n]) if closed else None,
-                           profit_factor=float(sim["profit_factor"][n]) if closed else None,
-                           trades=float(sim["trades"][n]),
-                           turnover=float(sim["notional"][:steps, n].sum() / curve.mean()),
-                           exposure=float(sim["exposure"][:steps, n].mean()))
-            return metrics, curve
+        def account(n: int) -> tuple[dict[str, float | None], np.ndarray]:
+            return account_metrics(sim, n, steps, capital, per_year)
 
         rows: dict[str, dict[str, float]] = {}
         curves: dict[str, np.ndarray] = {}

@@ -133,7 +133,8 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     before, after = flatten(as_dict(saved)), flatten(as_dict(requested))
     changed = [key for key in after if key not in RESUMABLE and after[key] != before.get(key)]
     if changed:
-        details = "; ".join(f"{key}: the run has {before.get(key)!r}, given {after[key]!r}" for key in changed)
+        details = "; ".join(f"{key}: the run has {before.get(key)!r}, given {after[key]!r}"
+                            for key in changed)
         raise ConfigError(f"--resume {args.resume}: {details}. A resumed run keeps its settings; only "
                           f"{', '.join(RESUMABLE)} may change (start a new run for the others)")
     return requested, args.resume, True

@@ -152,15 +152,16 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) ->
         torch.set_num_threads(config.run.torch_threads)
     torch.manual_seed(config.run.seed)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dumps_toml(as_dict(config)))
-    log = RunLogger(run_dir, config.run.total_steps,
-                    start_step=resume_point[0].step if resume_point else 0)
+    # the data first: a bad file or folder fails before the run directory is touched
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = VecTradingEnv(config.run.symbols, config.run.envs_per_symbol, config.env, device,
                             data_dir=config.run.data_dir, split="train", seed=config.run.seed,
                             final_obs="auto")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(dumps_toml(as_dict(config)))
+    log = RunLogger(run_dir, config.run.total_steps,
+                    start_step=resume_point[0].step if resume_point else 0)
     for warning in caught:
         log.message(f"warning: {warning.message}", style="bold yellow")
     spec = env.trading_spec
