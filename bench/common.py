@@ -16,7 +16,7 @@ import ppo_core
 from ppo_core import synchronize as sync
 
 
-def resolve_device(name: str) -> torch.device:
+def device_or_exit(name: str) -> torch.device:
     """ppo_core.resolve_device, with its error as the bench's exit message."""
     try:
         return ppo_core.resolve_device(name)

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from common import device_name, emit, resolve_device, time_ms
+from common import device_name, device_or_exit, emit, time_ms
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, FeatureEncoder
 
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-    report = run(batch_sizes, resolve_device(args.device), args.seconds)
+    report = run(batch_sizes, device_or_exit(args.device), args.seconds)
     print_table(report)
     emit(report, args.json)
 

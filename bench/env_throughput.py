@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from common import emit, resolve_device, sync
+from common import device_or_exit, emit, sync
 from envs import EnvConfig, VecTradingEnv, load_market
 
 
@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
+    device = device_or_exit(args.device)
     symbols = args.symbols.split(",")
     markets = load_market(symbols, args.data_dir)
     results = []

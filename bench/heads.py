@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import Tensor, nn
 
-from common import device_name, emit, resolve_device, time_ms
+from common import device_name, device_or_exit, emit, time_ms
 from configs.run import ENCODER_PRESETS
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_actor_, init_critic_
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per measurement")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
-    device = resolve_device(args.device)
+    device = device_or_exit(args.device)
     preset = args.policy_encoder
     if preset == "auto":
         preset = "full" if device.type == "cuda" else "small"
