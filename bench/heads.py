@@ -27,13 +27,10 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from common import device_name, device_or_exit, emit, time_ms
-from configs.run import ENCODER_PRESETS
+from configs.train import resolve
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_actor_, init_critic_
 from ppo_core import masked_logits
-
-# The trainer's presets (small on CPU, full on CUDA): the full encoder is compute-bound on CPU.
-ENCODERS = {name: EncoderConfig(**preset) for name, preset in ENCODER_PRESETS.items()}
 
 
 def loop_stacks(mlp: GroupedMLP) -> list[nn.Sequential]:
@@ -176,14 +173,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the JSON report here")
     args = parser.parse_args()
     device = device_or_exit(args.device)
-    preset = args.policy_encoder
-    if preset == "auto":
-        preset = "full" if device.type == "cuda" else "small"
+    # the trainer's own preset resolution (auto = full on CUDA, small on CPU)
+    resolved = resolve(None, cli={"run.device": str(device), "run.encoder_preset": args.policy_encoder})
+    preset, encoder = resolved.run.encoder_preset, resolved.model.encoder
     symbol_counts = [int(s) for s in args.symbols.split(",") if s.strip()]
     report = {"bench": "heads", "device": device_name(device), "torch": torch.__version__,
               "per_symbol": args.per_symbol, "policy_encoder": preset,
               "heads": [bench_heads(s, args.per_symbol, device, args.seconds) for s in symbol_counts],
-              "policy": [bench_policy(s, args.per_symbol, ENCODERS[preset], device, args.seconds)
+              "policy": [bench_policy(s, args.per_symbol, encoder, device, args.seconds)
                          for s in symbol_counts]}
     print_tables(report)
     emit(report, args.json)
