@@ -8,7 +8,7 @@ from envs.gym_wrapper import SingleAccountEnv
 from envs.market_data import load_bars, load_market, split_bounds, validate_bars
 from envs.masking import action_mask
 from envs.spec import DEFAULT_ACTIONS, Action, TradingSpec
-from envs.synthetic import planted_signal_bars, synthetic_bars
+from envs.synthetic import ar1_expected_return, autocorrelated_bars, planted_signal_bars, synthetic_bars
 from envs.trading_env import VecTradingEnv
 
 DEFAULT_SPEC = TradingSpec.from_config(EnvConfig())
@@ -17,6 +17,7 @@ DEFAULT_SPEC = TradingSpec.from_config(EnvConfig())
 __all__ = [
     "DEFAULT_ACTIONS", "DEFAULT_SPEC", "REGIME_NAMES", "REWARD_COMPONENTS", "TECHNICAL_NAMES",
     "WARMUP_BARS", "Action", "Bars", "DataError", "EnvConfig", "RewardConfig", "SingleAccountEnv",
-    "TradingSpec", "VecTradingEnv", "action_mask", "compute_features", "load_bars", "load_market",
+    "TradingSpec", "VecTradingEnv", "action_mask", "ar1_expected_return", "autocorrelated_bars",
+    "compute_features", "load_bars", "load_market",
     "planted_signal_bars", "split_bounds", "synthetic_bars", "validate_bars",
 ]

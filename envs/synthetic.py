@@ -52,6 +52,38 @@ def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None) -
                 close=close, volume=volume, source="synthetic")
 
 
+def autocorrelated_bars(symbol: str, num_bars: int = 3000, *, phi: float = 0.35, vol: float = 0.01,
+                        drift: float = 0.0002, seed: int | None = None) -> Bars:
+    """A market whose only edge is in the price path: daily log returns follow an AR(1),
+    r[t] = drift + phi (r[t-1] - drift) + vol sqrt(1 - phi^2) N(0, 1) (stationary std `vol`),
+    and every bar opens at the previous close. phi > 0 is momentum, phi < 0 mean reversion.
+
+    A decision at bar t fills at open[t + 1] = close[t] and is marked at close[t + 1], so it earns
+    exactly r[t + 1], whose expectation given the bars so far is `ar1_expected_return`: the long-only
+    oracle holds exactly when that is positive. No column but the prices carries the signal.
+    """
+    rng = np.random.default_rng(symbol_seed(symbol) if seed is None else seed)
+    shocks = vol * np.sqrt(1.0 - phi * phi) * rng.standard_normal(num_bars)
+    log_returns = np.empty(num_bars)
+    previous = drift
+    for t in range(num_bars):  # a recursion; runs once at generation
+        previous = log_returns[t] = drift + phi * (previous - drift) + shocks[t]
+    close = 100.0 * np.exp(np.cumsum(log_returns))
+    open_ = np.r_[100.0, close[:-1]]
+    wick = np.abs(rng.standard_normal((2, num_bars))) * 0.3 * vol
+    high = np.maximum(open_, close) * np.exp(wick[0])
+    low = np.minimum(open_, close) * np.exp(-wick[1])
+    volume = 1e6 * np.exp(0.3 * rng.standard_normal(num_bars))
+    return Bars(symbol=symbol, timestamps=_business_days(num_bars), open=open_, high=high, low=low,
+                close=close, volume=volume, source=f"ar1 phi={phi:+.2f}")
+
+
+def ar1_expected_return(bars: Bars, phi: float, drift: float) -> np.ndarray:
+    """(T,) E[r[t + 1] | bars <= t] of an `autocorrelated_bars` market with these parameters."""
+    last = np.log(bars.close / bars.open)  # = r[t], since each bar opens at the previous close
+    return drift + phi * (last - drift)
+
+
 def planted_signal_bars(num_bars: int = 2000, seed: int = 0, *, move: float = 0.006,
                         noise: float = 0.004, drift: float = -0.0004, persistence: float = 0.7,
                         signal_noise: float = 0.08, symbol: str = "PLANTED") -> Bars:
