@@ -12,7 +12,8 @@ from envs.spec import ActionTensors
 
 _SCALARS_F = ("cash", "shares", "entry", "equity", "peak", "realised", "sum_ret", "sum_ret_sq",
               "max_drawdown", "gross_profit", "gross_loss")
-_SCALARS_L = ("t", "steps", "hold_time", "last_action", "run_length", "trades", "sells", "wins")
+_SCALARS_L = ("t", "steps", "hold_time", "last_action", "run_length", "since_trade", "trades", "sells",
+              "wins")
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Accounts:
     last_action: Tensor
     """the policy's previous action (-1 at episode start)"""
     run_length: Tensor
+    since_trade: Tensor
+    """steps since the last executed non-hold action (or since the episode start)"""
     trades: Tensor
     sells: Tensor
     wins: Tensor

@@ -24,12 +24,20 @@ def _check_range(obj: object, name: str, low: float, high: float = math.inf,
 
 @dataclass
 class RewardConfig:
-    """Weights of the reward components (DESIGN.md section 4) and the parameters they need."""
+    """Weights of the reward components (DESIGN.md section 4) and the parameters they need.
+
+    Scale: pnl and cost are money, as fractions of initial capital times `money_scale` (1e4 by
+    default: basis points); the shaping terms are unitless scores of about 0.1 to 1. In basis
+    points a day's PnL of a few percent of equity in the market is tens of units, so with the
+    seed's weights PnL carries most of the reward and no shaping term outweighs it (logged as
+    reward_share/<component>). money_scale = 1 is the seed's literal formula, where the shaping
+    terms outweigh PnL about 60 to 1 (configs/seed_stage5.toml).
+    """
 
     pnl: float = 0.75
-    """weight of equity change / initial capital (times the ROI multiplier when enabled)"""
+    """weight of equity change / initial capital x money_scale (times the ROI multiplier when on)"""
     cost: float = 0.10
-    """weight of -(commission + slippage) / initial capital, an extra nudge against churning"""
+    """weight of -(commission + slippage) / initial capital x money_scale, a nudge against churning"""
     time: float = 0.0
     """weight of -1 per step spent with no position (idle capital)"""
     sharpe: float = 0.03
@@ -46,16 +54,26 @@ class RewardConfig:
     """weight of -0.5 x min(overflow / max_consecutive_actions, 1) when a non-HOLD action repeats"""
     intrinsic_action: float = 0.01
     """weight of 0.1 for each valid executed non-HOLD action"""
+    failed_action_penalty: float = 0.05
+    """weight of -1 for each action the mask forbids that reaches the env (it executes as HOLD);
+    masked policies never send one, agents without masks learn from it"""
+    money_scale: float = 10_000.0
+    """pnl and cost are fractions of initial capital times this: 1e4 = basis points; 1 = the seed"""
     roi_scaling: bool = True
     """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)"""
     roi_multiplier: float = 2.0
-    """slope of the ROI multiplier (ROI = equity before the step / initial - 1)"""
+    """slope of the ROI multiplier (ROI = the step's equity change / the held position's cost basis;
+    0 when flat)"""
     roi_clamp_min: float = 0.5
     """lower clamp of the ROI multiplier"""
     roi_clamp_max: float = 3.0
     """upper clamp of the ROI multiplier"""
     sharpe_window: int = 20
     """steps of equity returns behind the rolling Sharpe / Sortino (reward and observation)"""
+    sharpe_min_steps: int = 20
+    """episode steps before the Sharpe component pays anything (a 2-return Sharpe is noise)"""
+    sharpe_target: float = 0.0
+    """the Sharpe component is clip(rolling per-step Sharpe - sharpe_target, -1, 1)"""
     drawdown_start: float = 0.05
     """drawdown below which the penalty is 0"""
     drawdown_severe: float = 0.15
@@ -80,6 +98,9 @@ class RewardConfig:
         _check_range(self, "roi_clamp_min", 0.0)
         _check_range(self, "roi_clamp_max", self.roi_clamp_min)
         _check_range(self, "sharpe_window", 2, 10_000)
+        _check_range(self, "sharpe_min_steps", 0, 1_000_000)
+        _check_range(self, "sharpe_target", -10.0, 10.0)
+        _check_range(self, "money_scale", 0.0, 1e9, low_open=True)
         _check_range(self, "drawdown_start", 0.0, 1.0)
         _check_range(self, "drawdown_severe", max(self.drawdown_start, 1e-6), 1.0)
         _check_range(self, "sizing_target", 0.0, 1.0)
@@ -92,7 +113,7 @@ class RewardConfig:
 
 
 COMPONENTS = ("pnl", "cost", "time", "sharpe", "drawdown", "sizing", "hold", "diversity",
-              "action_repeat", "intrinsic_action")
+              "action_repeat", "intrinsic_action", "failed_action_penalty")
 
 
 @dataclass

@@ -28,6 +28,10 @@ add: buys more of a held position"""
 POSITION_FEATURES = ("entry_vs_close", "position_share", "unrealised_pnl", "hold_time", "side")
 PORTFOLIO_FEATURES = ("equity", "exposure", "rolling_sharpe", "rolling_sortino", "realised_pnl",
                       "cash_share", "drawdown", "trade_count")
+RULE_FEATURES = ("repeat_streak", "distinct_actions", "steps_since_trade")
+"""the state the env's own rules act on, followed by a one-hot of the policy's previous action: an
+extension of DESIGN's observation (key "rules") so that the repeat limit and the diversity bonus
+depend only on what the policy sees"""
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,9 @@ class TradingSpec:
         check_actions(config.actions)
         shapes = {"technical": (config.lookback, NUM_TECHNICAL), "sl_probs": (NUM_SL_PROBS,),
                   "position": (len(POSITION_FEATURES),), "portfolio": (len(PORTFOLIO_FEATURES),),
-                  "regime": (NUM_REGIME,)}
+                  "regime": (NUM_REGIME,), "rules": (len(RULE_FEATURES) + len(config.actions),)}
         bounds = {"technical": (-CLIP, CLIP), "sl_probs": (0.0, 1.0), "position": (-10.0, 10.0),
-                  "portfolio": (-10.0, 10.0), "regime": (-CLIP, CLIP)}
+                  "portfolio": (-10.0, 10.0), "regime": (-CLIP, CLIP), "rules": (0.0, 5.0)}
         return cls(obs_shapes=shapes, obs_bounds=bounds, actions=tuple(config.actions))
 
     @property

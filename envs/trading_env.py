@@ -24,7 +24,7 @@ from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_featur
 from envs.market_data import SPLITS, load_market, split_bounds
 from envs.masking import HOLD_KIND, action_mask
 from envs.rewards import StepOutcome, components, weighted_sum
-from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, TradingSpec
+from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
 
 
 class VecTradingEnv(VectorEnv):
@@ -212,10 +212,11 @@ class VecTradingEnv(VectorEnv):
         sharpe, _ = rolling_ratios(acc.returns, steps)
 
         outcome = StepOutcome(
-            prev_equity=acc.equity, equity=equity, cost=fill.cost, holding=holding, exposure=exposure,
+            prev_equity=acc.equity, equity=equity, cost_basis=fill.shares * fill.entry, cost=fill.cost,
+            holding=holding, exposure=exposure,
             drawdown=drawdown, hold_time=hold_time, sharpe=sharpe,
             unique_actions=(acc.action_counts > 0).sum(1), episode_steps=steps, run_length=run_length,
-            repeat_counted=repeat_counted, traded=traded)
+            repeat_counted=repeat_counted, traded=traded, failed=~valid)
         raw = components(outcome, cfg.initial_capital, cfg.max_consecutive_actions, cfg.reward)
         reward, weighted = weighted_sum(raw, cfg.reward)
 
@@ -229,6 +230,7 @@ class VecTradingEnv(VectorEnv):
         acc.gross_loss = acc.gross_loss + torch.where(sold_any, (-fill.trade_pnl).clamp_min(0.0), 0.0)
         acc.t, acc.steps, acc.hold_time = bar, steps, hold_time
         acc.last_action, acc.run_length = policy_action, run_length
+        acc.since_trade = torch.where(traded, 0, acc.since_trade + 1)
         acc.trades = acc.trades + traded.long()
         acc.sells = acc.sells + sold_any.long()
         acc.wins = acc.wins + (sold_any & (fill.trade_pnl > 0)).long()
@@ -290,11 +292,21 @@ class VecTradingEnv(VectorEnv):
             "drawdown": 1.0 - acc.equity / acc.peak,
             "trade_count": torch.log1p(acc.trades.to(close.dtype)) / 5.0,
         }
+        limit = self.config.max_consecutive_actions
+        counted = (acc.last_action >= 0) & (self._actions.kind[acc.last_action.clamp_min(0)] != HOLD_KIND)
+        rules = {
+            "repeat_streak": torch.where(counted, acc.run_length / limit, 0.0),  # > 1: the limit bites
+            "distinct_actions": (acc.action_counts > 0).sum(1) / self.trading_spec.num_actions,
+            "steps_since_trade": acc.since_trade / 20.0,
+        }
+        previous = torch.nn.functional.one_hot(acc.last_action.clamp_min(0), self.trading_spec.num_actions)
+        previous = previous * (acc.last_action >= 0)[:, None]  # no previous action at an episode start
         bounds = self.trading_spec.obs_bounds
         return {"technical": technical, "sl_probs": self._sl_probs[index],
                 "position": _stack(position, POSITION_FEATURES, bounds["position"]),
                 "portfolio": _stack(portfolio, PORTFOLIO_FEATURES, bounds["portfolio"]),
-                "regime": self._regime[index]}
+                "regime": self._regime[index],
+                "rules": torch.cat([_stack(rules, RULE_FEATURES, bounds["rules"]), previous.float()], dim=1)}
 
     # ---- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

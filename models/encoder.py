@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,9 @@ class EncoderConfig:
     for supervised use of the encoder"""
     out_dim: int = 256
     """width of the pooled feature vector handed to the per-symbol heads"""
+    pool: Literal["mean", "mean_last"] = "mean"
+    """mean = the mean of every token's final state; mean_last = that mean concatenated with the
+    final state of the newest bar's token, so the latest bar is not diluted by the other 27"""
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "out_dim"):
@@ -46,6 +50,8 @@ class EncoderConfig:
             raise ValueError(f"d_model: {self.d_model} is not divisible by n_heads ({self.n_heads})")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout!r}")
+        if self.pool not in ("mean", "mean_last"):
+            raise ValueError(f"pool: must be 'mean' or 'mean_last', got {self.pool!r}")
 
 
 def count_tokens(obs_shapes: Mapping[str, tuple[int, ...]]) -> int:
@@ -133,7 +139,12 @@ class FeatureEncoder(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
-        self.out = nn.Linear(config.d_model, config.out_dim)
+        first_shape = next(iter(self.obs_shapes.values()))
+        if config.pool == "mean_last" and len(first_shape) != 2:
+            raise ValueError("pool: 'mean_last' needs a (bars, features) key first in the observation spec")
+        self.newest = first_shape[0] - 1  # with mean_last: the newest bar, last token of that key
+        pooled = config.d_model * (2 if config.pool == "mean_last" else 1)
+        self.out = nn.Linear(pooled, config.out_dim)
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -152,14 +163,17 @@ class FeatureEncoder(nn.Module):
         x = self.ln_f(x)  # (B, T, D)
         if return_sequence:
             return x
-        return self.out(x.mean(dim=1))  # (B, out_dim)
+        pooled = x.mean(dim=1)  # (B, D)
+        if self.config.pool == "mean_last":
+            pooled = torch.cat([pooled, x[:, self.newest]], dim=-1)  # (B, 2D)
+        return self.out(pooled)  # (B, out_dim)
 
     def flops_per_sample(self) -> int:
         """Forward FLOPs (2 per multiply-add) of one observation, counting matmuls only."""
         cfg, t, d = self.config, self.n_tokens, self.config.d_model
         per_token = 2 * (3 * d * d + d * d + 2 * d * cfg.d_ff) + 2 * 2 * t * d  # qkv, proj, mlp, attn
         embed = 2 * d * sum(math.prod(shape) for shape in self.obs_shapes.values())
-        return cfg.n_layers * t * per_token + embed + 2 * d * cfg.out_dim
+        return cfg.n_layers * t * per_token + embed + 2 * self.out.in_features * cfg.out_dim
 
     def _check(self, obs: dict[str, Tensor]) -> None:
         missing = [k for k in self.obs_shapes if k not in obs]

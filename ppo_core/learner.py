@@ -25,6 +25,9 @@ class PPOConfig:
     """constant, or linear annealing to 0 at the end of training (CleanRL)"""
     num_minibatches: int = 4
     """minibatches per epoch; must divide the rollout (and each group's share of it)"""
+    minibatch_size: int = 0
+    """samples per group (symbol) in each minibatch; > 0 replaces num_minibatches by the group's
+    share of the rollout / minibatch_size (the seed sizes minibatches per agent: 64)"""
     update_epochs: int = 4
     """passes over the rollout per update (fewer when KL early stopping fires)"""
     clip_coef: float = 0.2
@@ -60,6 +63,9 @@ class PPOConfig:
         for name in ("num_minibatches", "update_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be an integer >= 1, got {getattr(self, name)}")
+        if self.minibatch_size < 0:
+            raise ValueError(f"minibatch_size: must be >= 0 (0 = use num_minibatches), "
+                             f"got {self.minibatch_size}")
         if self.vf_coef < 0:
             raise ValueError(f"vf_coef: must be >= 0, got {self.vf_coef}")
         for name in ("gamma", "gae_lambda"):
@@ -168,15 +174,16 @@ class PPOLearner:
             group["lr"] = lr
         totals = torch.zeros(len(_METRICS), device=self.device)
         skipped = torch.zeros((), device=self.device)
+        per_epoch = self.minibatches_per_epoch(buffer.batch_size, num_groups)
         num_minibatches, epochs_run, stopped_early = 0, 0, False
         for epoch in range(cfg.update_epochs):
             epoch_totals = torch.zeros(len(_METRICS), device=self.device)
-            for mb in buffer.minibatches(advantages, returns, cfg.num_minibatches, num_groups, generator):
+            for mb in buffer.minibatches(advantages, returns, per_epoch, num_groups, generator):
                 epoch_totals += self._step(mb, ent_coef, clip_coef, skipped)
             totals += epoch_totals
-            num_minibatches += cfg.num_minibatches
+            num_minibatches += per_epoch
             epochs_run += 1
-            checks = torch.cat([epoch_totals[_KL:_KL + 1] / cfg.num_minibatches,
+            checks = torch.cat([epoch_totals[_KL:_KL + 1] / per_epoch,
                                 epoch_totals[_CHECKED_ROWS].isfinite().float()])
             kl, *finite = checks.tolist()  # host sync point, once per epoch: NaN check + KL stop
             self._raise_if_non_finite(finite, epoch)
@@ -192,6 +199,17 @@ class PPOLearner:
             explained_variance=explained_variance(buffer.values, returns),
             grad_norm=grad_norm, clipped_share=means["clipped"], skipped_steps=skipped,
             epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr, clip_coef=clip_coef)
+
+    def minibatches_per_epoch(self, batch_size: int, num_groups: int | None) -> int:
+        """num_minibatches, or each group's share of `batch_size` samples / minibatch_size."""
+        size = self.config.minibatch_size
+        if not size:
+            return self.config.num_minibatches
+        share = batch_size // (num_groups or 1)
+        if share % size:
+            raise ValueError(f"ppo.minibatch_size ({size}) must divide each symbol's share of the rollout "
+                             f"({share} samples = num_steps x envs_per_symbol)")
+        return share // size
 
     def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor) -> Tensor:
         """One optimizer step on a minibatch; returns the (len(_METRICS),) metric row."""

@@ -112,3 +112,20 @@ def test_cli_reports_config_errors_without_a_traceback(capsys, tmp_path):
     code = main(["--set", "ppo.nope=1", "--run-dir", str(tmp_path / "run")])
     assert code == 2
     assert "ppo.nope" in capsys.readouterr().err
+
+
+def test_seed_stage5_is_the_guides_stage5_as_written():
+    seed = resolve(DEFAULT_CONFIG.with_name("seed_stage5.toml"), ["run.device=cpu"])
+    assert (seed.ppo.learning_rate, seed.ppo.lr_schedule) == (3e-4, "constant")
+    assert seed.ppo.update_epochs == 10 and seed.ppo.minibatch_size == 64
+    assert (seed.run.num_steps, seed.run.envs_per_symbol) == (2048, 8)
+    assert seed.ppo.normalize_rewards is False and seed.entropy.guard.halt is True
+    assert (seed.ppo.gamma, seed.ppo.gae_lambda, seed.ppo.clip_coef) == (0.99, 0.95, 0.2)
+    assert seed.env.reward.money_scale == 1.0  # the literal formulas: fractions of capital
+    assert seed.env.reward.weights() == {
+        "pnl": 0.75, "cost": 0.1, "time": 0.0, "sharpe": 0.03, "drawdown": 0.02, "sizing": 0.0,
+        "hold": 0.0, "diversity": 0.07, "action_repeat": 0.05, "intrinsic_action": 0.01,
+        "failed_action_penalty": seed.env.reward.failed_action_penalty}
+    schedule = seed.entropy.schedule
+    assert (schedule.initial, schedule.final) == (0.08, 0.03)
+    assert (schedule.hold_steps, schedule.decay_steps) == (10_000, 40_000)

@@ -72,7 +72,8 @@ def test_summed_pnl_reward_is_the_episode_return(seed: int, length: int) -> None
         total += reward.double()
     assert (terminated | truncated).all()
     final_return = (info["equity"] - env.config.initial_capital) / env.config.initial_capital
-    torch.testing.assert_close(total, final_return, rtol=1e-4, atol=1e-6)
+    # pnl is in units of initial capital x money_scale (basis points by default)
+    torch.testing.assert_close(total / env.config.reward.money_scale, final_return, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(info["episode"]["return"].double(), final_return, rtol=1e-4, atol=1e-6)
 
 

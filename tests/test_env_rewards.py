@@ -1,20 +1,24 @@
 """Reward components: each finite and within its documented range, monotone where promised."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs import DEFAULT_SPEC, EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
 from envs.rewards import StepOutcome, components, diversity_component, drawdown_component, repeat_component
+from trainers.rollout_stats import RolloutStats
 
 SPEC = DEFAULT_SPEC
 NUM_ACTIONS, BUY_LARGE = SPEC.num_actions, SPEC.action_id("BUY_LARGE")
 
-RANGES = {
-    "cost": (-1.0, 0.0), "time": (-1.0, 0.0), "sharpe": (-1.0, 1.0), "drawdown": (-1.0 / 0.15, 0.0),
+RANGES = {  # cost is at most the initial capital, in units of initial capital x money_scale
+    "cost": (-RewardConfig().money_scale, 0.0), "time": (-1.0, 0.0), "sharpe": (-1.0, 1.0),
+    "drawdown": (-1.0 / 0.15, 0.0),
     "sizing": (-1.0, 0.0), "hold": (-1.0, 0.0), "diversity": (0.0, 0.3), "action_repeat": (-0.5, 0.0),
-    "intrinsic_action": (0.0, 0.1),
+    "intrinsic_action": (0.0, 0.1), "failed_action_penalty": (-1.0, 0.0),
 }
 
 
@@ -69,7 +73,8 @@ def outcome_of(prev: float, change: float, **values: float | int | bool) -> Step
 
 outcomes = st.builds(
     outcome_of,
-    prev=st.floats(1.0, 1e7), change=finite, cost=st.floats(0.0, 1e4), holding=st.booleans(),
+    prev=st.floats(1.0, 1e7), change=finite, cost=st.floats(0.0, 1e5), holding=st.booleans(),
+    cost_basis=st.floats(0.0, 1e7), failed=st.booleans(),
     exposure=st.floats(0.0, 1.0), drawdown=st.floats(0.0, 1.0), hold_time=st.integers(0, 10_000),
     sharpe=st.floats(-100.0, 100.0), unique_actions=st.integers(0, NUM_ACTIONS),
     episode_steps=st.integers(1, 10_000), run_length=st.integers(1, 100), repeat_counted=st.booleans(),
@@ -98,3 +103,85 @@ def test_components_in_range_along_env_trajectories() -> None:
         check_ranges(info["reward_components"])
         weighted = torch.stack(list(info["weighted_reward_components"].values())).sum(0)
         torch.testing.assert_close(reward, weighted)
+
+
+def test_roi_multiplier_on_a_hand_computed_trade() -> None:
+    """A position bought for 10,000 that gains 300 (ROI 3 %) in a step: pnl = 300 / 100,000 in
+    basis points (30) times clamp(1 + 2 x 0.03, 0.5, 3) = 1.06; flat, the multiplier is 1."""
+    cfg = RewardConfig()
+    step = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.0,
+                unique_actions=1, episode_steps=5, run_length=1, repeat_counted=False, traded=False,
+                failed=False)
+    won = components(outcome_of(100_000.0, 300.0, cost_basis=10_000.0, **step), 1e5, 3, cfg)
+    assert abs(float(won["pnl"][0]) - 30.0 * 1.06) < 1e-4
+    lost = components(outcome_of(100_000.0, -2_000.0, cost_basis=10_000.0, **step), 1e5, 3, cfg)
+    assert abs(float(lost["pnl"][0]) - (-200.0 * 0.6)) < 1e-3  # ROI -20 %: 1 - 0.4
+    crash = components(outcome_of(100_000.0, -5_000.0, cost_basis=10_000.0, **step), 1e5, 3, cfg)
+    assert abs(float(crash["pnl"][0]) - (-500.0 * 0.5)) < 1e-3  # clamped at roi_clamp_min
+    flat = components(outcome_of(100_000.0, 50.0, cost_basis=0.0, **step), 1e5, 3, cfg)
+    assert abs(float(flat["pnl"][0]) - 5.0) < 1e-5
+
+
+def test_no_sharpe_payment_before_its_window() -> None:
+    cfg = RewardConfig(sharpe_min_steps=20, sharpe_target=0.1)
+    step = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.5,
+                unique_actions=1, run_length=1, repeat_counted=False, traded=False, failed=False,
+                cost_basis=1.0)
+    for steps, expected in ((1, 0.0), (19, 0.0), (20, 0.4), (500, 0.4)):
+        value = components(outcome_of(1e5, 0.0, episode_steps=steps, **step), 1e5, 3, cfg)["sharpe"]
+        assert abs(float(value[0]) - expected) < 1e-6, steps
+    # along a real trajectory: nothing in the first sharpe_min_steps steps of any episode
+    env = VecTradingEnv(["A"], 8, EnvConfig(episode_length=40, reward=cfg),
+                        markets={"A": synthetic_bars("A", 500)}, seed=2)
+    env.reset(seed=2)
+    for t in range(19):
+        _, _, _, _, info = env.step(torch.full((8,), BUY_LARGE if t == 0 else SPEC.hold_id))
+        assert (info["reward_components"]["sharpe"] == 0).all()
+
+
+def test_failed_action_penalty_only_for_masked_actions() -> None:
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=40), markets={"A": synthetic_bars("A", 500)},
+                        seed=0)
+    env.reset(seed=0)
+    sell = SPEC.action_id("SELL_ALL")  # forbidden while flat
+    _, _, _, _, info = env.step(torch.tensor([sell, SPEC.hold_id]))
+    assert info["mask_violation"].tolist() == [True, False]
+    assert info["reward_components"]["failed_action_penalty"].tolist() == [-1.0, 0.0]
+
+
+def test_reward_shares_on_a_scripted_trajectory() -> None:
+    """Two steps of two accounts with hand-set weighted components: |pnl| sums to 6, |cost| to 2,
+    |sharpe| to 0 -> shares 0.75, 0.25, 0."""
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=40), markets={"A": synthetic_bars("A", 500)},
+                        seed=0)
+    env.reset(seed=0)
+    stats = RolloutStats(["A"], 2, SPEC.action_names, torch.device("cpu"))
+    scripted = [{"pnl": [1.0, -3.0], "cost": [-1.0, 0.0]}, {"pnl": [2.0, 0.0], "cost": [0.0, -1.0]}]
+    for step, values in enumerate(scripted):
+        _, _, _, _, info = env.step(torch.full((2,), SPEC.hold_id))
+        weighted = {name: torch.zeros(2) for name in info["weighted_reward_components"]}
+        weighted.update({name: torch.tensor(v) for name, v in values.items()})
+        stats.on_step(step, {**info, "weighted_reward_components": weighted})
+    summary = stats.summary()
+    assert abs(summary["reward_share/pnl"] - 0.75) < 1e-6
+    assert abs(summary["reward_share/cost"] - 0.25) < 1e-6
+    assert summary["reward_share/sharpe"] == 0.0
+    assert abs(sum(v for k, v in summary.items() if k.startswith("reward_share/")) - 1.0) < 1e-6
+
+
+def test_pnl_carries_most_of_the_default_reward_on_real_bars() -> None:
+    """Default config, bundled SPX bars, uniformly random valid actions: PnL's share of the
+    absolute weighted reward is >= 70 % and every shaping term is smaller than PnL."""
+    root = Path(__file__).resolve().parents[1]
+    env = VecTradingEnv(["SPX"], 64, EnvConfig(), data_dir=str(root / "data"), seed=0)
+    env.reset(seed=0)
+    stats = RolloutStats(["SPX"], 64, SPEC.action_names, torch.device("cpu"))
+    generator = torch.Generator().manual_seed(0)
+    for step in range(300):
+        noise = torch.rand(env.num_envs, NUM_ACTIONS, generator=generator)
+        _, _, _, _, info = env.step((noise * env.action_masks()).argmax(1))
+        stats.on_step(step, info)
+    shares = {k.removeprefix("reward_share/"): v for k, v in stats.summary().items()
+              if k.startswith("reward_share/")}
+    assert shares["pnl"] >= 0.70, shares
+    assert all(shares[name] < shares["pnl"] for name in shares if name != "pnl"), shares

@@ -77,7 +77,8 @@ def test_uses_fused_attention_once_per_layer(monkeypatch):
     config = EncoderConfig(**SMALL)
     FeatureEncoder(config, SHAPES)(make_obs(SHAPES, 3))
     # (B, nh, T, hs) per call
-    assert calls == [torch.Size([3, 4, 28, 8])] * config.n_layers
+    tokens = LOOKBACK + len(SHAPES) - 1  # 24 bars + one per vector key (DESIGN's 28 + the rules token)
+    assert calls == [torch.Size([3, 4, tokens, 8])] * config.n_layers
 
 
 def test_token_order_matters():
@@ -92,13 +93,17 @@ def test_token_order_matters():
 
 
 def test_default_size_matches_reference_and_budget():
-    config = EncoderConfig()
-    encoder = FeatureEncoder(config, SHAPES)
+    design = {key: shape for key, shape in SHAPES.items() if key != "rules"}  # DESIGN's 5 keys, 28 tokens
+    encoder = FeatureEncoder(EncoderConfig(), design)
     params = sum(p.numel() for p in encoder.parameters())
-    assert params < 5_000_000
     assert params == 3_239_168  # PERF-NOTES' reference encoder (4L-256D-8H, 28 tokens)
     assert abs(encoder.flops_per_sample() - 179.8e6) < 0.05e6  # PERF-NOTES: 179.8 MFLOP per sample
     assert "positions" not in encoder.state_dict()  # derived, not checkpointed
+    # the env's spec adds the rules key: one more projection to d_model and one more token
+    full = FeatureEncoder(EncoderConfig(), SHAPES)
+    full_params = sum(p.numel() for p in full.parameters())
+    assert full_params == params + (SHAPES["rules"][0] + 1) * 256 < 5_000_000
+    assert full.n_tokens == encoder.n_tokens + 1 == 29
 
 
 @pytest.mark.parametrize("field, kwargs", [
@@ -131,3 +136,18 @@ def test_tokens_follow_the_observation_spec():
     assert sequence.shape == (3, LOOKBACK + len(SHAPES), SMALL["d_model"])
     with pytest.raises(ValueError, match="obs_shapes"):
         FeatureEncoder(EncoderConfig(**SMALL), {**SHAPES, "bad": (2, 3, 4)})
+
+
+def test_mean_last_pool_sees_the_newest_bar_directly():
+    """With pool="mean_last" the newest bar's token is an input of the output layer on its own:
+    zeroing the out-layer columns that read the mean leaves a function of that token alone."""
+    torch.manual_seed(0)
+    encoder = FeatureEncoder(EncoderConfig(**{**SMALL, "pool": "mean_last"}), SHAPES).eval()
+    assert encoder.out.in_features == 2 * SMALL["d_model"]
+    obs = make_obs(SHAPES, 2)
+    with torch.no_grad():
+        sequence = encoder(obs, return_sequence=True)
+        expected = encoder.out(torch.cat([sequence.mean(1), sequence[:, LOOKBACK - 1]], dim=-1))
+        torch.testing.assert_close(encoder(obs), expected)
+    with pytest.raises(ValueError, match="pool"):
+        EncoderConfig(pool="max")

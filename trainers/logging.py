@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("charts/episode_return", "ep ret", "{:+.4f}"),
     ("charts/episode_sharpe_per_step", "sharpe/step", "{:+.2f}"),
+    ("reward_share/pnl", "pnl share", "{:.0%}"),
     ("charts/policy_action_entropy_mean", "entropy", "{:.3f}"),
     ("losses/approx_kl", "kl", "{:.4f}"),
     ("losses/clip_fraction", "clip", "{:.3f}"),

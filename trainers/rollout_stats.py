@@ -30,6 +30,7 @@ class RolloutStats:
         self.executed_actions = torch.zeros(num_actions, device=device)
         self.events = torch.zeros(2, device=device)  # mask violations, repeat-limit holds
         self.reward_sums: dict[str, Tensor] = {}
+        self.weighted_abs_sums: dict[str, Tensor] = {}
         self.episode_sums = torch.zeros(len(EPISODE_STATS), len(self.symbols), device=device)
         self.episode_counts = torch.zeros(len(self.symbols), device=device)
         self.steps = 0
@@ -37,7 +38,7 @@ class RolloutStats:
     def reset(self) -> None:
         """Zero every tally in place (called at the start of each rollout)."""
         for tally in (self.policy_actions, self.executed_actions, self.events, self.episode_sums,
-                      self.episode_counts, *self.reward_sums.values()):
+                      self.episode_counts, *self.reward_sums.values(), *self.weighted_abs_sums.values()):
             tally.zero_()
         self.steps = 0
 
@@ -53,7 +54,9 @@ class RolloutStats:
         for name, value in info["reward_components"].items():
             if name not in self.reward_sums:
                 self.reward_sums[name] = torch.zeros((), device=self.device)
+                self.weighted_abs_sums[name] = torch.zeros((), device=self.device)
             self.reward_sums[name] += value.sum()
+            self.weighted_abs_sums[name] += info["weighted_reward_components"][name].abs().sum()
         ended = info["_episode"]
         stats = torch.stack([info["episode"][key].float() for key in EPISODE_STATS])  # (K, N)
         stats = torch.where(ended, torch.nan_to_num(stats, posinf=0.0, neginf=0.0), 0.0)
@@ -66,6 +69,7 @@ class RolloutStats:
         packed = torch.cat([
             self.policy_actions, self.executed_actions, self.events,
             torch.stack(list(self.reward_sums.values())) if self.reward_sums else self.events[:0],
+            torch.stack(list(self.weighted_abs_sums.values())) if self.reward_sums else self.events[:0],
             self.episode_sums.flatten(), self.episode_counts,
         ]).tolist()
         values: dict[str, float] = {}
@@ -81,6 +85,9 @@ class RolloutStats:
         for name in self.reward_sums:
             values[f"reward/{name}"] = packed[cursor] / account_steps
             cursor += 1
+        count = len(self.reward_sums)
+        values.update(reward_shares(dict(zip(self.reward_sums, packed[cursor:cursor + count]))))
+        cursor += count
         num_symbols = len(self.symbols)
         sums = packed[cursor:cursor + len(EPISODE_STATS) * num_symbols]
         counts = packed[cursor + len(EPISODE_STATS) * num_symbols:]
@@ -93,3 +100,11 @@ class RolloutStats:
             if sum(counts) > 0:
                 values[f"charts/episode_{stat}"] = sum(per_symbol) / sum(counts)
         return values
+
+
+def reward_shares(weighted_abs_sums: dict[str, float]) -> dict[str, float]:
+    """`reward_share/<component>`: each component's share of the summed absolute weighted reward,
+    sum over steps and accounts of |weight x value|; the shares add up to 1 (all 0 if no reward)."""
+    total = sum(weighted_abs_sums.values())
+    return {f"reward_share/{name}": (value / total if total > 0 else 0.0)
+            for name, value in weighted_abs_sums.items()}
