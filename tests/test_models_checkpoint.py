@@ -6,7 +6,8 @@ import torch
 
 from envs import DEFAULT_SPEC
 from models import (FORMAT_VERSION, CheckpointError, CheckpointMismatchError, EncoderConfig,
-                    MultiSymbolPolicy, PolicyConfig, atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint)
+                    MultiSymbolPolicy, PolicyConfig, atomic_write_bytes, load_checkpoint,
+                    read_checkpoint_meta, save_checkpoint)
 
 SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
 CONFIG = {"model": {"encoder": {"d_model": 32}}, "ppo": {"learning_rate": 3e-4}}
