@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override on top of configs/default.toml (repeatable)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="write the generated data and both run directories here (default: a temp dir)")
     args = parser.parse_args()
     if args.quick:
         args.steps = args.real_steps = 1
@@ -156,11 +158,11 @@ def main() -> None:
     start = time.perf_counter()
     results: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         work = Path(tmp)
         if "generated" in markets:
             data_dir = work / "data"
-            data_dir.mkdir()
+            data_dir.mkdir(parents=True)
             for symbol, phi in GENERATED.items():
                 bars = autocorrelated_bars(symbol, 3000, phi=phi, drift=DRIFT)
                 write_parquet(bars, data_dir / f"{symbol}.parquet")

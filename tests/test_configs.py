@@ -7,6 +7,7 @@ from configs.loader import ConfigError, dumps_toml
 from configs.run import ENCODER_PRESETS
 from configs.train import DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build, resolve
 from envs import DEFAULT_ACTIONS
+from ppo_core import PPOConfig
 from trainers.ppo import main
 
 
@@ -15,7 +16,7 @@ def test_default_toml_maps_exactly_onto_the_dataclass_defaults():
     assert build(TrainConfig, written) == TrainConfig()
     assert set(written) == set(as_dict(TrainConfig()))
     # the encoder sizes are the preset's to set, so the file leaves them out
-    assert written["model"].get("encoder", {}) == {}
+    assert set(written["model"].get("encoder", {})).isdisjoint(ENCODER_PRESETS["small"])
     assert build(TrainConfig, written).env.actions == DEFAULT_ACTIONS
     assert resolve(DEFAULT_CONFIG) == apply_encoder_preset(TrainConfig())
 
@@ -127,5 +128,15 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
         "hold": 0.0, "diversity": 0.07, "action_repeat": 0.05, "intrinsic_action": 0.01,
         "failed_action_penalty": seed.env.reward.failed_action_penalty}
     schedule = seed.entropy.schedule
-    assert (schedule.initial, schedule.final) == (0.08, 0.03)
+    assert (schedule.initial, schedule.final, schedule.floor) == (0.08, 0.03, 0.03)
     assert (schedule.hold_steps, schedule.decay_steps) == (10_000, 40_000)
+    assert (seed.entropy.adaptive.target, seed.entropy.adaptive.floor) == (0.55, 0.02)
+    assert seed.entropy.guard.threshold == 0.22 and seed.model.encoder.pool == "mean"
+
+
+def test_a_partial_table_keeps_the_trainers_defaults_not_the_generic_ones():
+    """[ppo] with one key must not fall back to PPOConfig's CleanRL defaults for the others."""
+    cfg = resolve(None, ["ppo.learning_rate=3e-4", "model.encoder.n_heads=4", "run.device=cpu"])
+    assert cfg.ppo.learning_rate == 3e-4
+    assert cfg.ppo.gamma == TrainConfig().ppo.gamma != PPOConfig().gamma
+    assert cfg.model.encoder.pool == TrainConfig().model.encoder.pool
