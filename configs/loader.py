@@ -103,6 +103,15 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested table: {"a": {"b": 1}} -> {"a.b": 1}."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = _join(prefix, key)
+        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
 def dumps_toml(data: dict[str, Any]) -> str:
     """Serialise a nested dict of scalars, lists and tables to TOML (tables after values)."""
     lines: list[str] = []

@@ -3,7 +3,7 @@ import tomllib
 
 import pytest
 
-from configs.loader import ConfigError, dumps_toml
+from configs.loader import ConfigError, dumps_toml, flatten
 from configs.run import ENCODER_PRESETS
 from configs.train import DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build, resolve
 from envs import DEFAULT_ACTIONS
@@ -30,15 +30,7 @@ def test_presets_are_resolved_into_the_config(preset):
     assert auto.run.encoder_preset == "small"
     assert auto.model.encoder.d_model == ENCODER_PRESETS["small"]["d_model"]
     # what a run writes resolves to itself: presets do not apply twice or drift
-    assert resolve(None, cli={**_flat(as_dict(cfg))}) == cfg
-
-
-def _flat(table, prefix=""):
-    out = {}
-    for key, value in table.items():
-        name = f"{prefix}.{key}" if prefix else key
-        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
-    return out
+    assert resolve(None, cli=flatten(as_dict(cfg))) == cfg
 
 
 def test_an_encoder_field_the_preset_replaces_is_refused_not_ignored():

@@ -10,9 +10,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from configs.loader import ConfigError, load_toml, merge
+from configs.loader import ConfigError, flatten, load_toml, merge
 from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, explicit_settings
 from models import CheckpointError
 from ppo_core import NonFiniteLossError
@@ -138,15 +137,6 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
         raise ConfigError(f"--resume {args.resume}: {details}. A resumed run keeps its settings; only "
                           f"{', '.join(RESUMABLE)} may change (start a new run for the others)")
     return requested, args.resume, True
-
-
-def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}.{key}" if prefix else key
-        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
