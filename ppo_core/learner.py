@@ -44,6 +44,9 @@ class PPOConfig:
     """stop the epoch loop once an epoch's mean approx KL exceeds this; <= 0 disables"""
     norm_adv: bool = True
     """standardise advantages within each minibatch"""
+    norm_adv_per_group: bool = False
+    """with norm_adv and grouped minibatches: standardise each group's (symbol's) advantages on its
+    own, so one symbol's reward scale does not set another's step size"""
     gamma: float = 0.99
     """discount factor"""
     gae_lambda: float = 0.95
@@ -179,7 +182,7 @@ class PPOLearner:
         for epoch in range(cfg.update_epochs):
             epoch_totals = torch.zeros(len(_METRICS), device=self.device)
             for mb in buffer.minibatches(advantages, returns, per_epoch, num_groups, generator):
-                epoch_totals += self._step(mb, ent_coef, clip_coef, skipped)
+                epoch_totals += self._step(mb, ent_coef, clip_coef, skipped, num_groups)
             totals += epoch_totals
             num_minibatches += per_epoch
             epochs_run += 1
@@ -211,7 +214,8 @@ class PPOLearner:
                              f"({share} samples = num_steps x envs_per_symbol)")
         return share // size
 
-    def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor) -> Tensor:
+    def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor,
+              num_groups: int | None = None) -> Tensor:
         """One optimizer step on a minibatch; returns the (len(_METRICS),) metric row."""
         cfg = self.config
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -219,7 +223,8 @@ class PPOLearner:
             logprob, entropy, value = self.policy.evaluate(mb.obs, mb.actions, mb.masks)
             loss, m = ppo_loss(logprob, mb.logprobs, mb.advantages, value, mb.values, mb.returns,
                                entropy, clip_coef=clip_coef, vf_coef=cfg.vf_coef, ent_coef=ent_coef,
-                               clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv)
+                               clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv,
+                               adv_groups=(num_groups or 1) if cfg.norm_adv_per_group else 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones

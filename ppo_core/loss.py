@@ -25,11 +25,12 @@ class LossMetrics(NamedTuple):
 def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, new_values: Tensor,
              old_values: Tensor, returns: Tensor, entropy: Tensor, *, clip_coef: float,
              vf_coef: float, ent_coef: float, clip_vloss: bool,
-             norm_adv: bool) -> tuple[Tensor, LossMetrics]:
+             norm_adv: bool, adv_groups: int = 1) -> tuple[Tensor, LossMetrics]:
     """Total loss (0-dim, to minimise) and metrics; every input is (B,).
 
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy. With `norm_adv` the
-    advantages are standardised within this minibatch (needs B >= 2). With `clip_vloss` the
+    advantages are standardised within this minibatch (needs B >= 2), or within each of
+    `adv_groups` equal consecutive blocks (a group-major minibatch: per symbol). With `clip_vloss` the
     value loss is CleanRL's max(unclipped, clipped) with the value change clipped to +-clip_coef.
     Computed in float32 whatever autocast produced.
     """
@@ -51,7 +52,8 @@ def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, new
         clip_fraction = ((ratio - 1.0).abs() > clip_coef).float().mean()
 
     if norm_adv:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        blocks = advantages.view(adv_groups, -1)  # (G, B / G)
+        advantages = ((blocks - blocks.mean(1, keepdim=True)) / (blocks.std(1, keepdim=True) + 1e-8)).view(-1)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
     pg_loss = torch.max(pg_loss1, pg_loss2).mean()

@@ -88,3 +88,18 @@ def test_explained_variance():
     # residuals 2.5 - returns have the same variance as the returns -> 0, not 1
     assert explained_variance(returns * 2 - 2.5, returns).item() == pytest.approx(0.0)
     assert math.isnan(explained_variance(returns, torch.ones(4)).item())
+
+
+def test_advantages_standardised_per_group():
+    """adv_groups=2 on a group-major minibatch: each half is standardised on its own. With all
+    ratios 1 the policy loss is -mean(normalised advantages), and the gradient on each sample's
+    log-prob is -(its normalised advantage) / B."""
+    advantages = [1.0, 2.0, 3.0, 100.0, 300.0, 200.0]
+    t = lambda x: torch.tensor(x, dtype=torch.float64)
+    new_logprobs = torch.zeros(6, dtype=torch.float64, requires_grad=True)
+    zeros = torch.zeros(6, dtype=torch.float64)
+    loss, _ = ppo_loss(new_logprobs, zeros, t(advantages), zeros, zeros, zeros, zeros, clip_coef=0.2,
+                       vf_coef=0.0, ent_coef=0.0, clip_vloss=False, norm_adv=True, adv_groups=2)
+    loss.backward()
+    expected = torch.tensor([-1.0, 0.0, 1.0, -1.0, 1.0, 0.0], dtype=torch.float64)  # std 1 per half
+    torch.testing.assert_close(-new_logprobs.grad * 6, expected, rtol=1e-6, atol=1e-6)
