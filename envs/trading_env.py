@@ -185,7 +185,7 @@ class VecTradingEnv(VectorEnv):
         policy_action = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
         valid = self._mask.gather(1, policy_action[:, None]).squeeze(1)
         run_length = torch.where(policy_action == acc.last_action, acc.run_length + 1, 1)
-        repeat_counted = self._actions.kind[policy_action] != HOLD_KIND  # holding may repeat
+        repeat_counted = self._actions.kind[policy_action] != HOLD_KIND  # hold actions may repeat freely
         repeat_limited = repeat_counted & (run_length > cfg.max_consecutive_actions)
         executed = torch.where(valid & ~repeat_limited, policy_action, self._hold)
         traded = self._actions.kind[executed] != HOLD_KIND
