@@ -5,9 +5,10 @@ from envs.config import COMPONENTS as REWARD_COMPONENTS
 from envs.config import EnvConfig, RewardConfig
 from envs.features import REGIME_NAMES, TECHNICAL_NAMES, WARMUP_BARS, compute_features
 from envs.gym_wrapper import SingleAccountEnv
-from envs.market_data import load_bars, load_market, split_bounds, validate_bars
+from envs.market_data import load_bars, load_market, validate_bars
 from envs.masking import action_mask
 from envs.spec import DEFAULT_ACTIONS, Action, TradingSpec
+from envs.splits import SPLITS, derive_split_dates, parse_split_dates, split_ranges
 from envs.synthetic import ar1_expected_return, autocorrelated_bars, planted_signal_bars, synthetic_bars
 from envs.trading_env import VecTradingEnv
 
@@ -16,8 +17,8 @@ DEFAULT_SPEC = TradingSpec.from_config(EnvConfig())
 
 __all__ = [
     "DEFAULT_ACTIONS", "DEFAULT_SPEC", "REGIME_NAMES", "REWARD_COMPONENTS", "TECHNICAL_NAMES",
-    "WARMUP_BARS", "Action", "Bars", "DataError", "EnvConfig", "RewardConfig", "SingleAccountEnv",
+    "SPLITS", "WARMUP_BARS", "Action", "Bars", "DataError", "EnvConfig", "RewardConfig", "SingleAccountEnv",
     "TradingSpec", "VecTradingEnv", "action_mask", "ar1_expected_return", "autocorrelated_bars",
-    "compute_features", "load_bars", "load_market",
-    "planted_signal_bars", "split_bounds", "synthetic_bars", "validate_bars",
+    "compute_features", "derive_split_dates", "load_bars", "load_market", "parse_split_dates",
+    "planted_signal_bars", "split_ranges", "synthetic_bars", "validate_bars",
 ]

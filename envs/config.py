@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass, field
 
 from envs.spec import DEFAULT_ACTIONS, Action, check_actions
+from envs.splits import parse_split_dates
 
 
 def _check_range(obj: object, name: str, low: float, high: float = math.inf,
@@ -139,7 +140,11 @@ class EnvConfig:
     diversity_window: int = 50
     """steps of executed actions behind the diversity bonus"""
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    """chronological train / val / test fractions of each symbol's bars"""
+    """train / val / test fractions of the sorted union of all symbols' timestamps, from which
+    split_dates are derived when it is empty"""
+    split_dates: tuple[str, ...] = ()
+    """[first validation, first test] date ("YYYY-MM-DD", UTC), common to every symbol; empty =
+    derive them from split_fractions (the run's config.toml records the dates used)"""
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
@@ -168,6 +173,10 @@ class EnvConfig:
                 or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
             raise ValueError(f"split_fractions: need 3 non-negative fractions (train > 0) summing to 1, "
                              f"got {self.split_fractions!r}")
+        if isinstance(self.split_dates, list):
+            self.split_dates = tuple(self.split_dates)
+        if self.split_dates != ():
+            parse_split_dates(self.split_dates)
         self.actions = tuple(Action(**a) if isinstance(a, dict) else a for a in self.actions)
         check_actions(self.actions)
         if not isinstance(self.reward, RewardConfig):

@@ -1,5 +1,5 @@
-"""One symbol's bars: parquet loading with schema normalisation and validation, splits, and the
-choice between a real file and the synthetic default market."""
+"""One symbol's bars: parquet loading with schema normalisation and validation, and the choice
+between a real file and the synthetic default market (splits: envs.splits)."""
 from __future__ import annotations
 
 import warnings
@@ -14,8 +14,6 @@ import pyarrow.parquet as pq
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.synthetic import synthetic_bars
 
-SPLITS = ("train", "val", "test")
-
 # Normalised name (lower case, no spaces/underscores) -> canonical column. `close` beats `adj close`
 # when both exist: adjusted closes with unadjusted open/high/low would make inconsistent bars.
 _ALIASES = {
@@ -23,14 +21,6 @@ _ALIASES = {
     "open": ("open",), "high": ("high",), "low": ("low",),
     "close": ("close", "adjclose"), "volume": ("volume", "vol"),
 }
-
-
-def split_bounds(num_bars: int, fractions: Sequence[float] = (0.70, 0.15, 0.15)
-                 ) -> dict[str, tuple[int, int]]:
-    """Chronological [start, end) bar ranges of train / val / test; they tile [0, num_bars)."""
-    cuts = np.round(np.cumsum([0.0, *fractions]) * num_bars).astype(int)
-    cuts[-1] = num_bars
-    return {name: (int(cuts[i]), int(cuts[i + 1])) for i, name in enumerate(SPLITS)}
 
 
 def load_bars(data_dir: str | Path, symbol: str, *, min_bars: int = 2) -> Bars:
@@ -82,20 +72,27 @@ def validate_bars(bars: Bars, *, min_bars: int = 2) -> None:
 def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
                 min_bars: int = 2) -> dict[str, Bars]:
     """Bars per symbol: the file when `<data_dir>/<SYMBOL>.parquet` exists, else a synthetic market
-    (announced with a warning; Bars.source == "synthetic"). A `data_dir` that is not a folder is
-    an error: a typo in it must not silently swap every symbol's real bars for generated ones."""
+    (announced with a warning; Bars.source == "synthetic") whose daily bars end on the real files'
+    last day when there are any, so that the common split dates cut them too. A `data_dir` that is
+    not a folder is an error: a typo in it must not silently swap every symbol's real bars for
+    generated ones."""
     if not Path(data_dir).is_dir():
         raise DataError(f"data_dir {str(data_dir)!r}: no such folder (from {Path.cwd()}); point "
                         "--data-dir / run.data_dir at the folder of <SYMBOL>.parquet files, or create "
                         "it empty to trade synthetic markets")
+    real = {s: load_bars(data_dir, s, min_bars=min_bars) for s in symbols
+            if (Path(data_dir) / f"{s}.parquet").is_file()}
+    # generated bars end on the real files' last day, so the common split dates cut them too
+    end = max((int(b.timestamps[-1]) for b in real.values()), default=None)
     markets = {}
     for symbol in symbols:
-        if (Path(data_dir) / f"{symbol}.parquet").is_file():
-            markets[symbol] = load_bars(data_dir, symbol, min_bars=min_bars)
+        if symbol in real:
+            markets[symbol] = real[symbol]
         else:
-            markets[symbol] = synthetic_bars(symbol, num_bars=max(3000, min_bars))
+            markets[symbol] = synthetic_bars(symbol, num_bars=max(3000, min_bars), end=end)
+            dated = "" if end is None else ", dated to end on the real files' last day"
             warnings.warn(f"SYNTHETIC MARKET for {symbol}: no file {Path(data_dir) / symbol}.parquet, "
-                          "trading a generated regime-switching market (seeded by the symbol name)",
+                          f"trading a generated regime-switching market (seeded by the symbol name{dated})",
                           stacklevel=2)
     return markets
 

@@ -18,8 +18,14 @@ def symbol_seed(symbol: str) -> int:
     return zlib.crc32(symbol.encode("utf-8"))
 
 
-def _business_days(num_bars: int) -> np.ndarray:
-    days = np.busday_offset("2005-01-03", np.arange(num_bars), roll="forward")
+def _business_days(num_bars: int, end: int | None = None) -> np.ndarray:
+    """(num_bars,) int64 ns midnights of business days: from 2005-01-03, or the last ones on or
+    before the day of `end` (int64 ns)."""
+    if end is None:
+        days = np.busday_offset("2005-01-03", np.arange(num_bars), roll="forward")
+    else:
+        last = np.datetime64(int(end), "ns").astype("datetime64[D]")
+        days = np.busday_offset(last, np.arange(1 - num_bars, 1), roll="backward")
     return days.astype("datetime64[ns]").astype(np.int64)
 
 
@@ -36,8 +42,11 @@ def _ohlcv(rng: np.random.Generator, log_returns: np.ndarray, vol: np.ndarray, s
     return open_, high, low, close, volume
 
 
-def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None) -> Bars:
-    """A regime-switching market (T = num_bars daily bars); seed defaults to symbol_seed(symbol)."""
+def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None, *,
+                   end: int | None = None) -> Bars:
+    """A regime-switching market (T = num_bars daily bars); seed defaults to symbol_seed(symbol).
+    Bars start on 2005-01-03, or end on the business day on or before `end` (int64 ns) when given;
+    the prices do not depend on the dates."""
     rng = np.random.default_rng(symbol_seed(symbol) if seed is None else seed)
     num_regimes = len(_REGIMES)
     switch = rng.random(num_bars) > _STAY
@@ -48,7 +57,7 @@ def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None) -
     log_returns = drift + vol * shocks
     start_price = float(np.exp(rng.uniform(np.log(20), np.log(500))))
     open_, high, low, close, volume = _ohlcv(rng, log_returns, vol, start_price, gap_scale=0.2)
-    return Bars(symbol=symbol, timestamps=_business_days(num_bars), open=open_, high=high, low=low,
+    return Bars(symbol=symbol, timestamps=_business_days(num_bars, end), open=open_, high=high, low=low,
                 close=close, volume=volume, source="synthetic")
 
 

@@ -7,6 +7,8 @@ t + 1's open (slippage + commission) and is marked at bar t + 1's close.
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import replace
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -21,10 +23,11 @@ from envs.accounts import Accounts, episode_stats, fill_orders, rolling_ratios
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.config import EnvConfig
 from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
-from envs.market_data import SPLITS, load_market, split_bounds
+from envs.market_data import load_market
 from envs.masking import HOLD_KIND, action_mask
 from envs.rewards import StepOutcome, components, weighted_sum
 from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
+from envs.splits import SPLITS, derive_split_dates, format_timestamp, parse_split_dates, split_ranges
 
 
 class VecTradingEnv(VectorEnv):
@@ -32,10 +35,14 @@ class VecTradingEnv(VectorEnv):
 
     `trading_spec` is the env-policy interface (observation shapes, action table). `markets`
     (symbol -> Bars) replaces loading from `data_dir`. `split` is "train", "val" or "test".
-    `decision_range[symbol]` = (first decision bar, last marked bar), inclusive, inside the split's
-    [start, end) bars of `envs.split_bounds`: an episode that starts at the first decision bar and
-    runs to the end (episode_length=0, random_start=False) buys at open[first + 1] at the earliest
-    and is marked last at close[last], like buy-and-hold.
+    Splits are cut at calendar dates common to every symbol (`envs.splits`): config.split_dates,
+    or when empty the dates derived from split_fractions over all symbols' timestamps, after which
+    `config` holds them (`env.config.split_dates` is what ran). `decision_range[symbol]` = (first
+    decision bar, last marked bar), inclusive, inside the symbol's bars of the split: an episode
+    that starts at the first decision bar and runs to the end (episode_length=0,
+    random_start=False) buys at open[first + 1] at the earliest and is marked last at close[last],
+    like buy-and-hold. The lookback window of a split's first decisions reaches back before the
+    split's start: those bars are the past, so no look-ahead.
     `final_obs`: "always" (default, the contract) puts info["final_obs"] in every step; "on_end"
     only in steps where some episode ended, so a trainer can skip a critic forward on the other
     steps, at the price of one host read per step (free on CPU); "auto" = "on_end" on CPU only.
@@ -76,7 +83,16 @@ class VecTradingEnv(VectorEnv):
         if missing:
             raise ValueError(f"markets: no Bars for {missing}")
         self.markets = {s: markets[s] for s in self.symbols}
-        self.decision_range = {s: self._decision_range(b) for s, b in self.markets.items()}
+        self._derived_dates = not cfg.split_dates  # messages say where the dates came from
+        if self._derived_dates:  # once, here, so that a run can record and reuse them
+            stamps = [b.timestamps for b in self.markets.values()]
+            self.config = cfg = replace(cfg, split_dates=derive_split_dates(stamps, cfg.split_fractions))
+        bounds = parse_split_dates(cfg.split_dates)
+        ranges = {s: split_ranges(b.timestamps, bounds) for s, b in self.markets.items()}
+        self.decision_range = {s: self._decision_range(bars, *ranges[s][split])
+                               for s, bars in self.markets.items()}
+        if split == "train":
+            self._warn_untradable(ranges)
         self._build_tables()
 
         spec = self.trading_spec
@@ -101,17 +117,43 @@ class VecTradingEnv(VectorEnv):
         return batch_space(self.single_observation_space, self.num_envs)
 
     # ---- construction -------------------------------------------------------------------------
-    def _decision_range(self, bars: Bars) -> tuple[int, int]:
-        start, end = split_bounds(len(bars), self.config.split_fractions)[self.split]
-        first = max(start, WARMUP_BARS + self.config.lookback - 1)
-        last = end - 1
+    def _decision_range(self, bars: Bars, start: int, end: int) -> tuple[int, int]:
+        """(first decision bar, last marked bar) of the split's bars [start, end); a DataError that
+        names the symbol, the split's dates and the fix when one episode does not fit."""
+        first, last = max(start, _first_decision(self.config)), end - 1
         needed = max(self.config.episode_length, 1)
         if last - first < needed:
-            raise DataError(f"{bars.where}: the {self.split} split (bars {start}..{end - 1}) "
-                            f"has {max(last - first, 0)} tradable decisions after the lookback "
-                            f"({self.config.lookback}) and warm-up ({WARMUP_BARS}); one episode needs "
-                            f"{needed}")
+            span = " .. ".join(format_timestamp(int(t)) for t in bars.timestamps[[0, -1]])
+            held = (f"has none of its bars (they span {span})" if end == start else
+                    f"holds {end - start} of its bars (they span {span}), {max(last - first, 0)} tradable "
+                    f"decisions after the lookback ({self.config.lookback}) and warm-up ({WARMUP_BARS}); "
+                    f"one episode needs {needed}")
+            raise DataError(
+                f"{bars.where}: the {self.split} split {self._period(self.split)} {held}. "
+                f"{self._dates_origin()} Move them (--set 'env.split_dates=[\"YYYY-MM-DD\", "
+                f"\"YYYY-MM-DD\"]', the first validation and first test day), "
+                f"{'shorten env.episode_length, ' if end > start else ''}or leave {bars.symbol} out")
         return first, last
+
+    def _warn_untradable(self, ranges: dict[str, dict[str, tuple[int, int]]]) -> None:
+        """Warn, before training starts, of symbols that validation or testing will refuse."""
+        for split in ("val", "test"):
+            first = _first_decision(self.config)
+            idle = [s for s, r in ranges.items() if r[split][1] - 1 <= max(r[split][0], first)]
+            if idle:
+                warnings.warn(f"{', '.join(idle)}: no tradable bar in the {split} split "
+                              f"{self._period(split)}; evaluating on {split} will fail for "
+                              f"{'it' if len(idle) == 1 else 'them'}. {self._dates_origin()}", stacklevel=3)
+
+    def _period(self, split: str) -> str:
+        val, test = self.config.split_dates
+        return {"train": f"(before {val})", "val": f"[{val}, {test})", "test": f"(from {test})"}[split]
+
+    def _dates_origin(self) -> str:
+        how = ("derived from env.split_fractions over the union of all symbols' timestamps"
+               if self._derived_dates else "as given")
+        dates = list(self.config.split_dates)
+        return f"The split dates are common to every symbol: env.split_dates = {dates}, {how}."
 
     def _build_tables(self) -> None:
         """Pad every symbol's features and prices into (S, T_max, ...) tables, flattened to
@@ -317,6 +359,11 @@ class VecTradingEnv(VectorEnv):
         self.accounts = Accounts.from_state_dict(state["accounts"], self.device)
         self._generator.set_state(state["generator"])
         self._mask = self._compute_mask()
+
+
+def _first_decision(config: EnvConfig) -> int:
+    """The earliest bar whose lookback window holds only warmed-up features."""
+    return WARMUP_BARS + config.lookback - 1
 
 
 def _stack(columns: dict[str, Tensor], names: tuple[str, ...], bounds: tuple[float, float]) -> Tensor:

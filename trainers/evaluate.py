@@ -138,8 +138,9 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves, stamps)
 
     print_tables(results, split, console)
-    payload = {"run_dir": str(run_dir), "split": split, "step": checkpoint.step,
-               "weights": checkpoint.weights.name, "results": results, "equity_curves": curves_json}
+    payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
+               "step": checkpoint.step, "weights": checkpoint.weights.name, "results": results,
+               "equity_curves": curves_json}
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
     return payload

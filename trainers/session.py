@@ -8,7 +8,7 @@ import math
 import signal
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -158,12 +158,19 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) ->
         env = VecTradingEnv(config.run.symbols, config.run.envs_per_symbol, config.env, device,
                             data_dir=config.run.data_dir, split="train", seed=config.run.seed,
                             final_obs="auto")
+    # the env's split dates (given, or derived from every symbol's timestamps) are the run's from
+    # here on: config.toml and the checkpoints record them, so resume, validation and evaluation
+    # cut exactly where training did, whatever the data folder holds later
+    config = replace(config, env=replace(config.env, split_dates=env.config.split_dates))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(dumps_toml(as_dict(config)))
     log = RunLogger(run_dir, config.run.total_steps,
                     start_step=resume_point[0].step if resume_point else 0)
     for warning in caught:
         log.message(f"warning: {warning.message}", style="bold yellow")
+    val_start, test_start = config.env.split_dates
+    log.message(f"splits, common to every symbol: train before {val_start}, val from {val_start}, "
+                f"test from {test_start} (env.split_dates)")
     spec = env.trading_spec
     policy = MultiSymbolPolicy(config.run.symbols, config.model, spec).to(device)
     session = Session(

@@ -1,0 +1,78 @@
+"""Chronological train / val / test splits cut at calendar dates common to every symbol.
+
+All symbols share one encoder, so a multi-symbol result is honest only when no symbol's training
+bars are later than any symbol's first validation bar (and no validation bar later than any first
+test bar). The cuts are therefore two timestamps applied to every symbol alike, never per-symbol
+fractions: the first validation and the first test timestamp, given as `env.split_dates` or
+derived once from the union of all symbols' timestamps with `env.split_fractions`.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+DAY_NS = 86_400 * 10**9
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?")
+_EXAMPLE = '["2019-01-01", "2021-06-01"]'
+
+
+def parse_split_dates(dates: Sequence[str]) -> tuple[int, int]:
+    """(first validation, first test) as int64 ns since the epoch (UTC) of two ISO dates or
+    date-times ("2019-01-01", "2019-01-01T14:30"); a ValueError starting `split_dates:` otherwise."""
+    if not isinstance(dates, (list, tuple)) or len(dates) != 2:
+        raise ValueError(f"split_dates: expected two dates [first validation, first test] such as "
+                         f"{_EXAMPLE}, or [] to derive them from split_fractions; got {dates!r}")
+    bounds = []
+    for name, text in zip(("first validation", "first test"), dates):
+        if not isinstance(text, str) or not _ISO.fullmatch(text):
+            raise ValueError(f"split_dates: the {name} date {text!r} is not an ISO date string "
+                             f"(YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], UTC), e.g. {_EXAMPLE}")
+        try:
+            value = np.datetime64(text.replace(" ", "T"), "ns")
+        except ValueError as err:
+            raise ValueError(f"split_dates: the {name} date {text!r} is not a calendar date ({err})") from err
+        if np.datetime_as_string(value, unit="D") != text[:10]:  # out of datetime64[ns]'s years, wrapped
+            raise ValueError(f"split_dates: the {name} date {text!r} is outside 1678..2261")
+        bounds.append(int(value.astype(np.int64)))
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"split_dates: the first validation date {dates[0]!r} is after the first test "
+                         f"date {dates[1]!r}; give them in that order, e.g. {_EXAMPLE}")
+    return bounds[0], bounds[1]
+
+
+def derive_split_dates(timestamps: Iterable[np.ndarray], fractions: Sequence[float]) -> tuple[str, str]:
+    """The split_dates that cut the sorted union of every symbol's (T_s,) int64 ns timestamps at the
+    cumulative train / val `fractions`, each moved back to the start of its UTC day: a daily bar
+    stamped at midnight covers its whole day, so it must not train while an hourly bar of that
+    same day validates."""
+    union = np.unique(np.concatenate(list(timestamps)))
+    cuts = np.round(np.cumsum(fractions[:2]) * len(union)).astype(int)  # (2,) positions in union
+    after_end = (union[-1] // DAY_NS + 1) * DAY_NS  # a cut at the very end (a zero fraction)
+    exact = np.where(cuts < len(union), union[np.minimum(cuts, len(union) - 1)], after_end)
+    days = exact // DAY_NS * DAY_NS
+    # intraday bars over a few days could see a split emptied by the move to midnight: keep exact cuts
+    keeps_splits = np.array_equal(_split_sizes(union, days) > 0, _split_sizes(union, exact) > 0)
+    bounds = days if keeps_splits else exact
+    return format_timestamp(int(bounds[0])), format_timestamp(int(bounds[1]))
+
+
+def split_ranges(timestamps: np.ndarray, bounds: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """[start, end) bar ranges of train / val / test for one symbol's (T,) sorted timestamps: the
+    bars before bounds[0], those in [bounds[0], bounds[1]), and the rest. They tile [0, T)."""
+    val, test = (int(i) for i in np.searchsorted(timestamps, bounds, side="left"))
+    return {"train": (0, val), "val": (val, test), "test": (test, len(timestamps))}
+
+
+def format_timestamp(ns: int) -> str:
+    """ISO text of an int64 ns timestamp (UTC) that parse_split_dates reads back exactly: the date
+    alone at midnight, else to the second (or the nanosecond when needed)."""
+    unit = "D" if ns % DAY_NS == 0 else "s" if ns % 10**9 == 0 else "ns"
+    return str(np.datetime_as_string(np.datetime64(ns, "ns"), unit=unit))
+
+
+def _split_sizes(union: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(3,) number of `union` timestamps in train / val / test for these bounds."""
+    return np.diff(np.r_[0, np.searchsorted(union, bounds), len(union)])
