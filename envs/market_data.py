@@ -94,6 +94,10 @@ def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
             warnings.warn(f"SYNTHETIC MARKET for {symbol}: no file {Path(data_dir) / symbol}.parquet, "
                           f"trading a generated regime-switching market (seeded by the symbol name{dated})",
                           stacklevel=2)
+    synthetic = [s for s in symbols if markets[s].is_synthetic]
+    if synthetic:
+        from envs.fetch import fetch_hint  # here, not at the top: envs.fetch builds on this module
+        warnings.warn(fetch_hint(synthetic, data_dir), stacklevel=2)
     return markets
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from configs.loader import ConfigError, flatten, load_toml, merge
 from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, explicit_settings
+from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from ppo_core import NonFiniteLossError
 from trainers import checkpointing
@@ -74,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--symbols", help="comma-separated symbols, e.g. SPY,AAPL (default: SPY,AAPL)")
     parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: data); "
                         "symbols without a file use a synthetic market")
+    parser.add_argument("--fetch", action="store_true",
+                        help="first download the symbols without a file from Yahoo Finance into --data-dir "
+                             "(daily, adjusted, since 2005-01-01: python -m envs.fetch with its defaults; "
+                             'needs the data extra: pip install -e ".[data]")')
     parser.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml)")
     parser.add_argument("--total-steps", type=int, help="account-steps to train for (all accounts count)")
     parser.add_argument("--envs-per-symbol", type=int, help="parallel accounts per symbol")
@@ -139,12 +144,33 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     return requested, args.resume, True
 
 
+def fetch_missing(symbols: list[str], data_dir: str) -> None:
+    """--fetch: download the symbols that have no `<data_dir>/<SYMBOL>.parquet` (envs.fetch's
+    defaults), saying so; FetchError naming each symbol that could not be fetched."""
+    missing = [s for s in symbols if not (Path(data_dir) / f"{s}.parquet").is_file()]
+    if not missing:
+        print(f"--fetch: every symbol has a file in {data_dir}; nothing to fetch")
+        return
+    print(f"--fetch: downloading {', '.join(missing)} from Yahoo Finance "
+          f"({fetch_command(missing, data_dir)})")
+    failed = [r.message for r in fetch_symbols(missing, data_dir, make_request()) if r.status == "failed"]
+    if failed:
+        raise FetchError(f"--fetch: {'; '.join(failed)}. Nothing trained (without --fetch, symbols "
+                         "without a file trade synthetic markets)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         config, run_dir, resuming = resolve_run(args)
+        if args.fetch:
+            if resuming:
+                raise ConfigError("--fetch starts a new run with real bars; a resumed run keeps the "
+                                  "markets it started with")
+            fetch_missing(config.run.symbols, config.run.data_dir)
         session = open_session(config, run_dir, resume=resuming)
-    except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError,
+            FetchError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
