@@ -178,6 +178,9 @@ def test_without_yfinance_every_path_says_how_to_install_it(tmp_path, monkeypatc
     args = ["--symbols", "SPY", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "run"), *TINY_TRAIN]
     assert ppo.main([*args, "--fetch"]) == 2
     assert install in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert ppo.main([*args, "--total-steps", "64"]) == 0  # trades a synthetic SPY, and says how to fix that
+    assert f"warning: fetch real bars for SPY with: {install} (adds yfinance), then python -m envs.fetch " \
+           f"SPY --data-dir {tmp_path}" in capsys.readouterr().out
     with pytest.warns(UserWarning) as caught:
         load_market(["SPY", "AAPL"], tmp_path)
     assert f"fetch real bars for SPY, AAPL with: {install} (adds yfinance), then python -m envs.fetch " \

@@ -58,8 +58,9 @@ class RunLogger:
             self._live.start()
 
     def message(self, text: str, style: str = "") -> None:
-        """Print a line above the live display (or plainly)."""
-        self.console.print(text, style=style or None)
+        """Print a line above the live display (or plainly). `text` is plain: brackets in it (`".[data]"`,
+        `[32]`) are printed, never read as rich markup."""
+        self.console.print(text, style=style or None, markup=False)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """Write each `group/name` value to TensorBoard at `step`."""
