@@ -1,0 +1,187 @@
+"""Selection-bias statistics for choosing one of many candidates (checkpoints, tuning trials) by
+their returns on the same validation period. Host numpy, float64.
+
+- `pbo`: probability of backtest overfitting by combinatorially symmetric cross-validation (Bailey,
+  Borwein, Lopez de Prado and Zhu 2017, "The probability of backtest overfitting").
+- `deflated_sharpe`: the deflated Sharpe ratio (Bailey and Lopez de Prado 2014, "The deflated
+  Sharpe ratio"): the probability that the chosen candidate's true Sharpe exceeds the best Sharpe
+  that N skill-less trials would show by luck.
+- `selection_report`: both for a dict name -> (T,) returns, as plain JSON-ready values.
+
+Sharpe ratios here are per period (mean / std of the period returns, ddof 1; 0 when the std is 0),
+not annualised: the formulas count periods.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from statistics import NormalDist
+from typing import Any, NamedTuple
+
+import numpy as np
+
+EULER_GAMMA = 0.5772156649015329
+_NORMAL = NormalDist()
+
+
+class PBOResult(NamedTuple):
+    pbo: float
+    """share of the splits whose in-sample best candidate ranks at or below the out-of-sample median"""
+    logits: np.ndarray
+    """(K,) logit of the in-sample best candidate's relative out-of-sample rank, one per split"""
+    num_splits: int
+    """K = C(S, S/2) in-sample / out-of-sample splits"""
+
+
+class DSRResult(NamedTuple):
+    dsr: float
+    """probability that the chosen candidate's true Sharpe exceeds `expected_max_sharpe`"""
+    sharpe: float
+    """the chosen candidate's per-period Sharpe"""
+    expected_max_sharpe: float
+    """per-period Sharpe the best of `num_trials` skill-less candidates reaches by luck"""
+    sharpe_variance: float
+    """variance of the candidates' per-period Sharpe ratios"""
+    num_trials: int
+    skewness: float
+    kurtosis: float
+    """of the chosen return series; non-excess (3 for normal returns)"""
+    num_periods: int
+
+
+def sharpe(returns: np.ndarray) -> np.ndarray:
+    """Per-period Sharpe of each column of (T, N) returns (or of one (T,) series), ddof 1."""
+    returns = np.asarray(returns, dtype=np.float64)
+    std = returns.std(axis=0, ddof=1)
+    return np.divide(returns.mean(axis=0), std, out=np.zeros_like(std), where=std > 0)
+
+
+def pbo(returns: np.ndarray, num_blocks: int = 16) -> PBOResult:
+    """Probability of backtest overfitting of selecting the best-Sharpe column of (T, N) `returns`.
+
+    T is cut into `num_blocks` (S, even) contiguous blocks of near-equal length. Each choice of S/2
+    blocks is one in-sample set (the rest out-of-sample): the candidate with the best in-sample
+    Sharpe gets its out-of-sample rank r in 1..N (N best; ties share their mean rank), w = r / (N + 1)
+    and logit = ln(w / (1 - w)). PBO is the share of the C(S, S/2) splits with logit <= 0.
+    """
+    returns = _check_matrix(returns)
+    num_periods, num_candidates = returns.shape
+    if num_blocks < 2 or num_blocks % 2:
+        raise ValueError(f"num_blocks must be even and >= 2, got {num_blocks}")
+    if num_periods < 2 * num_blocks:
+        raise ValueError(f"{num_periods} periods are too few for {num_blocks} blocks: each block needs "
+                         f"at least 2 periods (T >= {2 * num_blocks}); lower num_blocks or add periods")
+    # per-block sums give every split's Sharpe by matrix products instead of re-slicing the data
+    blocks = np.array_split(returns, num_blocks)
+    sums = np.stack([b.sum(0) for b in blocks])                           # (S, N)
+    squares = np.stack([(b * b).sum(0) for b in blocks])                  # (S, N)
+    counts = np.array([len(b) for b in blocks], dtype=np.float64)        # (S,)
+    combos = list(itertools.combinations(range(num_blocks), num_blocks // 2))
+    in_sample = np.zeros((len(combos), num_blocks))                       # (K, S)
+    in_sample[np.repeat(np.arange(len(combos)), num_blocks // 2), np.ravel(combos)] = 1.0
+    is_sharpe = _sharpe_from_sums(in_sample @ sums, in_sample @ squares, in_sample @ counts)
+    oos = 1.0 - in_sample
+    oos_sharpe = _sharpe_from_sums(oos @ sums, oos @ squares, oos @ counts)  # (K, N)
+    best = is_sharpe.argmax(axis=1)                                        # (K,)
+    chosen = np.take_along_axis(oos_sharpe, best[:, None], axis=1)        # (K, 1)
+    below = (oos_sharpe < chosen).sum(1)
+    ties = (oos_sharpe == chosen).sum(1) - 1
+    rank = 1.0 + below + 0.5 * ties
+    w = rank / (num_candidates + 1)
+    logits = np.log(w / (1.0 - w))
+    return PBOResult(pbo=float(np.mean(logits <= 0.0)), logits=logits, num_splits=len(combos))
+
+
+def expected_max_sharpe(num_trials: int, sharpe_variance: float) -> float:
+    """E[max Sharpe] of `num_trials` independent skill-less trials whose Sharpe ratios have variance
+    `sharpe_variance` (the false-strategy theorem, Euler-Mascheroni approximation):
+    sqrt(V) x ((1 - g) Phi^-1(1 - 1/N) + g Phi^-1(1 - 1/(N e)))."""
+    if num_trials < 2:
+        raise ValueError(f"num_trials must be >= 2 (a single trial has no selection bias), got {num_trials}")
+    if sharpe_variance < 0:
+        raise ValueError(f"sharpe_variance must be >= 0, got {sharpe_variance}")
+    quantiles = ((1.0 - EULER_GAMMA) * _NORMAL.inv_cdf(1.0 - 1.0 / num_trials)
+                 + EULER_GAMMA * _NORMAL.inv_cdf(1.0 - 1.0 / (num_trials * math.e)))
+    return math.sqrt(sharpe_variance) * quantiles
+
+
+def deflated_sharpe(returns: np.ndarray, chosen: int, num_trials: int | None = None) -> DSRResult:
+    """Deflated Sharpe ratio of column `chosen` of (T, N) `returns`: the probabilistic Sharpe ratio
+    Phi((SR - SR0) sqrt(T - 1) / sqrt(1 - skew SR + (kurt - 1) / 4 SR^2)) against the benchmark
+    SR0 = expected_max_sharpe(num_trials, variance of the N columns' Sharpe ratios).
+    `num_trials` defaults to N; pass more when other trials were run but are not in `returns`."""
+    returns = _check_matrix(returns)
+    num_periods, num_candidates = returns.shape
+    if not 0 <= chosen < num_candidates:
+        raise ValueError(f"chosen must index one of the {num_candidates} columns, got {chosen}")
+    trials = num_candidates if num_trials is None else num_trials
+    if trials < num_candidates:
+        raise ValueError(f"num_trials {trials} is below the {num_candidates} candidates given")
+    sharpes = sharpe(returns)
+    variance = float(sharpes.var(ddof=1))
+    benchmark = expected_max_sharpe(trials, variance)
+    series = returns[:, chosen]
+    centred = series - series.mean()
+    std = centred.std()
+    skewness = float(np.mean(centred ** 3) / std ** 3) if std > 0 else 0.0
+    kurtosis = float(np.mean(centred ** 4) / std ** 4) if std > 0 else 3.0
+    sr = float(sharpes[chosen])
+    spread = 1.0 - skewness * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if spread <= 0:
+        raise ValueError(f"the chosen series' moments (Sharpe {sr:.3f}, skewness {skewness:.2f}, kurtosis "
+                         f"{kurtosis:.2f}) give a non-positive Sharpe variance; too few or degenerate "
+                         "periods")
+    z = (sr - benchmark) * math.sqrt(num_periods - 1) / math.sqrt(spread)
+    return DSRResult(dsr=_NORMAL.cdf(z), sharpe=sr, expected_max_sharpe=benchmark, sharpe_variance=variance,
+                     num_trials=trials, skewness=skewness, kurtosis=kurtosis, num_periods=num_periods)
+
+
+def selection_report(returns: dict[str, np.ndarray], num_blocks: int = 16, chosen: str | None = None,
+                     num_trials: int | None = None) -> dict[str, Any]:
+    """PBO and the deflated Sharpe of choosing among name -> (T,) per-period returns (all over the
+    same T periods). `chosen` defaults to the best Sharpe over the whole period (PBO is always that
+    of picking the best Sharpe); `num_trials` to the number of candidates. Returns JSON-ready values: pbo, dsr, chosen, chosen_sharpe,
+    expected_max_sharpe, sharpe_variance, num_candidates, num_trials, num_periods, num_blocks,
+    num_splits, logit_median."""
+    names = list(returns)
+    lengths = {name: np.shape(series) for name, series in returns.items()}
+    if any(len(shape) != 1 for shape in lengths.values()) or len(set(lengths.values())) > 1:
+        raise ValueError(f"every candidate needs a 1-D return series over the same periods, got shapes "
+                         f"{lengths}")
+    matrix = _check_matrix(np.stack([np.asarray(returns[name], dtype=np.float64) for name in names], axis=1)
+                           if names else np.zeros((0, 0)))
+    if chosen is not None and chosen not in returns:
+        raise ValueError(f"chosen {chosen!r} is not among the candidates {names}")
+    index = int(sharpe(matrix).argmax()) if chosen is None else names.index(chosen)
+    overfit = pbo(matrix, num_blocks)
+    deflated = deflated_sharpe(matrix, index, num_trials)
+    return {
+        "pbo": overfit.pbo, "dsr": deflated.dsr, "chosen": names[index], "chosen_sharpe": deflated.sharpe,
+        "expected_max_sharpe": deflated.expected_max_sharpe, "sharpe_variance": deflated.sharpe_variance,
+        "num_candidates": len(names), "num_trials": deflated.num_trials, "num_periods": matrix.shape[0],
+        "num_blocks": num_blocks, "num_splits": overfit.num_splits,
+        "logit_median": float(np.median(overfit.logits)),
+    }
+
+
+def _sharpe_from_sums(total: np.ndarray, squares: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Sharpe (ddof 1) from (K, N) sums and sums of squares over (K,) period counts."""
+    count = count[:, None]
+    mean = total / count
+    variance = np.maximum((squares - total * mean) / (count - 1.0), 0.0)
+    std = np.sqrt(variance)
+    return np.divide(mean, std, out=np.zeros_like(mean), where=std > 0)
+
+
+def _check_matrix(returns: np.ndarray) -> np.ndarray:
+    returns = np.asarray(returns, dtype=np.float64)
+    if returns.ndim != 2:
+        raise ValueError(f"returns must be (T periods, N candidates), got shape {returns.shape}")
+    if returns.shape[1] < 2:
+        raise ValueError(f"need at least 2 candidates to measure selection bias, got {returns.shape[1]} "
+                         f"(returns shape {returns.shape})")
+    if returns.shape[0] < 3:
+        raise ValueError(f"need at least 3 periods, got {returns.shape[0]} (returns shape {returns.shape})")
+    if not np.isfinite(returns).all():
+        raise ValueError("returns hold NaN or Inf")
+    return returns
