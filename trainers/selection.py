@@ -140,9 +140,9 @@ def selection_report(returns: dict[str, np.ndarray], num_blocks: int = 16, chose
                      num_trials: int | None = None) -> dict[str, Any]:
     """PBO and the deflated Sharpe of choosing among name -> (T,) per-period returns (all over the
     same T periods). `chosen` defaults to the best Sharpe over the whole period (PBO is always that
-    of picking the best Sharpe); `num_trials` to the number of candidates. Returns JSON-ready values: pbo, dsr, chosen, chosen_sharpe,
-    expected_max_sharpe, sharpe_variance, num_candidates, num_trials, num_periods, num_blocks,
-    num_splits, logit_median."""
+    of picking the best Sharpe); `num_trials` to the number of candidates. Returns JSON-ready
+    values: pbo, dsr, chosen, chosen_sharpe, expected_max_sharpe, sharpe_variance, num_candidates,
+    num_trials, num_periods, num_blocks, num_splits, logit_median."""
     names = list(returns)
     lengths = {name: np.shape(series) for name, series in returns.items()}
     if any(len(shape) != 1 for shape in lengths.values()) or len(set(lengths.values())) > 1:
