@@ -13,6 +13,7 @@ from envs import EnvConfig
 from models import EncoderConfig, PolicyConfig
 from ppo_core import (AdaptiveEntropyConfig, EntropyConfig, EntropyGuardConfig, EntropyScheduleConfig,
                       PPOConfig, resolve_device)
+from trainers.alerts import AlertConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 
@@ -51,6 +52,8 @@ class TrainConfig:
     """PPO update"""
     entropy: EntropyConfig = field(default_factory=trading_entropy)
     """entropy schedule, adaptive bonus and collapse guard"""
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+    """collapse alerts: their thresholds and which of them stop the run"""
 
 
 def explicit_settings(config_path: str | Path | None = None, overrides: list[str] | None = None,

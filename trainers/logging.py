@@ -9,12 +9,13 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
 # (metric key, column title, format) shown in the live table and the plain log line.
@@ -76,14 +77,18 @@ class RunLogger:
         """Account-steps per second since this logger started (a resumed run counts from resume)."""
         return (step - self._start_step) / max(time.perf_counter() - self._start_time, 1e-9)
 
-    def iteration(self, iteration: int, step: int, values: dict[str, float]) -> None:
-        """Record one iteration: TensorBoard, progress bar, and the summary table or line."""
+    def iteration(self, iteration: int, step: int, values: dict[str, float],
+                  alerts: Sequence[str] = ()) -> None:
+        """Record one iteration: TensorBoard, progress bar, and the summary table or line, with an
+        `ALERT <tag>` for each collapse alert that is on (trainers.alerts)."""
         self.scalars(step, values)
         sps = self.steps_per_second(step)
         self._progress.update(self._task, completed=step, sps=sps)
         if self._live is not None:
             self._table = self._summary_table(iteration, values)
-            self._live.update(Group(self._progress, self._table))
+            # one line each below the table: a long tag wraps at the terminal, not the table's width
+            shown = [Text(f"ALERT {tag}", style="bold red") for tag in alerts]
+            self._live.update(Group(self._progress, self._table, *shown))
         else:
             eta = max(self.total_steps - step, 0) / sps if sps > 0 else float("inf")
             cells = [f"it {iteration}", f"step {step:,}/{self.total_steps:,}", f"{sps:,.0f} sps",
@@ -91,6 +96,7 @@ class RunLogger:
             cells += [f"{title} {fmt.format(values[key])}" for key, title, fmt in SUMMARY_COLUMNS
                       if key in values]
             cells.append(f"actions {action_mix(values)}")
+            cells += [f"ALERT {tag}" for tag in alerts]
             self.console.print(" | ".join(cells))
 
     def _summary_table(self, iteration: int, values: dict[str, float]) -> Table:

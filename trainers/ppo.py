@@ -17,6 +17,7 @@ from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from ppo_core import NonFiniteLossError
 from trainers import checkpointing
+from trainers.alerts import iteration_signals
 from trainers.session import Session, StopRequest, open_session
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
@@ -48,8 +49,16 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
                 session.save()
                 session.fail(str(result.collapse))
                 return EXIT_FAILED
+            alerts = session.alerts.observe(iteration_signals(
+                values, session.stats.symbol_actions, session.global_step, num_iterations * batch_size))
+            values.update(session.alerts.scalars())
             values["charts/SPS"] = log.steps_per_second(session.global_step)
-            log.iteration(session.iteration, session.global_step, values)
+            log.iteration(session.iteration, session.global_step, values, [alert.text for alert in alerts])
+            halt = session.alerts.halt_reason()  # alerts.halt_on: stop, keeping this iteration's weights
+            if halt is not None:
+                session.save()
+                session.fail(halt)
+                return EXIT_FAILED
 
             # checkpoint every K iterations, at the end, and when asked to stop
             last = session.iteration == num_iterations

@@ -5,8 +5,9 @@ returns flat `group/name` floats for the console and TensorBoard.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
@@ -16,8 +17,16 @@ EPISODE_STATS = ("return", "sharpe_per_step", "max_drawdown", "trades", "win_rat
                  "voluntary_trade_rate", "unique_actions", "length")
 
 
+class SymbolActions(NamedTuple):
+    """Host counts of one rollout's actions per symbol, (S, A) each (the collapse alerts read them)."""
+
+    policy: np.ndarray
+    executed: np.ndarray
+
+
 class RolloutStats:
-    """Accumulates actions, reward components, constraint events and finished-episode statistics."""
+    """Accumulates actions, reward components, constraint events and finished-episode statistics.
+    After `summary`, `symbol_actions` holds that rollout's per-symbol action counts."""
 
     def __init__(self, symbols: Sequence[str], envs_per_symbol: int, action_names: Sequence[str],
                  device: torch.device) -> None:
@@ -26,8 +35,13 @@ class RolloutStats:
         self.envs_per_symbol = envs_per_symbol
         self.device = device
         num_actions = len(self.action_names)
-        self.policy_actions = torch.zeros(num_actions, device=device)
-        self.executed_actions = torch.zeros(num_actions, device=device)
+        self.policy_actions = torch.zeros(len(self.symbols), num_actions, device=device)  # (S, A)
+        self.executed_actions = torch.zeros(len(self.symbols), num_actions, device=device)  # (S, A)
+        # account n trades symbol n // E: its (symbol, action) cell of a flattened (S, A) tally
+        self._row_offsets = torch.arange(len(self.symbols) * envs_per_symbol, device=device) \
+            // envs_per_symbol * num_actions
+        self.symbol_actions = SymbolActions(np.zeros((len(self.symbols), num_actions)),
+                                            np.zeros((len(self.symbols), num_actions)))
         self.events = torch.zeros(2, device=device)  # mask violations, repeat-limit holds
         self.reward_sums: dict[str, Tensor] = {}
         self.weighted_abs_sums: dict[str, Tensor] = {}
@@ -47,8 +61,8 @@ class RolloutStats:
         stats, each (N,)."""
         self.steps += 1
         ones = torch.ones_like(info["policy_action"], dtype=torch.float32)
-        self.policy_actions.index_add_(0, info["policy_action"], ones)
-        self.executed_actions.index_add_(0, info["executed_action"], ones)
+        self.policy_actions.view(-1).index_add_(0, self._row_offsets + info["policy_action"], ones)
+        self.executed_actions.view(-1).index_add_(0, self._row_offsets + info["executed_action"], ones)
         self.events[0] += info["mask_violation"].sum()
         self.events[1] += info["repeat_limited"].sum()
         for name, value in info["reward_components"].items():
@@ -67,18 +81,21 @@ class RolloutStats:
         """Flat `group/name` floats. This is the rollout's one host sync point."""
         account_steps = max(self.steps * len(self.symbols) * self.envs_per_symbol, 1)
         packed = torch.cat([
-            self.policy_actions, self.executed_actions, self.events,
+            self.policy_actions.flatten(), self.executed_actions.flatten(), self.events,
             torch.stack(list(self.reward_sums.values())) if self.reward_sums else self.events[:0],
             torch.stack(list(self.weighted_abs_sums.values())) if self.reward_sums else self.events[:0],
             self.episode_sums.flatten(), self.episode_counts,
         ]).tolist()
         values: dict[str, float] = {}
-        num_actions = len(self.action_names)
-        policy, executed = packed[:num_actions], packed[num_actions:2 * num_actions]
-        cursor = 2 * num_actions
+        shape = tuple(self.policy_actions.shape)
+        cells = shape[0] * shape[1]
+        self.symbol_actions = SymbolActions(np.reshape(packed[:cells], shape),
+                                            np.reshape(packed[cells:2 * cells], shape))
+        policy, executed = self.symbol_actions.policy.sum(0), self.symbol_actions.executed.sum(0)  # (A,)
+        cursor = 2 * cells
         for name, p, e in zip(self.action_names, policy, executed):
-            values[f"actions/policy_{name}"] = p / account_steps
-            values[f"actions/executed_{name}"] = e / account_steps
+            values[f"actions/policy_{name}"] = float(p) / account_steps
+            values[f"actions/executed_{name}"] = float(e) / account_steps
         values["charts/mask_violation_rate"] = packed[cursor] / account_steps
         values["charts/repeat_limit_events"] = packed[cursor + 1]
         cursor += 2

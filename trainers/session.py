@@ -21,6 +21,7 @@ from models import MultiSymbolPolicy, weight_stats
 from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNormalizer, RolloutBuffer,
                       ppo_iteration, resolve_device)
 from trainers import checkpointing
+from trainers.alerts import CollapseAlerts
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 
@@ -38,6 +39,7 @@ class Session:
     entropy: EntropyController
     buffer: RolloutBuffer
     stats: RolloutStats
+    alerts: CollapseAlerts
     generator: torch.Generator
     log: RunLogger
     obs: dict[str, torch.Tensor]
@@ -76,6 +78,7 @@ class Session:
             "learner": self.learner.state_dict(), "entropy": self.entropy.state_dict(),
             "env": self.env.state_dict(), "obs": {k: v.cpu() for k, v in self.obs.items()},
             "rng": checkpointing.rng_state(), "generator": self.generator.get_state(),
+            "alerts": self.alerts.state_dict(),
             "episode_returns": self.buffer.episode_returns.cpu(),
             "episode_lengths": self.buffer.episode_lengths.cpu(),
             "reward_normalizer": self.reward_normalizer.state_dict() if self.reward_normalizer else None,
@@ -85,6 +88,8 @@ class Session:
         self.global_step, self.iteration = state["global_step"], state["iteration"]
         self.learner.load_state_dict(state["learner"])
         self.entropy.load_state_dict(state["entropy"])
+        if "alerts" in state:  # checkpoints written before the alerts existed lack it
+            self.alerts.load_state_dict(state["alerts"])
         self.env.load_state_dict(state["env"])
         self.obs = {k: v.to(self.device) for k, v in state["obs"].items()}
         checkpointing.set_rng_state(state["rng"])
@@ -179,6 +184,7 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) ->
         entropy=EntropyController(config.entropy),
         buffer=RolloutBuffer(config.run.num_steps, env.num_envs, spec.obs_shapes, device, spec.num_actions),
         stats=RolloutStats(config.run.symbols, config.run.envs_per_symbol, spec.action_names, device),
+        alerts=CollapseAlerts(config.alerts, config.run.symbols, spec.action_names, spec.ids("hold")),
         generator=torch.Generator().manual_seed(config.run.seed),
         log=log, obs=env.reset(seed=config.run.seed)[0],
         reward_normalizer=(RewardNormalizer(env.num_envs, config.ppo.gamma, device)
