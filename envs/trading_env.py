@@ -88,11 +88,11 @@ class VecTradingEnv(VectorEnv):
             stamps = [b.timestamps for b in self.markets.values()]
             self.config = cfg = replace(cfg, split_dates=derive_split_dates(stamps, cfg.split_fractions))
         bounds = parse_split_dates(cfg.split_dates)
-        ranges = {s: split_ranges(b.timestamps, bounds) for s, b in self.markets.items()}
-        self.decision_range = {s: self._decision_range(bars, *ranges[s][split])
+        self._split_ranges = {s: split_ranges(b.timestamps, bounds) for s, b in self.markets.items()}
+        self.decision_range = {s: self._decision_range(bars, *self._split_ranges[s][split])
                                for s, bars in self.markets.items()}
         if split == "train":
-            self._warn_untradable(ranges)
+            self._warn_untradable()
         self._build_tables()
 
         spec = self.trading_spec
@@ -135,11 +135,16 @@ class VecTradingEnv(VectorEnv):
                 f"{'shorten env.episode_length, ' if end > start else ''}or leave {bars.symbol} out")
         return first, last
 
-    def _warn_untradable(self, ranges: dict[str, dict[str, tuple[int, int]]]) -> None:
+    def untradable(self, split: str) -> list[str]:
+        """Symbols without a single tradable decision in `split`: an env of that split (with
+        episode_length 0) would refuse them."""
+        first = _first_decision(self.config)
+        return [s for s, r in self._split_ranges.items() if r[split][1] - 1 <= max(r[split][0], first)]
+
+    def _warn_untradable(self) -> None:
         """Warn, before training starts, of symbols that validation or testing will refuse."""
         for split in ("val", "test"):
-            first = _first_decision(self.config)
-            idle = [s for s, r in ranges.items() if r[split][1] - 1 <= max(r[split][0], first)]
+            idle = self.untradable(split)
             if idle:
                 warnings.warn(f"{', '.join(idle)}: no tradable bar in the {split} split "
                               f"{self._period(split)}; evaluating on {split} will fail for "

@@ -99,6 +99,19 @@ class MultiSymbolPolicy(nn.Module):
     def num_symbols(self) -> int:
         return len(self.symbols)
 
+    def state_dict_for(self, symbols: Sequence[str]) -> dict[str, Tensor]:
+        """This policy's state dict for a subset of its `symbols` (any order): the shared encoder as
+        it is and each head's groups of those symbols, ready for MultiSymbolPolicy(symbols, ...)."""
+        unknown = [s for s in symbols if s not in self.symbols]
+        if unknown:
+            raise ValueError(f"symbols: {unknown} have no head in this policy (it has {list(self.symbols)})")
+        groups = torch.tensor([self.symbols.index(s) for s in symbols],
+                              device=next(self.actor.parameters()).device)
+        heads = {f"{name}.{key}": value.index_select(0, groups)  # (S', ...) rows of the (S, ...) weights
+                 for name, head in (("actor", self.actor), ("critic", self.critic))
+                 for key, value in head.state_dict().items()}
+        return {**self.state_dict(), **heads}
+
     def _features(self, obs: dict[str, Tensor]) -> Tensor:
         """Encoded observations grouped by symbol, (S, E, D)."""
         first = next(iter(obs.values()))
