@@ -3,10 +3,13 @@
 Layout under `run_dir/checkpoints/`:
     step_000012288.safetensors   weights, resolved config, symbols and step in its metadata
     step_000012288.state.pt      optimizer, scaler, entropy stack, env state, RNG, counters
-    latest.json                  {"weights": ..., "state": ..., "step": ...}
+    latest.json                  {"weights": ..., "state": ..., "step": ...,
+                                  "best": [{"weights": ..., "state": ..., "step": ..., "val_sharpe": ...}]}
 
 Both files of a checkpoint are written (atomically) before `latest.json` is replaced to point at
-them, so a crash at any moment leaves `latest.json` naming a complete checkpoint.
+them, so a crash at any moment leaves `latest.json` naming a complete checkpoint. Pruning keeps
+the newest KEEP_LAST checkpoints and the run's best ones by mean validation Sharpe, which
+`latest.json` lists best first (`best`; the trainer's Scoreboard decides which).
 
 The trainer state holds only tensors and plain values (dicts, lists, tuples, numbers, strings,
 None), so it is read with `torch.load(weights_only=True)`: a state file carrying any other pickled
@@ -26,14 +29,16 @@ import json
 import os
 import pickle
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import safetensors.torch
 import torch
 
-from models.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from models.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from trainers.scoreboard import Scored
 
 KEEP_LAST = 2
 CORRUPT_SUFFIX = ".corrupt"
@@ -51,26 +56,34 @@ class Checkpoint:
     weights: Path
     state: Path
     step: int
+    val_sharpe: float | None = None
+    """mean validation Sharpe, for one of the run's best checkpoints"""
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
+def at_step(run_dir: Path, step: int) -> Checkpoint:
+    """The paths of the checkpoint written at `step` (whether or not it exists)."""
+    weights = checkpoint_dir(run_dir) / f"step_{step:012d}.safetensors"
+    return Checkpoint(weights, _state_path(weights), step)
+
+
 def save(run_dir: Path, policy: torch.nn.Module, config: dict[str, Any], symbols: list[str],
-         step: int, trainer_state: dict[str, Any]) -> Checkpoint:
-    """Write weights and trainer state for `step`, then point `latest.json` at them."""
+         step: int, trainer_state: dict[str, Any], best: Sequence[Scored] = ()) -> Checkpoint:
+    """Write weights and trainer state for `step`, then point `latest.json` at them and list the
+    `best` validations (best first; each one's checkpoint is this one or was saved at its step)."""
     directory = checkpoint_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / f"step_{step:012d}.safetensors"
-    state = _state_path(weights)
-    save_checkpoint(weights, policy, config=config, symbols=symbols, step=step)
+    checkpoint = at_step(run_dir, step)
+    save_checkpoint(checkpoint.weights, policy, config=config, symbols=symbols, step=step)
     buffer = io.BytesIO()
     torch.save(trainer_state, buffer)
-    atomic_write_bytes(state, buffer.getvalue())
-    checkpoint = Checkpoint(weights, state, step)
-    _write_pointer(directory, checkpoint)
-    _prune(directory, keep={weights.name, state.name})
+    atomic_write_bytes(checkpoint.state, buffer.getvalue())
+    kept = [replace(at_step(run_dir, s.step), val_sharpe=s.score) for s in best]
+    _write_pointer(directory, checkpoint, kept)
+    _prune(directory, keep={path.name for c in (checkpoint, *kept) for path in (c.weights, c.state)})
     return checkpoint
 
 
@@ -81,6 +94,46 @@ def latest(run_dir: Path) -> Checkpoint:
         if not path.is_file():
             raise ResumeError(f"{path.parent / 'latest.json'}: points at {path.name}, which does not exist")
     return checkpoint
+
+
+def best(run_dir: Path) -> list[Checkpoint]:
+    """The run's best checkpoints by mean validation Sharpe, best first, as `latest.json` lists
+    them ([] for a run without validation); ResumeError when one of them is missing."""
+    pointer_path = checkpoint_dir(run_dir) / "latest.json"
+    _read_pointer(pointer_path)  # no run here, or a damaged pointer: the same error as latest()
+    listed = _read_best(pointer_path)
+    for checkpoint in listed:
+        if not checkpoint.weights.is_file():
+            raise ResumeError(f"{pointer_path}: lists best checkpoint {checkpoint.weights.name}, which "
+                              "does not exist")
+    return listed
+
+
+def choose(run_dir: Path, choice: str) -> tuple[Checkpoint, str]:
+    """(checkpoint, a line saying which and why) for "latest", "best" or the path of a weights file.
+    "best" is the top of the best list, or the latest checkpoint when the run has no validation
+    scores (the line says so)."""
+    if choice == "latest":
+        checkpoint = latest(run_dir)
+        return checkpoint, f"checkpoint: latest, step {checkpoint.step:,} ({checkpoint.weights.name})"
+    if choice == "best":
+        listed = best(run_dir)
+        if listed:
+            top = listed[0]
+            return top, (f"checkpoint: best of {len(listed)} by mean validation Sharpe, step {top.step:,} "
+                         f"(val Sharpe {top.val_sharpe:+.3f}, {top.weights.name})")
+        checkpoint = latest(run_dir)
+        return checkpoint, (f"checkpoint: latest, step {checkpoint.step:,} ({checkpoint.weights.name}); the "
+                            "run has no validation scores (run.eval_every = 0, or trained before "
+                            "validation existed), so there is no best one")
+    path = Path(choice)
+    if not path.is_file():
+        raise ResumeError(f"--checkpoint {choice}: not 'latest', 'best' or an existing .safetensors file")
+    step = read_checkpoint_meta(path).step
+    scores = {c.weights.resolve(): c.val_sharpe for c in _read_best(checkpoint_dir(run_dir) / "latest.json")}
+    checkpoint = Checkpoint(path, _state_path(path), step, scores.get(path.resolve()))
+    score = "" if checkpoint.val_sharpe is None else f", val Sharpe {checkpoint.val_sharpe:+.3f}"
+    return checkpoint, f"checkpoint: {path}, step {step:,}{score}"
 
 
 def resume_point(run_dir: Path) -> tuple[Checkpoint, dict[str, Any], list[str]]:
@@ -116,7 +169,8 @@ def resume_point(run_dir: Path) -> tuple[Checkpoint, dict[str, Any], list[str]]:
             return checkpoint, state, []
         instead = f"resuming from step {checkpoint.step} ({checkpoint.weights.name}) instead"
         try:
-            _write_pointer(directory, checkpoint)
+            kept = [c for c in _read_best(pointer_path) if c.weights.is_file() and c.state.is_file()]
+            _write_pointer(directory, checkpoint, kept)
             instead += f"; {pointer_path.name} now points at it"
         except OSError as err:
             instead += f"; {pointer_path.name} could not be repointed at it ({err})"
@@ -184,14 +238,36 @@ def _read_pointer(pointer_path: Path) -> Checkpoint:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ResumeError(f"{pointer_path}: unreadable checkpoint pointer ({err})") from err
     for name in names:
-        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        if not _is_bare(name):
             raise ResumeError(f"{pointer_path}: unreadable checkpoint pointer ({name!r} is not a file "
                               f"name inside {pointer_path.parent})")
     return Checkpoint(pointer_path.parent / names[0], pointer_path.parent / names[1], step)
 
 
-def _write_pointer(directory: Path, checkpoint: Checkpoint) -> None:
-    pointer = {"weights": checkpoint.weights.name, "state": checkpoint.state.name, "step": checkpoint.step}
+def _read_best(pointer_path: Path) -> list[Checkpoint]:
+    """The `best` list of a `latest.json` that _read_pointer accepts; [] when it has none or cannot
+    be read (selection then falls back to the latest checkpoint)."""
+    try:
+        entries = json.loads(pointer_path.read_text()).get("best", [])
+        if not all(_is_bare(e["weights"]) and _is_bare(e["state"]) for e in entries):
+            return []
+        return [Checkpoint(pointer_path.parent / e["weights"], pointer_path.parent / e["state"],
+                           int(e["step"]), float(e["val_sharpe"])) for e in entries]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
+            ValueError):
+        return []
+
+
+def _is_bare(name: Any) -> bool:
+    """A plain file name inside the checkpoints directory (no path, no parent reference)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and Path(name).name == name
+            and "\\" not in name)
+
+
+def _write_pointer(directory: Path, checkpoint: Checkpoint, kept: Sequence[Checkpoint]) -> None:
+    pointer = {"weights": checkpoint.weights.name, "state": checkpoint.state.name, "step": checkpoint.step,
+               "best": [{"weights": c.weights.name, "state": c.state.name, "step": c.step,
+                         "val_sharpe": c.val_sharpe} for c in kept]}
     atomic_write_bytes(directory / "latest.json", json.dumps(pointer, indent=2).encode())
 
 
@@ -257,7 +333,8 @@ def _refused_detail(message: str) -> str:
 
 
 def _prune(directory: Path, keep: set[str]) -> None:
-    """Remove all but the newest KEEP_LAST checkpoints (never the one just written)."""
+    """Remove all but the newest KEEP_LAST checkpoints and the files in `keep` (the one just
+    written and the best ones)."""
     weights = sorted(directory.glob("step_*.safetensors"))
     for old in weights[:-KEEP_LAST]:
         state = _state_path(old)
