@@ -1,6 +1,7 @@
 """The `[run]` table: what to train on, for how long, where and how to write results."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,6 +37,18 @@ class RunConfig:
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0
     """CPU threads for torch (0 = torch's default)"""
+    eval_every: int = 25_000
+    """account-steps between validations: the greedy policy trades every symbol's whole val split
+    (0 = no validation); the end of training is validated too"""
+    keep_best: int = 3
+    """checkpoints kept beside the newest ones for their mean validation Sharpe, best first (0 = none)"""
+    early_stop_patience: int = 0
+    """stop after this many validations in a row without a gain of more than early_stop_min_delta in
+    mean validation Sharpe (0 = off)"""
+    early_stop_min_delta: float = 0.01
+    """gain in mean validation Sharpe that counts as an improvement for early_stop_patience"""
+    early_stop_target_sharpe: float = math.inf
+    """stop as soon as a validation's mean Sharpe reaches this (inf = no target)"""
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -46,6 +59,12 @@ class RunConfig:
         if len(set(self.symbols)) != len(self.symbols):
             raise ValueError(f"symbols: duplicates in {list(self.symbols)}")
         for name, low in (("total_steps", 1), ("envs_per_symbol", 1), ("num_steps", 1),
-                          ("checkpoint_every", 1), ("torch_threads", 0)):
-            if getattr(self, name) < low:
+                          ("checkpoint_every", 1), ("torch_threads", 0), ("eval_every", 0), ("keep_best", 0),
+                          ("early_stop_patience", 0), ("early_stop_min_delta", 0)):
+            if not getattr(self, name) >= low:  # `not >=` also refuses NaN
                 raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        if math.isnan(self.early_stop_target_sharpe):
+            raise ValueError("early_stop_target_sharpe: must be a number (inf = no target), got nan")
+        if not self.eval_every and (self.early_stop_patience or self.early_stop_target_sharpe < math.inf):
+            raise ValueError("eval_every: 0 turns validation off, but early stopping "
+                             "(early_stop_patience or early_stop_target_sharpe) needs it; set eval_every > 0")

@@ -124,6 +124,8 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
     assert (schedule.hold_steps, schedule.decay_steps) == (10_000, 40_000)
     assert (seed.entropy.adaptive.target, seed.entropy.adaptive.floor) == (0.55, 0.02)
     assert seed.entropy.guard.threshold == 0.22 and seed.model.encoder.pool == "mean"
+    assert (seed.run.early_stop_patience, seed.run.early_stop_min_delta) == (5, 0.01)
+    assert seed.run.early_stop_target_sharpe == 0.8
 
 
 def test_a_partial_table_keeps_the_trainers_defaults_not_the_generic_ones():

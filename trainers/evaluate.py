@@ -1,5 +1,8 @@
 """Backtest a trained run on a whole split: `python -m trainers.evaluate --run-dir runs/...`.
 
+The checkpoint is the run's best by mean validation Sharpe unless `--checkpoint latest` or a
+weights file is given (a run without validation scores falls back to its latest checkpoint).
+
 Every symbol's accounts start at the split's first tradable bar and trade to its end, side by side
 in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
 policy, accounts 2.. the sampled policy (with --sampled K). Buy-and-hold (fully invested) and an
@@ -94,15 +97,17 @@ def buy_and_hold(env: VecTradingEnv, symbol: str, fraction: float) -> np.ndarray
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
-             console: Console) -> dict:
-    """Backtest the run's latest checkpoint on `split`; writes evaluation.json and PNGs."""
+             console: Console, checkpoint: str = "best") -> dict:
+    """Backtest one of the run's checkpoints on `split` ("best", "latest" or a weights file, see
+    checkpointing.choose); writes evaluation.json (which names the checkpoint) and PNGs."""
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
-    checkpoint = checkpointing.latest(run_dir)
+    chosen, which = checkpointing.choose(run_dir, checkpoint)
+    console.print(which, markup=False)
     env_config = replace(config.env, episode_length=0, random_start=False)
     env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
                         data_dir=config.run.data_dir, split=split, seed=seed)
     policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
-    checkpointing.load_weights(checkpoint, policy)
+    checkpointing.load_weights(chosen, policy)
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -139,7 +144,10 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
 
     print_tables(results, split, console)
     payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
-               "step": checkpoint.step, "weights": checkpoint.weights.name, "results": results,
+               "step": chosen.step, "weights": chosen.weights.name,
+               "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
+                              "val_sharpe": chosen.val_sharpe, "note": which},
+               "results": results,
                "equity_curves": curves_json}
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
@@ -162,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run K accounts with the sampled (stochastic) policy")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
+    parser.add_argument("--checkpoint", default="best", metavar="latest|best|PATH",
+                        help="which weights: the run's best by mean validation Sharpe (default; the latest "
+                             "when the run has no validation scores), its latest, or a .safetensors file")
     args = parser.parse_args(argv)
     if args.sampled < 0:
         parser.error("--sampled must be >= 0")
     console = Console(width=None if sys.stdout.isatty() else 150)
     try:
-        evaluate(args.run_dir, args.split, args.sampled, resolve_device(args.device), args.seed, console)
+        evaluate(args.run_dir, args.split, args.sampled, resolve_device(args.device), args.seed, console,
+                 checkpoint=args.checkpoint)
     except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ class RunLogger:
         )
         self._task = self._progress.add_task("train", total=total_steps, completed=start_step, sps=0.0)
         self._table = Table()
+        self._validation = ""  # the latest validation's cell, shown with every iteration after it
         if self.interactive:
             self._live = Live(Group(self._progress, self._table), console=self.console,
                               refresh_per_second=4, transient=False)
@@ -67,6 +68,16 @@ class RunLogger:
         """Write each `group/name` value to TensorBoard at `step`."""
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
+
+    def validation(self, step: int, values: dict[str, float], cell: str) -> None:
+        """Record one validation: its `val/*` values in TensorBoard, and `cell` (e.g. `val sharpe
+        +1.23 (best +1.50 @ 49k)`) shown in the live table and log lines from here on."""
+        self.scalars(step, values)
+        self._validation = cell
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        """A TensorBoard text entry (e.g. why the run stopped)."""
+        self.writer.add_text(tag, text, step)
 
     def set_total(self, total_steps: int) -> None:
         """The run's real length (total_steps rounded up to whole iterations)."""
@@ -97,6 +108,8 @@ class RunLogger:
                       if key in values]
             cells.append(f"actions {action_mix(values)}")
             cells += [f"ALERT {tag}" for tag in alerts]
+            if self._validation:
+                cells.append(self._validation)
             self.console.print(" | ".join(cells))
 
     def _summary_table(self, iteration: int, values: dict[str, float]) -> Table:
@@ -105,7 +118,8 @@ class RunLogger:
         for _, title, _ in shown:
             table.add_column(title, justify="right")
         table.add_row(*[fmt.format(values[key]) for key, _, fmt in shown])
-        table.caption = f"executed actions: {action_mix(values)}"
+        table.caption = f"executed actions: {action_mix(values)}" + (
+            f"\n{self._validation}" if self._validation else "")
         table.caption_justify = "left"
         return table
 

@@ -1,8 +1,9 @@
 """Train one PPO policy head per symbol over a shared encoder: `python -m trainers.ppo --symbols SPY,AAPL`.
 
 The loop reads top to bottom: one iteration (collect a rollout from every account -> GAE -> PPO
-update, ppo_core.ppo_iteration) -> one host read for logging -> checkpoint. Setup, resume and
-signal handling live in trainers.session; this module turns the command line into a config.
+update, ppo_core.ppo_iteration) -> one host read for logging -> validation when due (best-k
+checkpoints, early stopping) -> checkpoint. Setup, validation, resume and signal handling live in
+trainers.session; this module turns the command line into a config.
 """
 from __future__ import annotations
 
@@ -24,11 +25,16 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 def train(session: Session, stop: StopRequest | None = None) -> int:
-    """Run PPO until `run.total_steps` account-steps; returns a process exit code. `stop` is set
-    by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
+    """Run PPO until `run.total_steps` account-steps or early stopping; returns a process exit code.
+    `stop` is set by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
     cfg, log = session.config, session.log
     num_iterations, batch_size = session.num_iterations, session.batch_size
     stop = stop or StopRequest()
+    if session.early_stop is not None:
+        log.message(f"{session.run_dir} was stopped early at step {session.early_stop['step']:,} "
+                    f"({session.early_stop['reason']}); resume with --total-steps above "
+                    f"{session.early_stop['total_steps']:,} to train on", style="bold yellow")
+        return EXIT_OK
     log.set_total(num_iterations * batch_size)
     log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
                 f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
@@ -49,6 +55,9 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
                 session.save()
                 session.fail(str(result.collapse))
                 return EXIT_FAILED
+
+            # validate every run.eval_every steps and at the end: a best-k score keeps its checkpoint
+            verdict = session.validate() if session.validation_due() else None
             alerts = session.alerts.observe(iteration_signals(
                 values, session.stats.symbol_actions, session.global_step, num_iterations * batch_size))
             values.update(session.alerts.scalars())
@@ -59,18 +68,25 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
                 session.save()
                 session.fail(halt)
                 return EXIT_FAILED
+            if verdict is not None and verdict.stop:
+                session.stop_early(verdict.stop)  # writes the final checkpoint
+                return EXIT_OK
 
-            # checkpoint every K iterations, at the end, and when asked to stop
+            # checkpoint every K iterations, at the end, when asked to stop and for a best-k score
             last = session.iteration == num_iterations
-            if last or stop.requested or session.iteration % cfg.run.checkpoint_every == 0:
+            kept = verdict is not None and verdict.kept
+            if last or stop.requested or kept or session.iteration % cfg.run.checkpoint_every == 0:
                 session.save()
             if stop.requested:
                 log.message(f"{stop.signal_name}: checkpoint saved at step {session.global_step:,}; "
                             f"continue with: python -m trainers.ppo --resume {session.run_dir}",
                             style="bold yellow")
                 return EXIT_INTERRUPTED
+    top = session.scoreboard.best[0] if session.scoreboard.best else None
+    best = (f"; best by mean val Sharpe: step {top.step:,} ({top.score:+.3f}), which trainers.evaluate uses"
+            if top is not None else "")
     log.message(f"done: {session.global_step:,} account-steps; weights in "
-                f"{checkpointing.latest(session.run_dir).weights}", style="bold green")
+                f"{checkpointing.latest(session.run_dir).weights}{best}", style="bold green")
     return EXIT_OK
 
 
@@ -98,15 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path, help="output folder (default: runs/<time>-<symbols>)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its newest intact checkpoint; settings "
-                             "come from the run (flags repeating them are fine; --total-steps, "
-                             "--device and run.torch_threads may change)")
+                             "come from the run (flags repeating them are fine; --total-steps, --device, "
+                             "run.torch_threads, run.checkpoint_every, run.eval_every, run.keep_best and "
+                             "run.early_stop_* may change); a run that early stopping ended trains on "
+                             "when --total-steps grows")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any config field (repeatable)")
     return parser
 
 
-RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.checkpoint_every")
-"""settings a resumed run may change: how long and where it runs, not what it learns"""
+RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.checkpoint_every", "run.eval_every",
+             "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
+             "run.early_stop_target_sharpe")
+"""settings a resumed run may change: how long and where it runs and how it is validated and
+stopped, not what it learns"""
 
 
 def cli_values(args: argparse.Namespace) -> dict[str, object]:

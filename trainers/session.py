@@ -1,9 +1,10 @@
 """Everything a training run holds besides the loop: construction of env, policy and learner from
-a resolved config and a run directory, the training iteration, resume from a checkpoint,
-checkpoint writes, and Ctrl-C / SIGTERM handling."""
+a resolved config and a run directory, the training iteration, validation and early stopping,
+resume from a checkpoint, checkpoint writes, and Ctrl-C / SIGTERM handling."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import sys
@@ -18,12 +19,18 @@ from configs.loader import ConfigError, dumps_toml
 from configs.train import TrainConfig, as_dict
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy, weight_stats
+from models.checkpoint import atomic_write_bytes
 from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNormalizer, RolloutBuffer,
                       ppo_iteration, resolve_device)
 from trainers import checkpointing
 from trainers.alerts import CollapseAlerts
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
+from trainers.scoreboard import Scoreboard, Verdict
+from trainers.validation import Validator, describe, summary
+
+STOPPED_FILE = "stopped.json"
+"""RUN_DIR/stopped.json: why and where early stopping ended the run"""
 
 
 @dataclass
@@ -43,9 +50,14 @@ class Session:
     generator: torch.Generator
     log: RunLogger
     obs: dict[str, torch.Tensor]
+    scoreboard: Scoreboard
+    validator: Validator | None = None
+    """None when run.eval_every is 0 or no symbol can trade its val split"""
     reward_normalizer: RewardNormalizer | None = None
     global_step: int = 0
     iteration: int = 0
+    early_stop: dict[str, Any] | None = None
+    """{"reason", "step", "total_steps"} once early stopping has ended the run"""
 
     @property
     def batch_size(self) -> int:
@@ -82,6 +94,7 @@ class Session:
             "episode_returns": self.buffer.episode_returns.cpu(),
             "episode_lengths": self.buffer.episode_lengths.cpu(),
             "reward_normalizer": self.reward_normalizer.state_dict() if self.reward_normalizer else None,
+            "scoreboard": self.scoreboard.state_dict(), "early_stop": self.early_stop,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -98,10 +111,56 @@ class Session:
         self.buffer.episode_lengths.copy_(state["episode_lengths"])
         if self.reward_normalizer is not None:
             self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        # checkpoints written before validation existed hold neither
+        if state.get("scoreboard") is not None:
+            self.scoreboard.load_state_dict(state["scoreboard"])
+        self.early_stop = state.get("early_stop")
+        gone = {s.step for s in self.scoreboard.best
+                if not checkpointing.at_step(self.run_dir, s.step).weights.is_file()}
+        if gone:  # e.g. resumed from an older checkpoint after a newer best had displaced them
+            self.scoreboard.forget(gone)
+            self.log.message(f"warning: best checkpoints of steps {sorted(gone)} no longer exist; dropped "
+                             "from the best list", style="bold yellow")
 
     def save(self) -> checkpointing.Checkpoint:
         return checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
-                                  list(self.config.run.symbols), self.global_step, self.trainer_state())
+                                  list(self.config.run.symbols), self.global_step, self.trainer_state(),
+                                  best=self.scoreboard.best)
+
+    def validation_due(self) -> bool:
+        """Whether the iteration just run passed a multiple of run.eval_every or ended the run."""
+        if self.validator is None:  # run.eval_every = 0, or no symbol to validate
+            return False
+        every = self.config.run.eval_every
+        passed = self.global_step // every > (self.global_step - self.batch_size) // every
+        return passed or self.iteration == self.num_iterations
+
+    def validate(self) -> Verdict:
+        """Backtest the greedy policy on the val split, log `val/*` and score the mean Sharpe."""
+        assert self.validator is not None, "validate() needs a validator (validation_due() says when)"
+        result = self.validator.run(self.policy)
+        verdict = self.scoreboard.record(self.global_step, result.mean["sharpe"])
+        self.log.validation(self.global_step, result.scalars(), summary(result, self.scoreboard.top))
+        self.log.message(describe(self.global_step, result, verdict.kept))
+        return verdict
+
+    def stop_early(self, reason: str) -> None:
+        """End the run for early stopping: the final checkpoint (whose state records the stop), the
+        reason in TensorBoard, on the console and in RUN_DIR/stopped.json."""
+        budget = self.config.run.total_steps
+        self.early_stop = {"reason": reason, "step": self.global_step, "total_steps": budget}
+        checkpoint = self.save()
+        top = self.scoreboard.top
+        resume = f"python -m trainers.ppo --resume {self.run_dir} --total-steps N (N > {budget})"
+        record = {**self.early_stop, "best_step": top.step if top else None,
+                  "best_val_sharpe": top.score if top else None,
+                  "validations_since_improvement": self.scoreboard.since_improvement,
+                  "checkpoint": checkpoint.weights.name, "train_on": resume}
+        atomic_write_bytes(self.run_dir / STOPPED_FILE, json.dumps(record, indent=2).encode())
+        self.log.text(self.global_step, "early_stop", reason)
+        self.log.message(f"early stop at step {self.global_step:,}: {reason}. Final checkpoint "
+                         f"{checkpoint.weights.name}, {STOPPED_FILE} written; train on with {resume}",
+                         style="bold yellow")
 
     def fail(self, message: str) -> None:
         """Report a fatal training problem and where the last good checkpoint is."""
@@ -187,6 +246,9 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) ->
         alerts=CollapseAlerts(config.alerts, config.run.symbols, spec.action_names, spec.ids("hold")),
         generator=torch.Generator().manual_seed(config.run.seed),
         log=log, obs=env.reset(seed=config.run.seed)[0],
+        scoreboard=Scoreboard(config.run.keep_best, config.run.early_stop_patience,
+                              config.run.early_stop_min_delta, config.run.early_stop_target_sharpe),
+        validator=open_validator(config, env, device, log),
         reward_normalizer=(RewardNormalizer(env.num_envs, config.ppo.gamma, device)
                            if config.ppo.normalize_rewards else None),
     )
@@ -209,9 +271,54 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) ->
         session.restore(state)
         log.message(f"resumed {run_dir} at step {session.global_step:,} "
                     f"(iteration {session.iteration}, {checkpoint.weights.name})", style="bold")
+        continue_after_early_stop(session)
     else:
         log_initial_weights(log, policy)
     return session
+
+
+def open_validator(config: TrainConfig, env: VecTradingEnv, device: torch.device,
+                   log: RunLogger) -> Validator | None:
+    """The run's Validator over every symbol that can trade its val split (saying which are skipped
+    and what selection and early stopping will do), or None when validation is off."""
+    run = config.run
+    if not run.eval_every:
+        log.message("validation off (run.eval_every = 0): no best checkpoints, no early stopping; "
+                    "trainers.evaluate will use the latest checkpoint")
+        return None
+    skipped = env.untradable("val")
+    symbols = [s for s in run.symbols if s not in skipped]
+    if skipped:
+        log.message(f"warning: validation skips {', '.join(skipped)} (no tradable bar in the val split); "
+                    f"the mean is over the other {len(symbols)}", style="bold yellow")
+    if not symbols:
+        log.message("warning: validation off: no symbol can trade the val split", style="bold yellow")
+        return None
+    stopping = [f"after {run.early_stop_patience} validations without a gain of more than "
+                f"{run.early_stop_min_delta:g}"] if run.early_stop_patience else []
+    if run.early_stop_target_sharpe < math.inf:
+        stopping.append(f"at mean val Sharpe {run.early_stop_target_sharpe:g}")
+    log.message(f"validation every {run.eval_every:,} account-steps and at the end: greedy policy on the "
+                f"whole val split of {len(symbols)} symbols; keeping the best {run.keep_best} checkpoints by "
+                f"mean val Sharpe; early stopping {' or '.join(stopping) if stopping else 'off'}")
+    # its weights are overwritten before every validation: fork_rng keeps their random init from
+    # drawing on the global stream that the rollouts sample from
+    with torch.random.fork_rng(devices=[]):
+        return Validator(symbols, env.markets, config.env, config.model, device, run.seed)
+
+
+def continue_after_early_stop(session: Session) -> None:
+    """A run that early stopping ended trains on when resumed with a larger run.total_steps, with
+    a fresh patience window and its best checkpoints; with the same budget it stays stopped."""
+    stopped = session.early_stop
+    if stopped is None or session.config.run.total_steps <= stopped["total_steps"]:
+        return
+    session.early_stop = None
+    session.scoreboard.restart_patience()
+    (session.run_dir / STOPPED_FILE).unlink(missing_ok=True)
+    session.log.message(f"training on past the early stop at step {stopped['step']:,} ({stopped['reason']}): "
+                        f"run.total_steps {stopped['total_steps']:,} -> {session.config.run.total_steps:,}; "
+                        "patience starts again, the best checkpoints stay in the running", style="bold")
 
 
 def log_initial_weights(log: RunLogger, policy: torch.nn.Module) -> None:
