@@ -158,6 +158,7 @@ def main() -> None:
     start = time.perf_counter()
     results: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
+    checkpoints: dict[str, dict] = {}  # which checkpoint each market's evaluation used
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         work = Path(tmp)
         if "generated" in markets:
@@ -167,18 +168,21 @@ def main() -> None:
                 bars = autocorrelated_bars(symbol, 3000, phi=phi, drift=DRIFT)
                 write_parquet(bars, data_dir / f"{symbol}.parquet")
             report, seconds["generated"] = run("generated", list(GENERATED), data_dir, args.steps, args, work)
+            checkpoints["generated"] = report["checkpoint"]
             oracle = oracle_sharpe(resolve(DEFAULT_CONFIG, args.overrides), data_dir, GENERATED)
             results["generated"] = summarise(report, oracle)
             print_table(results["generated"],
                         f"generated AR(1) markets, test split, {args.steps:,} account-steps")
         if "real" in markets:
             report, seconds["real"] = run("real", list(REAL), ROOT / "data", args.real_steps, args, work)
+            checkpoints["real"] = report["checkpoint"]
             results["real"] = summarise(report, {})
             print_table(results["real"], f"bundled real bars, test split, {args.real_steps:,} account-steps")
     emit({"bench": "learning", "seed": args.seed, "overrides": args.overrides, "steps": args.steps,
           "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
-          "wall_seconds": round(time.perf_counter() - start, 1), "phi": GENERATED, **results}, args.json)
+          "wall_seconds": round(time.perf_counter() - start, 1), "phi": GENERATED,
+          "evaluated_checkpoints": checkpoints, **results}, args.json)
 
 
 if __name__ == "__main__":
