@@ -21,7 +21,6 @@ import contextlib
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +54,7 @@ def write_parquet(bars: Bars, path: Path) -> None:
 def oracle_sharpe(run_config, data_dir: Path, phis: dict[str, float]) -> dict[str, float]:
     """Test-split annualised Sharpe of the long-only oracle of each AR(1) symbol: hold (BUY_LARGE
     from flat) while the next bar's expected return is positive, SELL_ALL otherwise."""
-    env_config = replace(run_config.env, episode_length=0, random_start=False)
+    env_config = run_config.env.backtest()
     symbols = list(phis)
     env = VecTradingEnv(symbols, 1, env_config, data_dir=str(data_dir), split="test", seed=0)
     spec = env.trading_spec

@@ -18,6 +18,13 @@ from trainers.alerts import AlertConfig
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 
 
+def trading_env() -> EnvConfig:
+    """DESIGN's env plus observation noise of 1 std on the market features in training: without
+    it the policy memorised the training bars (bench/learning.py: train-split Sharpe rising past
+    the oracle's while validation and test fell)."""
+    return EnvConfig(obs_noise=1.0)
+
+
 def trading_model() -> PolicyConfig:
     """The policy the trainer builds: mean_last pooling, so the newest bar reaches the heads
     undiluted by the other 28 tokens (bench/learning.py: the signal sits in the last bar)."""
@@ -44,7 +51,7 @@ def trading_entropy() -> EntropyConfig:
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     """what to train, for how long, where"""
-    env: EnvConfig = field(default_factory=EnvConfig)
+    env: EnvConfig = field(default_factory=trading_env)
     """trading environment and its reward weights ([env.reward])"""
     model: PolicyConfig = field(default_factory=trading_model)
     """encoder ([model.encoder]) and per-symbol heads"""

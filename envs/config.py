@@ -6,7 +6,7 @@ loader can prefix it with the dotted key (`env.reward.pnl: must be ...`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from envs.spec import DEFAULT_ACTIONS, Action, check_actions
 from envs.splits import parse_split_dates
@@ -147,6 +147,10 @@ class EnvConfig:
     derive them from split_fractions (the run's config.toml records the dates used)"""
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
+    obs_noise: float = 0.0
+    """std of Gaussian noise added to the z-scored market features (obs keys technical and regime)
+    of every observation, in z units: a training augmentation, so the policy cannot tell the
+    training bars apart by their exact feature values; `backtest()` turns it off"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
     """the action table: name, kind (hold, buy, sell, add) and fractions of each discrete action"""
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -154,6 +158,11 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def backtest(self) -> EnvConfig:
+        """This config for trading a whole split once, as evaluation and validation do: one
+        episode from the split's first tradable bar to its end, observations without noise."""
+        return replace(self, episode_length=0, random_start=False, obs_noise=0.0)
 
     def validate(self) -> None:
         """Raise ValueError naming the first field outside its allowed range."""
@@ -168,6 +177,7 @@ class EnvConfig:
         _check_range(self, "max_consecutive_actions", 1, 1_000_000)
         _check_range(self, "diversity_window", 1, 100_000)
         _check_range(self, "max_exposure", 0.0, 1.0, low_open=True)
+        _check_range(self, "obs_noise", 0.0, 10.0)
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in fractions) \
                 or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):

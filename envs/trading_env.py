@@ -321,6 +321,11 @@ class VecTradingEnv(VectorEnv):
         else:
             technical = self._windows.index_select(0, first)
         technical = technical.view(self.num_envs, -1, NUM_TECHNICAL)
+        regime = self._regime[index]
+        if self.config.obs_noise > 0:
+            # in place: with reuse_obs_memory the buffer stores exactly what the policy sees
+            technical.add_(self._noise(technical.shape))
+            regime = regime + self._noise(regime.shape)
         close = self._close[index]
         holding = acc.shares > 0
         value = acc.shares * close
@@ -352,8 +357,12 @@ class VecTradingEnv(VectorEnv):
         return {"technical": technical, "sl_probs": self._sl_probs[index],
                 "position": _stack(position, POSITION_FEATURES, bounds["position"]),
                 "portfolio": _stack(portfolio, PORTFOLIO_FEATURES, bounds["portfolio"]),
-                "regime": self._regime[index],
+                "regime": regime,
                 "rules": torch.cat([_stack(rules, RULE_FEATURES, bounds["rules"]), previous.float()], dim=1)}
+
+    def _noise(self, shape: torch.Size) -> Tensor:
+        """Gaussian noise of std config.obs_noise, drawn from the env's own (checkpointed) generator."""
+        return self.config.obs_noise * torch.randn(shape, generator=self._generator, device=self.device)
 
     # ---- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -115,6 +115,7 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
     assert seed.ppo.normalize_rewards is False and seed.entropy.guard.halt is True
     assert (seed.ppo.gamma, seed.ppo.gae_lambda, seed.ppo.clip_coef) == (0.99, 0.95, 0.2)
     assert seed.env.reward.money_scale == 1.0  # the literal formulas: fractions of capital
+    assert seed.env.obs_noise == 0.0
     assert seed.env.reward.weights() == {
         "pnl": 0.75, "cost": 0.1, "time": 0.0, "sharpe": 0.03, "drawdown": 0.02, "sizing": 0.0,
         "hold": 0.0, "diversity": 0.07, "action_repeat": 0.05, "intrinsic_action": 0.01,

@@ -7,7 +7,6 @@ grouped policy and PPO are all on the path. On the unseen test split the trained
 beat buy-and-hold and a random valid policy, and buy far more often when the signal says "up"
 than when it says "down". The same check on the untrained policy must fail.
 """
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +49,7 @@ def write_planted_market(data_dir: Path) -> None:
 def buy_rates(policy: MultiSymbolPolicy, config: TrainConfig, data_dir: Path) -> tuple[float, float]:
     """Greedy P(buy or add | allowed, signal up) and P(buy or add | allowed, signal down) over the
     test split of both symbols."""
-    env_config = replace(config.env, episode_length=0, random_start=False)
+    env_config = config.env.backtest()
     env = VecTradingEnv(SYMBOLS, 1, env_config, data_dir=str(data_dir), split="test")
     steps = min(last - first for first, last in env.decision_range.values())
     obs, _ = env.reset()

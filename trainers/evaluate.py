@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +102,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
     chosen, which = checkpointing.choose(run_dir, checkpoint)
     console.print(which, markup=False)
-    env_config = replace(config.env, episode_length=0, random_start=False)
+    env_config = config.env.backtest()
     env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
                         data_dir=config.run.data_dir, split=split, seed=seed)
     policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()

@@ -9,7 +9,6 @@ generators, and greedy actions draw no random numbers.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -51,10 +50,9 @@ class Validator:
         if not symbols:
             raise ValueError("Validator: no symbol to validate")
         self.symbols = symbols
-        # from the first tradable bar to the split's end in one episode, like trainers.evaluate
-        config = replace(env_config, episode_length=0, random_start=False)
-        self.env = VecTradingEnv(symbols, 1, config, device, markets={s: markets[s] for s in symbols},
-                                 split="val", seed=seed, final_obs="auto")
+        self.env = VecTradingEnv(symbols, 1, env_config.backtest(), device,
+                                 markets={s: markets[s] for s in symbols}, split="val", seed=seed,
+                                 final_obs="auto")
         self.policy = MultiSymbolPolicy(symbols, model_config, self.env.trading_spec).to(device).eval()
         self.policy.requires_grad_(False)
         self.generator = torch.Generator(device=device).manual_seed(seed)
