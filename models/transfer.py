@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from envs.spec import TradingSpec
 from models.checkpoint import atomic_write_bytes
 from models.encoder import EncoderConfig
 from models.policy import MultiSymbolPolicy, PolicyConfig
@@ -128,9 +129,8 @@ def architecture_changes(old: PolicyConfig, old_symbols: Sequence[str], new: Pol
 
 
 def check_compatible(old: PolicyConfig, old_obs_shapes: Mapping[str, tuple[int, ...]], old_num_actions: int,
-                     model: MultiSymbolPolicy, strategy: str) -> None:
+                     new: PolicyConfig, spec: TradingSpec, strategy: str) -> None:
     """TransferError for differences no strategy can bridge, or that `strategy` cannot."""
-    new, spec = model.config, model.spec
     if strategy not in TRANSFER_STRATEGIES:
         raise TransferError(f"transfer strategy: unknown {strategy!r}; choose one of "
                             f"{', '.join(TRANSFER_STRATEGIES)}")
@@ -194,7 +194,7 @@ def transfer_weights(old_state: Mapping[str, Tensor], old_symbols: Sequence[str]
                      seed: int = 0) -> TransferReport:
     """Load `old_state` (a checkpoint of a policy over `old_symbols` built with `old_config`) into
     `model` in place, resizing as the strategy says; tensors new to the model keep its own init."""
-    check_compatible(old_config, old_obs_shapes, old_num_actions, model, strategy)
+    check_compatible(old_config, old_obs_shapes, old_num_actions, model.config, model.spec, strategy)
     if new_symbol_heads not in NEW_SYMBOL_HEADS:
         raise TransferError(f"new_symbol_heads: unknown {new_symbol_heads!r}; choose one of "
                             f"{', '.join(NEW_SYMBOL_HEADS)}")

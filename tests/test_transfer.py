@@ -188,3 +188,53 @@ def test_encoder_blend_ends_are_exact():
     assert all(torch.equal(v, fresh_state[k]) for k, v in fresh.encoder.state_dict().items())
     blend_encoder(fresh, transferred, 1.0)
     assert all(torch.equal(v, transferred[f"encoder.{k}"]) for k, v in fresh.encoder.state_dict().items())
+
+
+# --- the trainer: --init-from and a --resume with another architecture -------------------------
+
+def tiny_run(run_dir, *extra: str, steps: int = 128) -> list[str]:
+    """synthetic symbols, 2 accounts each, 32 steps per iteration, a custom tiny encoder"""
+    (run_dir.parent / "no_data").mkdir(exist_ok=True)  # an empty data folder: synthetic markets
+    return ["--symbols", "AAA,BBB", "--data-dir", str(run_dir.parent / "no_data"), "--envs-per-symbol", "2",
+            "--seed", "1", "--device", "cpu", "--run-dir", str(run_dir), "--total-steps", str(steps),
+            "--set", "run.encoder_preset=custom", "--set", "model.encoder.n_layers=1",
+            "--set", "model.encoder.d_model=16", "--set", "model.encoder.n_heads=2",
+            "--set", "model.encoder.d_ff=32", "--set", "model.encoder.out_dim=16",
+            "--set", "model.encoder.dropout=0.0", "--set", "model.actor_hidden=[16]",
+            "--set", "model.critic_hidden=[16]", "--set", "run.num_steps=32", "--set", "env.episode_length=20",
+            "--set", "run.eval_every=0", "--set", "run.torch_threads=1", *extra]
+
+
+def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_path, capsys):
+    from trainers import checkpointing
+    from trainers.ppo import main
+    run_dir = tmp_path / "run"
+    assert main(tiny_run(run_dir)) == 0
+    grow = ["--set", "model.encoder.d_ff=48", "--set", "model.encoder.n_layers=2", "--set", "model.actor_hidden=[24]"]
+    capsys.readouterr()
+    assert main(tiny_run(run_dir, *grow, steps=256) + ["--resume", str(run_dir)]) == 2
+    assert "--transfer-strategy" in capsys.readouterr().err
+    assert main(tiny_run(run_dir, *grow, "--transfer-strategy", "zero_pad", steps=256)
+                + ["--resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "transfer (zero_pad" in out and "optimizer state" in out
+    assert checkpointing.latest(run_dir).step == 256
+    report = json.loads((run_dir / "transfer.json").read_text())
+    assert report["strategy"] == "zero_pad"
+
+
+def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp_path, capsys):
+    from trainers import checkpointing
+    from trainers.ppo import main
+    source = tmp_path / "source"
+    assert main(tiny_run(source)) == 0
+    target = tmp_path / "target"
+    assert main(tiny_run(target, "--init-from", str(source)) + ["--symbols", "BBB,CCC"]) == 0
+    report = json.loads((target / "transfer.json").read_text())
+    assert report["symbols_added"] == ["CCC"] and report["symbols_dropped"] == ["AAA"]
+    assert checkpointing.latest(target).step == 128  # a fresh run: counters from 0
+    capsys.readouterr()
+    other = tmp_path / "other"
+    assert main(tiny_run(other, "--init-from", str(source), "--set", "env.lookback=12")) == 2
+    assert "observation or action shapes differ" in capsys.readouterr().err
+    assert not other.exists()

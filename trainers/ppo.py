@@ -16,10 +16,12 @@ from configs.loader import ConfigError, flatten, load_toml, merge
 from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, explicit_settings
 from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
+from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
 from ppo_core import NonFiniteLossError
 from trainers import checkpointing
 from trainers.alerts import iteration_signals
 from trainers.session import Session, StopRequest, open_session
+from trainers.transfer_init import TransferRequest, preflight
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -118,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "run.torch_threads, run.checkpoint_every, run.eval_every, run.keep_best and "
                              "run.early_stop_* may change); a run that early stopping ended trains on "
                              "when --total-steps grows")
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT_OR_RUN_DIR",
+                        help="start a new run (step 0, fresh optimizer) from another run's weights (a run "
+                             "directory's best checkpoint, else its latest) moved into this config's "
+                             "architecture and symbols; report in RUN_DIR/transfer.json")
+    parser.add_argument("--transfer-strategy", choices=TRANSFER_STRATEGIES,
+                        help="how grown dimensions start with --init-from or a --resume with another "
+                             "architecture: copy_and_extend (new entries random at 10%% of the old std), "
+                             "interpolate (midpoints of neighbours), zero_pad (outputs unchanged); required "
+                             "when a dimension grows")
+    parser.add_argument("--new-symbol-heads", choices=NEW_SYMBOL_HEADS, default="mean",
+                        help="heads of symbols the source lacks: mean of its heads (default) or fresh")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any config field (repeatable)")
     return parser
@@ -128,6 +141,11 @@ RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.checkpoi
              "run.early_stop_target_sharpe")
 """settings a resumed run may change: how long and where it runs and how it is validated and
 stopped, not what it learns"""
+TRANSFERABLE = ("run.symbols", "run.encoder_preset", "model.encoder.n_layers", "model.encoder.d_model",
+                "model.encoder.n_heads", "model.encoder.d_ff", "model.encoder.out_dim", "model.actor_hidden",
+                "model.critic_hidden")
+"""settings a resumed run may change by transferring its weights (models.transfer) when nothing
+outside RESUMABLE and these changed"""
 
 
 def cli_values(args: argparse.Namespace) -> dict[str, object]:
@@ -166,11 +184,12 @@ def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
     requested = apply_encoder_preset(build(TrainConfig, merge(saved_data, explicit)), explicit)
     before, after = flatten(as_dict(saved)), flatten(as_dict(requested))
     changed = [key for key in after if key not in RESUMABLE and after[key] != before.get(key)]
-    if changed:
+    if any(key not in TRANSFERABLE for key in changed):
         details = "; ".join(f"{key}: the run has {before.get(key)!r}, given {after[key]!r}"
                             for key in changed)
         raise ConfigError(f"--resume {args.resume}: {details}. A resumed run keeps its settings; only "
-                          f"{', '.join(RESUMABLE)} may change (start a new run for the others)")
+                          f"{', '.join(RESUMABLE)} may change, and the architecture and symbols by transfer "
+                          "(see --transfer-strategy); start a new run, or one --init-from this, for the others")
     return requested, args.resume, True
 
 
@@ -198,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--fetch starts a new run with real bars; a resumed run keeps the "
                                   "markets it started with")
             fetch_missing(config.run.symbols, config.run.data_dir)
-        session = open_session(config, run_dir, resume=resuming)
+        transfer = TransferRequest(args.init_from, args.transfer_strategy, args.new_symbol_heads)
+        preflight(config, run_dir, resuming, transfer)
+        session = open_session(config, run_dir, resume=resuming, transfer=transfer)
     except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError,
             FetchError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -27,6 +27,7 @@ from trainers.alerts import CollapseAlerts
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 from trainers.scoreboard import Scoreboard, Verdict
+from trainers.transfer_init import TransferRequest, differs, init_from, resume_transferred, transfer_from
 from trainers.validation import Validator, describe, summary
 
 STOPPED_FILE = "stopped.json"
@@ -199,10 +200,13 @@ class StopRequest:
                 signal.signal(sig, handler)
 
 
-def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> Session:
+def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
+                 transfer: TransferRequest | None = None) -> Session:
     """Build env, policy, learner and buffer for a resolved `config` in `run_dir`; with `resume`,
-    restore the newest intact checkpoint there (saying which, and why when it is not the latest).
-    A new run refuses a directory that already holds one."""
+    restore the newest intact checkpoint there (saying which, and why when it is not the latest),
+    transferring its weights when the architecture or symbols changed; `transfer.source` starts a
+    new run from another run's weights. A new run refuses a directory that already holds one."""
+    transfer = transfer or TransferRequest()
     run_dir = Path(run_dir)
     if not resume and (checkpointing.checkpoint_dir(run_dir) / "latest.json").exists():
         raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
@@ -267,11 +271,17 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False) ->
         checkpoint, state, notes = resume_point
         for note in notes:
             log.message(f"warning: {note}", style="bold yellow")
+        if differs(checkpoint.weights, policy):  # architecture or symbols changed since it was written
+            resume_transferred(session, state, transfer_from(checkpoint.weights, policy, transfer,
+                                                             config.run.seed))
+            return session
         checkpointing.load_weights(checkpoint, policy)
         session.restore(state)
         log.message(f"resumed {run_dir} at step {session.global_step:,} "
                     f"(iteration {session.iteration}, {checkpoint.weights.name})", style="bold")
         continue_after_early_stop(session)
+    elif transfer.source is not None:
+        init_from(session, transfer)
     else:
         log_initial_weights(log, policy)
     return session

@@ -1,0 +1,129 @@
+"""Start or resume a run from weights of another architecture or symbol list (models.transfer).
+
+`--init-from CHECKPOINT_OR_RUN_DIR` starts a fresh run (step 0) from another run's weights;
+`--resume` of a run whose config now has another architecture or symbols transfers its newest
+checkpoint and carries the step counters over. Either way the optimizer and everything else shaped
+by the old weights or accounts start fresh, and the report goes to the log and RUN_DIR/transfer.json.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safetensors.torch import load_file
+
+from configs.loader import ConfigError, build
+from configs.train import TrainConfig
+from envs.spec import TradingSpec
+from models import MultiSymbolPolicy, read_checkpoint_meta
+from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, check_compatible,
+                             transfer_weights)
+from trainers import checkpointing
+
+if TYPE_CHECKING:
+    from trainers.session import Session
+
+TRANSFER_FILE = "transfer.json"
+
+
+@dataclass(frozen=True)
+class TransferRequest:
+    """What the command line asked for."""
+
+    source: Path | None = None
+    """--init-from: a weights file or a run directory (its best checkpoint, else its latest)"""
+    strategy: str | None = None
+    """--transfer-strategy; required when a dimension grows"""
+    new_symbol_heads: str = "mean"
+    """heads of symbols the source lacks: the mean of its heads, or fresh"""
+
+
+def source_weights(path: Path) -> tuple[Path, str]:
+    """(weights file, a line saying which) for --init-from: a run directory gives its best
+    checkpoint by validation (its latest when it has no scores), a file is taken as it is."""
+    if Path(path).is_dir():
+        checkpoint, line = checkpointing.choose(Path(path), "best")
+        return checkpoint.weights, f"--init-from {path}: {line}"
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--init-from {path}: neither a run directory nor a checkpoint file")
+    return Path(path), f"--init-from {path}"
+
+
+def differs(weights: Path, policy: MultiSymbolPolicy) -> bool:
+    """Whether the checkpoint's architecture or symbols differ from the policy's."""
+    meta = read_checkpoint_meta(weights)
+    old = build(TrainConfig, meta.config)
+    return bool(architecture_changes(old.model, meta.symbols, policy.config, policy.symbols)[0])
+
+
+def preflight(config: TrainConfig, run_dir: Path, resuming: bool, request: TransferRequest) -> None:
+    """Refuse a transfer that cannot work before the run directory is touched: a grown dimension
+    without a strategy, or what models.transfer.check_compatible refuses."""
+    if request.source is not None and resuming:
+        raise ConfigError("--init-from starts a new run; --resume continues one (and transfers its own "
+                          "checkpoint when the architecture or symbols changed)")
+    if request.source is None and not resuming:
+        return
+    weights = source_weights(request.source)[0] if request.source is not None else checkpointing.latest(run_dir).weights
+    meta = read_checkpoint_meta(weights)
+    old = build(TrainConfig, meta.config)
+    changes, grown = architecture_changes(old.model, meta.symbols, config.model, config.run.symbols)
+    if request.strategy is None and grown:
+        raise ConfigError(f"{weights} has another architecture ({'; '.join(changes)}); a grown dimension "
+                          f"needs --transfer-strategy {'|'.join(TRANSFER_STRATEGIES)} (zero_pad keeps the "
+                          "policy's outputs where it can)")
+    old_spec = TradingSpec.from_config(old.env)
+    check_compatible(old.model, old_spec.obs_shapes, old_spec.num_actions, config.model,
+                     TradingSpec.from_config(config.env), request.strategy or "copy_and_extend")
+
+
+def transfer_from(weights: Path, policy: MultiSymbolPolicy, request: TransferRequest, seed: int) -> TransferReport:
+    """Load `weights` into `policy` through models.transfer; ConfigError when a dimension grows
+    and no strategy was given (the choice changes the starting weights, so it is not guessed)."""
+    meta = read_checkpoint_meta(weights)
+    old = build(TrainConfig, meta.config)
+    changes, grown = architecture_changes(old.model, meta.symbols, policy.config, policy.symbols)
+    strategy = request.strategy
+    if strategy is None:
+        if grown:
+            raise ConfigError(f"{weights} has another architecture ({'; '.join(changes)}); a grown dimension "
+                              f"needs --transfer-strategy {'|'.join(TRANSFER_STRATEGIES)} (zero_pad keeps the "
+                              "policy's outputs where it can)")
+        strategy = "copy_and_extend"  # nothing grew: every strategy gives the same weights
+    old_spec = TradingSpec.from_config(old.env)
+    report = transfer_weights(load_file(str(weights)), meta.symbols, old.model, old_spec.obs_shapes,
+                              old_spec.num_actions, policy, strategy, request.new_symbol_heads, seed)
+    report.source = str(weights)
+    return report
+
+
+def record(session: Session, report: TransferReport) -> None:
+    """The report to the console log and RUN_DIR/transfer.json."""
+    for line in report.lines():
+        session.log.message(line)
+    report.write(session.run_dir / TRANSFER_FILE)
+    session.log.message(f"transfer report written to {session.run_dir / TRANSFER_FILE}")
+
+
+def init_from(session: Session, request: TransferRequest) -> None:
+    """--init-from: a fresh run (step 0, new optimizer) starting from the source's weights."""
+    assert request.source is not None, "init_from needs request.source"
+    weights, line = source_weights(request.source)
+    session.log.message(line)
+    record(session, transfer_from(weights, session.policy, request, session.config.run.seed))
+    session.log.message("note: a new run from transferred weights: optimizer state starts fresh, step "
+                        "counters start at 0", style="bold yellow")
+
+
+def resume_transferred(session: Session, state: dict[str, Any], report: TransferReport) -> None:
+    """A resume whose weights were transferred: step counters and the entropy controller carry over;
+    optimizer, accounts, reward normalizer, alerts and the best list start fresh (all shaped by the
+    old weights or symbols, and the old best checkpoints no longer load into this policy)."""
+    session.global_step = state["global_step"]
+    session.iteration = session.global_step // session.batch_size  # batch size changes with the symbols
+    session.entropy.load_state_dict(state["entropy"])
+    record(session, report)
+    session.log.message(f"resumed {session.run_dir} at step {session.global_step:,} with a transferred policy "
+                        f"(strategy {report.strategy}); note: optimizer state, accounts, reward normalizer, "
+                        "alerts and the best-checkpoint list start fresh", style="bold yellow")
