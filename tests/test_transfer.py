@@ -238,3 +238,15 @@ def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp
     assert main(tiny_run(other, "--init-from", str(source), "--set", "env.lookback=12")) == 2
     assert "observation or action shapes differ" in capsys.readouterr().err
     assert not other.exists()
+
+
+def test_init_encoder_from_blends_only_the_encoder(tmp_path):
+    from trainers import checkpointing
+    from trainers.ppo import main
+    source = tmp_path / "source"
+    assert main(tiny_run(source)) == 0
+    target = tmp_path / "target"
+    assert main(tiny_run(target, "--init-encoder-from", str(source), "--encoder-blend", "0.5")) == 0
+    report = json.loads((target / "transfer.json").read_text())
+    assert any("alpha 0.5" in note for note in report["notes"])
+    assert checkpointing.latest(target).step == 128

@@ -142,11 +142,16 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves, stamps)
 
     print_tables(results, split, console)
+    # the choice of checkpoint was made on val: how much of its val edge is selection luck
+    # (imported here: trainers.candidates -> trainers.validation imports this module's backtest)
+    from trainers.candidates import checkpoint_selection, describe as describe_selection
+    selection = checkpoint_selection(run_dir, config, env, policy, chosen, device, seed)
+    console.print(describe_selection(selection, "kept checkpoints"), markup=False)
     payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
                "step": chosen.step, "weights": chosen.weights.name,
                "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
                               "val_sharpe": chosen.val_sharpe, "note": which},
-               "results": results,
+               "results": results, "selection": selection,
                "equity_curves": curves_json}
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")

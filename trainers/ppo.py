@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "when a dimension grows")
     parser.add_argument("--new-symbol-heads", choices=NEW_SYMBOL_HEADS, default="mean",
                         help="heads of symbols the source lacks: mean of its heads (default) or fresh")
+    parser.add_argument("--init-encoder-from", type=Path, metavar="CHECKPOINT_OR_RUN_DIR",
+                        help="experimental: a new run whose encoder is --encoder-blend ALPHA x that run's "
+                             "(transferred) encoder + (1 - ALPHA) x a fresh one; heads start fresh")
+    parser.add_argument("--encoder-blend", type=float, default=1.0, metavar="ALPHA",
+                        help="experimental: alpha in [0, 1] for --init-encoder-from (default 1)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any config field (repeatable)")
     return parser
@@ -217,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("--fetch starts a new run with real bars; a resumed run keeps the "
                                   "markets it started with")
             fetch_missing(config.run.symbols, config.run.data_dir)
-        transfer = TransferRequest(args.init_from, args.transfer_strategy, args.new_symbol_heads)
+        transfer = TransferRequest(args.init_from, args.transfer_strategy, args.new_symbol_heads,
+                                   args.init_encoder_from, args.encoder_blend)
         preflight(config, run_dir, resuming, transfer)
         session = open_session(config, run_dir, resume=resuming, transfer=transfer)
     except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError,

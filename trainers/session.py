@@ -27,7 +27,7 @@ from trainers.alerts import CollapseAlerts
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 from trainers.scoreboard import Scoreboard, Verdict
-from trainers.transfer_init import TransferRequest, differs, init_from, resume_transferred, transfer_from
+from trainers.transfer_init import TransferRequest, differs, init_encoder_from, init_from, resume_transferred, transfer_from
 from trainers.validation import Validator, describe, summary
 
 STOPPED_FILE = "stopped.json"
@@ -282,6 +282,8 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
         continue_after_early_stop(session)
     elif transfer.source is not None:
         init_from(session, transfer)
+    elif transfer.encoder_source is not None:
+        init_encoder_from(session, transfer)
     else:
         log_initial_weights(log, policy)
     return session

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from safetensors.torch import load_file
 
 from configs.loader import ConfigError, build
 from configs.train import TrainConfig
 from envs.spec import TradingSpec
 from models import MultiSymbolPolicy, read_checkpoint_meta
-from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, check_compatible,
-                             transfer_weights)
+from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, blend_encoder,
+                             check_compatible, transfer_weights)
 from trainers import checkpointing
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ class TransferRequest:
     """--transfer-strategy; required when a dimension grows"""
     new_symbol_heads: str = "mean"
     """heads of symbols the source lacks: the mean of its heads, or fresh"""
+    encoder_source: Path | None = None
+    """--init-encoder-from (experimental): blend only the encoder of this checkpoint or run"""
+    encoder_blend: float = 1.0
+    """--encoder-blend alpha: encoder = alpha * transferred + (1 - alpha) * fresh"""
 
 
 def source_weights(path: Path) -> tuple[Path, str]:
@@ -44,10 +49,10 @@ def source_weights(path: Path) -> tuple[Path, str]:
     checkpoint by validation (its latest when it has no scores), a file is taken as it is."""
     if Path(path).is_dir():
         checkpoint, line = checkpointing.choose(Path(path), "best")
-        return checkpoint.weights, f"--init-from {path}: {line}"
+        return checkpoint.weights, f"{path}: {line}"
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--init-from {path}: neither a run directory nor a checkpoint file")
-    return Path(path), f"--init-from {path}"
+        raise FileNotFoundError(f"{path}: neither a run directory nor a checkpoint file to transfer from")
+    return Path(path), f"checkpoint {path}"
 
 
 def differs(weights: Path, policy: MultiSymbolPolicy) -> bool:
@@ -63,9 +68,13 @@ def preflight(config: TrainConfig, run_dir: Path, resuming: bool, request: Trans
     if request.source is not None and resuming:
         raise ConfigError("--init-from starts a new run; --resume continues one (and transfers its own "
                           "checkpoint when the architecture or symbols changed)")
-    if request.source is None and not resuming:
+    if request.encoder_source is not None and (resuming or request.source is not None):
+        raise ConfigError("--init-encoder-from starts a new run with fresh heads; it cannot be combined with "
+                          "--resume or --init-from")
+    source = request.source or request.encoder_source
+    if source is None and not resuming:
         return
-    weights = source_weights(request.source)[0] if request.source is not None else checkpointing.latest(run_dir).weights
+    weights = source_weights(source)[0] if source is not None else checkpointing.latest(run_dir).weights
     meta = read_checkpoint_meta(weights)
     old = build(TrainConfig, meta.config)
     changes, grown = architecture_changes(old.model, meta.symbols, config.model, config.run.symbols)
@@ -110,10 +119,25 @@ def init_from(session: Session, request: TransferRequest) -> None:
     """--init-from: a fresh run (step 0, new optimizer) starting from the source's weights."""
     assert request.source is not None, "init_from needs request.source"
     weights, line = source_weights(request.source)
-    session.log.message(line)
+    session.log.message(f"--init-from {line}")
     record(session, transfer_from(weights, session.policy, request, session.config.run.seed))
     session.log.message("note: a new run from transferred weights: optimizer state starts fresh, step "
                         "counters start at 0", style="bold yellow")
+
+
+def init_encoder_from(session: Session, request: TransferRequest) -> None:
+    """Experimental --init-encoder-from: the encoder becomes alpha * transferred + (1 - alpha) * its
+    fresh init; the heads stay fresh."""
+    assert request.encoder_source is not None, "init_encoder_from needs request.encoder_source"
+    weights, line = source_weights(request.encoder_source)
+    session.log.message(f"experimental encoder blend (alpha {request.encoder_blend:g}) from {line}")
+    policy = session.policy
+    with torch.random.fork_rng(devices=[]):  # the donor's init must not shift the run's random streams
+        donor = MultiSymbolPolicy(policy.symbols, policy.config, policy.spec)
+    report = transfer_from(weights, donor, request, session.config.run.seed)
+    report.notes.append(f"encoder only, blended with alpha {request.encoder_blend:g}; heads fresh")
+    blend_encoder(policy, donor.to(session.device).state_dict(), request.encoder_blend)
+    record(session, report)
 
 
 def resume_transferred(session: Session, state: dict[str, Any], report: TransferReport) -> None:

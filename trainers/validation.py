@@ -30,6 +30,9 @@ class ValidationResult(NamedTuple):
     """symbol -> METRICS of its greedy account over the whole val split"""
     mean: dict[str, float]
     """each metric's mean over the validated symbols; mean["sharpe"] is the selection score"""
+    returns: np.ndarray
+    """(L,) per-bar greedy equity returns, mean over the validated symbols (0 past a shorter split's
+    end): the series trainers.selection measures selection bias on"""
 
     def scalars(self) -> dict[str, float]:
         """TensorBoard values: `val/<SYMBOL>/<metric>` and `val/mean_<metric>`."""
@@ -73,7 +76,10 @@ class Validator:
                                          self.per_year[symbol])
             per_symbol[symbol] = {name: float(metrics[key]) for name, key in METRICS.items()}
         mean = {name: float(np.mean([m[name] for m in per_symbol.values()])) for name in METRICS}
-        return ValidationResult(per_symbol, mean)
+        equity = sim["equity"][:, [s * e + GREEDY for s in range(len(self.symbols))]]  # (L, S)
+        curves = np.concatenate([np.full((1, len(self.symbols)), capital), equity])  # (L + 1, S)
+        returns = (curves[1:] / curves[:-1] - 1.0).mean(axis=1)  # (L,)
+        return ValidationResult(per_symbol, mean, returns)
 
 
 def summary(result: ValidationResult, top: Scored | None) -> str:
