@@ -11,7 +11,7 @@ import sys
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -28,7 +28,7 @@ from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 from trainers.scoreboard import Scoreboard, Verdict
 from trainers.transfer_init import TransferRequest, differs, init_encoder_from, init_from, resume_transferred, transfer_from
-from trainers.validation import Validator, describe, summary
+from trainers.validation import ValidationResult, Validator, describe, summary
 
 STOPPED_FILE = "stopped.json"
 """RUN_DIR/stopped.json: why and where early stopping ended the run"""
@@ -59,6 +59,9 @@ class Session:
     iteration: int = 0
     early_stop: dict[str, Any] | None = None
     """{"reason", "step", "total_steps"} once early stopping has ended the run"""
+    on_validation: Callable[[int, ValidationResult], None] | None = None
+    """called with (global_step, result) after each validation is scored and logged (trainers.tune
+    reports to its trial here; an exception it raises ends the run like any other)"""
 
     @property
     def batch_size(self) -> int:
@@ -143,6 +146,8 @@ class Session:
         verdict = self.scoreboard.record(self.global_step, result.mean["sharpe"])
         self.log.validation(self.global_step, result.scalars(), summary(result, self.scoreboard.top))
         self.log.message(describe(self.global_step, result, verdict.kept))
+        if self.on_validation is not None:
+            self.on_validation(self.global_step, result)
         return verdict
 
     def stop_early(self, reason: str) -> None:
