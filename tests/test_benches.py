@@ -1,0 +1,22 @@
+"""Smoke runs of the benches that no other test runs: they start, finish and print their JSON."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def test_init_ablation_quick_reports_and_marks_the_default():
+    # one thread: on a busy machine the default thread count made this 6x slower
+    args = ["--quick", "--inits", "orthogonal", "--gains", "0.01", "--seeds", "1", "--device", "cpu",
+            "--set", "run.torch_threads=1"]
+    out = subprocess.run([sys.executable, str(BENCH / "init_ablation.py"), *args],
+                         capture_output=True, text=True, check=True, timeout=120)
+    report = json.loads(out.stdout)
+    [config] = report["configs"]
+    assert (config["init"], config["actor_out_gain"], config["is_default"]) == ("orthogonal", 0.01, True)
+    [run] = config["runs"]
+    assert run["error"] is None and run["iterations"] == 1
+    assert run["best_val_sharpe"] is not None and run["entropy"] > 0
+    assert "init x actor output gain" in out.stderr and "orthogonal *" in out.stderr
