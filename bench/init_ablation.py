@@ -45,7 +45,7 @@ METRICS = ("best_val_sharpe", "entropy", "grad_norm_var")
 def run_one(init: str, gain: float | None, seed: int, data_dir: Path, args: argparse.Namespace,
             work: Path) -> dict:
     """Train one configuration for args.steps account-steps; its per-run metrics (None where the run
-    produced none) and `error` when an update went non-finite."""
+    produced none) and `error` when an update went non-finite or the entropy guard gave up."""
     cli = {"run.symbols": list(GENERATED), "run.data_dir": str(data_dir), "run.total_steps": args.steps,
            "run.seed": seed, "run.device": args.device, "run.eval_every": args.eval_every,
            "model.init": init}
