@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from configs.loader import ConfigError, build
 from configs.train import TrainConfig
 from envs.spec import TradingSpec
-from models import MultiSymbolPolicy, read_checkpoint_meta
+from models import CheckpointError, MultiSymbolPolicy, read_checkpoint_meta
 from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, blend_encoder,
                              check_compatible, transfer_weights)
 from trainers import checkpointing
@@ -74,8 +74,17 @@ def preflight(config: TrainConfig, run_dir: Path, resuming: bool, request: Trans
     source = request.source or request.encoder_source
     if source is None and not resuming:
         return
-    weights = source_weights(source)[0] if source is not None else checkpointing.latest(run_dir).weights
-    meta = read_checkpoint_meta(weights)
+    if source is not None:
+        weights = source_weights(source)[0]
+        meta = read_checkpoint_meta(weights)
+    else:
+        try:
+            weights = checkpointing.latest(run_dir).weights
+            meta = read_checkpoint_meta(weights)
+        except (CheckpointError, checkpointing.ResumeError):
+            # a damaged latest checkpoint: checkpointing.resume_point names it and falls back to an
+            # intact one, and transfer_from checks that one before any weight moves
+            return
     old = build(TrainConfig, meta.config)
     changes, grown = architecture_changes(old.model, meta.symbols, config.model, config.run.symbols)
     if request.strategy is None and grown:
