@@ -9,6 +9,8 @@ unreliable statistics and are not tradable.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -33,6 +35,8 @@ NORM_WINDOW = 250
 CLIP = 5.0
 """z-scores are clipped to [-CLIP, CLIP]"""
 _EPS = 1e-8
+EMA_TOL = 1e-13
+"""EMA taps whose weight falls below this share of the newest one are dropped"""
 
 
 def rolling_mean(x: Tensor, window: int) -> Tensor:
@@ -62,18 +66,23 @@ def lagged(x: Tensor, lag: int) -> Tensor:
 
 
 def ema(x: Tensor, span: int | Tensor) -> Tensor:
-    """Causal exponential moving average (alpha = 2 / (span + 1)) along the last dim: (..., T).
+    """Causal exponential moving average (alpha = 2 / (span + 1), started at x[..., 0]) along the
+    last dim: (..., T) -> (..., T). `span` may be a tensor broadcasting against x[..., 0] (several
+    spans in one pass).
 
-    `span` may be a tensor broadcasting against x[..., 0] (several spans in one pass). A loop over
-    time, run once per symbol at construction, never per step.
+    The recurrence s[t] = s[t-1] + alpha (x[t] - s[t-1]) with s[-1] = x[0] unrolls into
+    sum_k alpha (1 - alpha)^k x[t - k] over x left-padded with x[0] forever, so it is one
+    convolution with the kernel truncated where (1 - alpha)^k < EMA_TOL: no loop over time.
     """
-    alpha = 2.0 / (torch.as_tensor(span, dtype=x.dtype, device=x.device) + 1)
-    out = torch.empty_like(x)
-    state = x[..., 0]
-    for t in range(x.shape[-1]):
-        state = state + alpha * (x[..., t] - state)
-        out[..., t] = state
-    return out
+    alpha = (2.0 / (torch.as_tensor(span, dtype=x.dtype, device=x.device) + 1)).expand(x.shape[:-1])
+    decay = 1.0 - alpha
+    taps = math.ceil(math.log(EMA_TOL) / math.log(float(decay.max()))) if float(decay.max()) > 0 else 1
+    lags = torch.arange(taps - 1, -1, -1, dtype=x.dtype, device=x.device)  # oldest tap first
+    kernel = alpha[..., None] * decay[..., None] ** lags  # (..., K)
+    rows = x.reshape(-1, x.shape[-1])  # (R, T)
+    padded = torch.cat([rows[:, :1].expand(-1, taps - 1), rows], dim=-1)  # (R, T + K - 1)
+    out = F.conv1d(padded[None], kernel.reshape(-1, 1, taps), groups=rows.shape[0])  # (1, R, T)
+    return out.reshape(x.shape)
 
 
 def trailing_zscore(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
