@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import ppo_core
@@ -53,3 +54,11 @@ def emit(report: dict, json_path: Path | None) -> None:
     print(text)
     if json_path:
         json_path.write_text(text + "\n")
+
+
+def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
+    """fp32 GEMM throughput of this device right now (same dtype as the encoder)."""
+    n = 4096 if device.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = time_ms(lambda: a @ b, device, seconds, warmup=2, min_reps=5)
+    return 2 * n**3 / (float(np.median(times)) * 1e-3) / 1e9

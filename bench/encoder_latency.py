@@ -18,19 +18,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from common import device_name, device_or_exit, emit, time_ms
+from common import device_name, device_or_exit, emit, matmul_peak_gflops, time_ms
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, FeatureEncoder
 
 TARGET_BATCH, TARGET_P95_MS = 32, 10.0
-
-
-def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
-    """fp32 GEMM throughput of this device right now (same dtype as the encoder)."""
-    n = 4096 if device.type == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    times = time_ms(lambda: a @ b, device, seconds, warmup=2, min_reps=5)
-    return 2 * n**3 / (float(np.median(times)) * 1e-3) / 1e9
 
 
 def run(batch_sizes: list[int], device: torch.device, seconds: float) -> dict:

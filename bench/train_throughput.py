@@ -7,7 +7,9 @@
 Builds exactly what `python -m trainers.ppo` builds (same config resolution and session) and times
 the trainer's own iteration (`Session.iterate`, i.e. ppo_core.ppo_iteration with the entropy
 stack, reward normaliser and rollout statistics): one warm-up iteration, then `--iterations`
-timed ones, phases separated by device syncs.
+timed ones, phases separated by device syncs. The update's achieved GFLOP/s (3x the policy's
+forward matmul FLOPs per sample, times samples and epochs run) is printed beside an fp32 matmul
+peak measured in the same run.
 PERF-NOTES' reference for this machine: Stable-Baselines3 PPO with its default MLP runs ~700-1,200
 env-steps/s on CartPole and gym-anytrading; here every step also runs a transformer encoder.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from common import device_name, emit
+from common import device_name, emit, matmul_peak_gflops
 from configs.train import resolve
 from trainers.session import open_session
 
@@ -58,6 +60,10 @@ def main() -> None:
     rollout_s = sum(r.rollout_seconds for r in results)
     update_s = sum(r.update_seconds for r in results)
     enc = config.model.encoder
+    # a training step is a forward and a backward pass, ~3x the forward's FLOPs
+    update_flops = 3 * session.policy.flops_per_sample() * steps * sum(r.update.epochs_run for r in results)
+    update_gflops = update_flops / update_s / 1e9
+    peak = matmul_peak_gflops(session.device)
     emit({
         "bench": "train_throughput", "device": device_name(session.device), "torch": torch.__version__,
         "symbols": list(config.run.symbols), "accounts": session.env.num_envs, "num_steps": args.num_steps,
@@ -69,6 +75,8 @@ def main() -> None:
         "rollout_account_steps_per_s": round(steps * args.iterations / rollout_s),
         "iteration_account_steps_per_s": round(steps * args.iterations / (rollout_s + update_s)),
         "rollout_share": round(rollout_s / (rollout_s + update_s), 3),
+        "update_gflops": round(update_gflops, 1), "matmul_peak_gflops": round(peak, 1),
+        "update_fraction_of_peak": round(update_gflops / peak, 3),
     }, args.json)
 
 

@@ -95,6 +95,12 @@ class MultiSymbolPolicy(nn.Module):
         init_actor_(self.actor, cfg.init, cfg.hidden_gain, cfg.actor_out_gain)
         init_critic_(self.critic, cfg.init, cfg.hidden_gain, cfg.critic_out_gain)
 
+    def flops_per_sample(self) -> int:
+        """Forward FLOPs (2 per multiply-add, matmuls only) of one observation through the encoder
+        and its symbol's actor and critic heads."""
+        heads = sum(2 * a * b for mlp in (self.actor, self.critic) for a, b in zip(mlp.dims, mlp.dims[1:]))
+        return self.encoder.flops_per_sample() + heads
+
     @property
     def num_symbols(self) -> int:
         return len(self.symbols)

@@ -171,3 +171,12 @@ def test_cpu_inference_chunks_give_the_same_outputs():
         chunked_logits, chunked_value = policy(obs, mask)
     torch.testing.assert_close(chunked_logits, logits, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(chunked_value, value, rtol=1e-6, atol=1e-6)
+
+
+def test_flops_per_sample_counts_the_encoder_and_one_symbols_heads():
+    """Heads add 2 x in x out per layer of one actor and one critic, whatever the symbol count."""
+    config = PolicyConfig(encoder=EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=48),
+                          actor_hidden=(40, 20), critic_hidden=(24,))
+    one, three = (MultiSymbolPolicy([f"S{i}" for i in range(n)], config, DEFAULT_SPEC) for n in (1, 3))
+    heads = 2 * (48 * 40 + 40 * 20 + 20 * DEFAULT_SPEC.num_actions) + 2 * (48 * 24 + 24 * 1)
+    assert one.flops_per_sample() == three.flops_per_sample() == one.encoder.flops_per_sample() + heads
