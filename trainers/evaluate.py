@@ -51,7 +51,9 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
         mask = env.action_masks()
         greedy = policy.act(obs, mask, deterministic=True)[0]
         sampled = policy.act(obs, mask)[0] if num_sampled else greedy
-        random = torch.multinomial(mask.float(), 1, generator=generator).squeeze(1)
+        # validation runs greedy accounts only (E = 1): no random draws to make then
+        random = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if e > RANDOM
+                  else greedy)
         actions = torch.where(role == GREEDY, greedy, torch.where(role == RANDOM, random, sampled))
         obs, _, terminated, truncated, info = env.step(actions)
         # Accounts that already finished (a shorter split, or the equity floor) keep their last value.

@@ -27,7 +27,8 @@ from trainers.alerts import CollapseAlerts
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 from trainers.scoreboard import Scoreboard, Verdict
-from trainers.transfer_init import TransferRequest, differs, init_encoder_from, init_from, resume_transferred, transfer_from
+from trainers.transfer_init import (TransferRequest, differs, init_encoder_from, init_from, resume_transferred,
+                                    transfer_from)
 from trainers.validation import ValidationResult, Validator, describe, summary
 
 STOPPED_FILE = "stopped.json"
