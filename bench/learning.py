@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--real-steps", type=int, default=150_000, help="account-steps on real bars")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 iteration each")
     parser.add_argument("--markets", default="generated,real", help="which runs: generated, real or both")
+    parser.add_argument("--bars", type=int, default=3000, help="bars per generated market")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
@@ -164,7 +165,7 @@ def main() -> None:
             data_dir = work / "data"
             data_dir.mkdir(parents=True)
             for symbol, phi in GENERATED.items():
-                bars = autocorrelated_bars(symbol, 3000, phi=phi, drift=DRIFT)
+                bars = autocorrelated_bars(symbol, args.bars, phi=phi, drift=DRIFT)
                 write_parquet(bars, data_dir / f"{symbol}.parquet")
             report, seconds["generated"] = run("generated", list(GENERATED), data_dir, args.steps, args, work)
             checkpoints["generated"] = report["checkpoint"]
@@ -177,7 +178,7 @@ def main() -> None:
             checkpoints["real"] = report["checkpoint"]
             results["real"] = summarise(report, {})
             print_table(results["real"], f"bundled real bars, test split, {args.real_steps:,} account-steps")
-    emit({"bench": "learning", "seed": args.seed, "overrides": args.overrides, "steps": args.steps,
+    emit({"bench": "learning", "seed": args.seed, "bars": args.bars, "overrides": args.overrides, "steps": args.steps,
           "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
           "wall_seconds": round(time.perf_counter() - start, 1), "phi": GENERATED,
