@@ -37,6 +37,10 @@ class RunConfig:
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0
     """CPU threads for torch (0 = torch's default)"""
+    rollout_storage: Literal["index", "window"] = "index"
+    """index = the rollout buffer keeps each lookback window as its bar index (and noise key) and
+    gathers it from the env's feature table in the update (memory independent of the lookback);
+    window = it stores every L x F window it saw (same minibatches, ~25x the memory)"""
     eval_every: int = 25_000
     """account-steps between validations: the greedy policy trades every symbol's whole val split
     (0 = no validation); the end of training is validated too"""

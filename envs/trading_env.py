@@ -25,6 +25,7 @@ from envs.config import EnvConfig
 from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
 from envs.market_data import load_market
 from envs.masking import HOLD_KIND, action_mask
+from envs.noise import hashed_normal
 from envs.rewards import StepOutcome, components, weighted_sum
 from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
 from envs.splits import SPLITS, derive_split_dates, format_timestamp, parse_split_dates, split_ranges
@@ -191,6 +192,9 @@ class VecTradingEnv(VectorEnv):
                                               (NUM_TECHNICAL, 1))
         self._obs_memory = [torch.empty(self.num_envs, lookback, NUM_TECHNICAL, device=self.device)
                             for _ in range(2)]
+        # noise counters: one per window element, then one per regime feature (disjoint draws)
+        self._noise_counters = torch.arange(lookback * NUM_TECHNICAL + NUM_REGIME, device=self.device)
+        self._window_refs = torch.zeros(self.num_envs, 2, dtype=torch.long, device=self.device)
 
     def _draw_starts(self) -> Tensor:
         """Episode start bars (N,) long: random in the split when random_start, else its first bar."""
@@ -316,16 +320,15 @@ class VecTradingEnv(VectorEnv):
         acc, initial = self.accounts, self.config.initial_capital
         index = self._row + acc.t  # (N,) flat bar index
         first = index - (self.config.lookback - 1)  # window start, oldest bar first
-        if self.reuse_obs_memory:
-            technical = torch.index_select(self._windows, 0, first, out=memory.view(self.num_envs, -1))
-        else:
-            technical = self._windows.index_select(0, first)
-        technical = technical.view(self.num_envs, -1, NUM_TECHNICAL)
+        noise_keys = (torch.randint(0, 2**62, (self.num_envs,), generator=self._generator, device=self.device)
+                      if self.config.obs_noise > 0 else torch.zeros_like(first))
+        technical = self._technical(first, noise_keys, memory if self.reuse_obs_memory else None)
         regime = self._regime[index]
         if self.config.obs_noise > 0:
-            # in place: with reuse_obs_memory the buffer stores exactly what the policy sees
-            technical.add_(self._noise(technical.shape))
-            regime = regime + self._noise(regime.shape)
+            regime = regime + self.config.obs_noise * hashed_normal(
+                noise_keys, self._noise_counters[-NUM_REGIME:])
+        # the last call is the current observation's (step observes final_obs first)
+        self._window_refs = torch.stack([first, noise_keys], dim=1)
         close = self._close[index]
         holding = acc.shares > 0
         value = acc.shares * close
@@ -360,19 +363,59 @@ class VecTradingEnv(VectorEnv):
                 "regime": regime,
                 "rules": torch.cat([_stack(rules, RULE_FEATURES, bounds["rules"]), previous.float()], dim=1)}
 
-    def _noise(self, shape: torch.Size) -> Tensor:
-        """Gaussian noise of std config.obs_noise, drawn from the env's own (checkpointed) generator."""
-        return self.config.obs_noise * torch.randn(shape, generator=self._generator, device=self.device)
+    def _technical(self, first: Tensor, noise_keys: Tensor, out: Tensor | None = None) -> Tensor:
+        """(B, L, F) lookback windows starting at flat rows `first` (B,), plus obs_noise x the
+        counter-based normals of `noise_keys` (B,) int64: a pure function of its inputs, so a
+        rollout buffer can store (first, key) and rebuild the exact window. Written into `out`
+        (B, L, F) when given."""
+        rows = first.shape[0]
+        if out is not None:
+            technical = torch.index_select(self._windows, 0, first, out=out.view(rows, -1))
+        else:
+            technical = self._windows.index_select(0, first)
+        if self.config.obs_noise > 0:
+            noise = hashed_normal(noise_keys, self._noise_counters[:technical.shape[1]])
+            technical.add_(noise, alpha=self.config.obs_noise)
+        return technical.view(rows, self.config.lookback, NUM_TECHNICAL)
+
+    def compact_observations(self) -> dict[str, "WindowRefs"]:
+        """{"technical": ...} for a RolloutBuffer that stores each lookback window as its (flat
+        start row, noise key) instead of L x F floats."""
+        return {"technical": WindowRefs(self)}
 
     # ---- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Account state and the episode-start generator, for an exact resume."""
-        return {"accounts": self.accounts.state_dict(), "generator": self._generator.get_state()}
+        """Account state, the generator (episode starts, noise keys) and the current observation's
+        window references, for an exact resume."""
+        return {"accounts": self.accounts.state_dict(), "generator": self._generator.get_state(),
+                "window_refs": self._window_refs.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.accounts = Accounts.from_state_dict(state["accounts"], self.device)
         self._generator.set_state(state["generator"])
         self._mask = self._compute_mask()
+        if "window_refs" in state:
+            self._window_refs = state["window_refs"].to(self.device)
+        else:  # written before compact storage: the current window, without its noise draw
+            first = self._row + self.accounts.t - (self.config.lookback - 1)
+            self._window_refs = torch.stack([first, torch.zeros_like(first)], dim=1)
+
+
+class WindowRefs:
+    """obs["technical"] of a VecTradingEnv as (flat window start row, noise key) int64 pairs."""
+
+    ref_width = 2
+
+    def __init__(self, env: VecTradingEnv) -> None:
+        self.env = env
+
+    def refs(self) -> Tensor:
+        """(N, 2) references of the env's current technical observation."""
+        return self.env._window_refs
+
+    def expand(self, refs: Tensor) -> Tensor:
+        """(B, 2) -> (B, L, F) float32 windows, bit-identical to what the env observed."""
+        return self.env._technical(refs[:, 0], refs[:, 1])
 
 
 def _first_decision(config: EnvConfig) -> int:

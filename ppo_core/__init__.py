@@ -1,6 +1,6 @@
 """Generic PPO machinery (knows nothing about trading): rollout buffer, GAE, loss, learner,
 entropy-coefficient stack, rollout collector and a small MLP actor-critic."""
-from ppo_core.buffer import Minibatch, RolloutBuffer
+from ppo_core.buffer import CompactObservation, Minibatch, RolloutBuffer
 from ppo_core.device import resolve_device, synchronize
 from ppo_core.distributions import entropy_of, masked_log_probs, masked_logits
 from ppo_core.entropy import (AdaptiveEntropyConfig, EntropyCollapseError, EntropyConfig,
@@ -15,7 +15,7 @@ from ppo_core.rollout import GymVecAdapter, RolloutResult, StepData, TensorVecEn
 from ppo_core.schedules import scheduled
 
 __all__ = [
-    "ActorCritic", "AdaptiveEntropyConfig", "EntropyCollapseError", "EntropyConfig", "EntropyController",
+    "ActorCritic", "AdaptiveEntropyConfig", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
     "EntropyGuardConfig", "EntropyScheduleConfig", "GymVecAdapter", "IterationResult", "LossMetrics",
     "MLPActorCritic",
     "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "RewardNormalizer", "RolloutBuffer",

@@ -1,12 +1,17 @@
 """Rollout storage preallocated on the device, time-first (T, N, ...), and minibatch sampling.
 
+An observation key may be stored compactly: a `CompactObservation` gives small integer references
+to the env's current observation of that key (e.g. a bar index and a noise key instead of a
+lookback window) and rebuilds the observation from them when a minibatch is drawn, so the buffer's
+size does not grow with the window.
+
 Minibatches either shuffle all T x N samples, or keep the symbol-major group layout of
 DESIGN.md section 3: accounts n belong to group n // E, and every minibatch holds an equal share
 of every group, laid out group-major so a grouped policy can view it as (S, b, ...).
 """
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple
+from typing import Iterator, Mapping, NamedTuple, Protocol
 
 import torch
 from einops import rearrange
@@ -32,19 +37,48 @@ class Minibatch(NamedTuple):
     """(B, A) bool action masks, or None when the buffer stores none"""
 
 
+class CompactObservation(Protocol):
+    """One observation key kept as references into data the env already holds."""
+
+    ref_width: int
+    """int64 references per sample"""
+
+    def refs(self) -> Tensor:
+        """(N, ref_width) int64 references of the env's current observation of this key."""
+        ...
+
+    def expand(self, refs: Tensor) -> Tensor:
+        """(B, ref_width) references -> (B, *shape) float32 observations, exactly as the env gave them."""
+        ...
+
+
 class RolloutBuffer:
-    """Fixed-size (T, N, ...) storage for one rollout; every write is an in-place `copy_`."""
+    """Fixed-size (T, N, ...) storage for one rollout; every write is an in-place `copy_`.
+
+    `compact` maps observation keys to `CompactObservation`s: those keys are stored as (T, N, W)
+    int64 references read from the env when a step is stored (so `store_policy` must be called
+    with the env's current observation) and rebuilt in `minibatches` and `step_obs`.
+    """
 
     def __init__(self, num_steps: int, num_envs: int, obs_shapes: dict[str, tuple[int, ...]],
-                 device: torch.device | str, num_actions: int | None = None) -> None:
+                 device: torch.device | str, num_actions: int | None = None,
+                 compact: dict[str, CompactObservation] | None = None) -> None:
         if num_steps < 1 or num_envs < 1:
             raise ValueError(f"num_steps and num_envs must be >= 1, got {num_steps} and {num_envs}")
         if not obs_shapes:
             raise ValueError("obs_shapes: at least one observation key is required")
+        self.compact = dict(compact or {})
+        unknown = sorted(set(self.compact) - set(obs_shapes))
+        if unknown:
+            raise KeyError(f"compact: {unknown} are not observation keys ({sorted(obs_shapes)})")
         self.num_steps, self.num_envs = num_steps, num_envs
         self.device = torch.device(device)
+        self.obs_keys = tuple(obs_shapes)
         shape = (num_steps, num_envs)
-        self.obs = {key: torch.zeros(shape + tuple(s), device=self.device) for key, s in obs_shapes.items()}
+        self.obs = {key: torch.zeros(shape + tuple(s), device=self.device)
+                    for key, s in obs_shapes.items() if key not in self.compact}
+        self.refs = {key: torch.zeros(shape + (codec.ref_width,), dtype=torch.long, device=self.device)
+                     for key, codec in self.compact.items()}
         self.actions = torch.zeros(shape, dtype=torch.long, device=self.device)
         self.logprobs = torch.zeros(shape, device=self.device)
         self.values = torch.zeros(shape, device=self.device)
@@ -71,10 +105,12 @@ class RolloutBuffer:
     def store_policy(self, step: int, obs: dict[str, Tensor], actions: Tensor, logprobs: Tensor,
                      values: Tensor, masks: Tensor | None = None) -> None:
         """The half of `insert` known before the env steps: obs, actions, log-probs, values, masks."""
-        if obs.keys() != self.obs.keys():
-            raise KeyError(f"obs keys {sorted(obs)} differ from the buffer's {sorted(self.obs)}")
-        for key, value in obs.items():
-            self.obs[key][step].copy_(value)
+        if obs.keys() != set(self.obs_keys):
+            raise KeyError(f"obs keys {sorted(obs)} differ from the buffer's {sorted(self.obs_keys)}")
+        for key, stored in self.obs.items():
+            stored[step].copy_(obs[key])
+        for key, codec in self.compact.items():
+            self.refs[key][step].copy_(codec.refs())
         self.actions[step].copy_(actions)
         self.logprobs[step].copy_(logprobs)
         self.values[step].copy_(values)
@@ -87,6 +123,17 @@ class RolloutBuffer:
         """The half of `insert` known after the env steps: rewards (N,) and dones (N,)."""
         self.rewards[step].copy_(rewards)
         self.dones[step].copy_(dones)
+
+    def step_obs(self, step: int) -> Mapping[str, Tensor]:
+        """Row `step`'s observations (N, *shape): views of stored keys; compact keys are rebuilt
+        when read, so a reader that never touches them pays nothing."""
+        return _StepObs(self, step)
+
+    def nbytes(self) -> int:
+        """Bytes of rollout storage (observations or their references, and the per-step vectors)."""
+        tensors = [*self.obs.values(), *self.refs.values(), self.actions, self.logprobs, self.values,
+                   self.rewards, self.dones, *([self.masks] if self.masks is not None else [])]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     def minibatches(self, advantages: Tensor, returns: Tensor, num_minibatches: int,
                     num_groups: int | None = None,
@@ -102,12 +149,16 @@ class RolloutBuffer:
                 raise ValueError(f"{name}: expected shape {expected} (T, N), got {tuple(tensor.shape)}")
         indices = self._shuffled_indices(num_minibatches, num_groups, generator)  # (M, B)
         b_obs = {key: value.flatten(0, 1) for key, value in self.obs.items()}  # (T*N, ...) views
+        b_refs = {key: value.flatten(0, 1) for key, value in self.refs.items()}
         b_masks = self.masks.flatten(0, 1) if self.masks is not None else None
         flat = [t.flatten() for t in (self.actions, self.logprobs, self.values, advantages, returns)]
         for mb_inds in indices:
             actions, logprobs, values, mb_advantages, mb_returns = (t.index_select(0, mb_inds) for t in flat)
+            obs = {key: value.index_select(0, mb_inds) for key, value in b_obs.items()}
+            obs.update({key: self.compact[key].expand(refs.index_select(0, mb_inds))
+                        for key, refs in b_refs.items()})
             yield Minibatch(
-                obs={key: value.index_select(0, mb_inds) for key, value in b_obs.items()},
+                obs={key: obs[key] for key in self.obs_keys},
                 actions=actions, logprobs=logprobs, values=values, advantages=mb_advantages,
                 returns=mb_returns,
                 masks=b_masks.index_select(0, mb_inds) if b_masks is not None else None,
@@ -140,3 +191,22 @@ class RolloutBuffer:
         order = keys.argsort(dim=1).to(self.device)
         shuffled = per_group.gather(1, order)  # (S, T*E)
         return rearrange(shuffled, "s (m b) -> m (s b)", m=num_minibatches)  # (M, S*b), group-major
+
+
+class _StepObs(Mapping[str, Tensor]):
+    """The observations of one stored step, compact keys rebuilt on access."""
+
+    def __init__(self, buffer: RolloutBuffer, step: int) -> None:
+        self._buffer, self._step = buffer, step
+
+    def __getitem__(self, key: str) -> Tensor:
+        buffer = self._buffer
+        if key in buffer.compact:
+            return buffer.compact[key].expand(buffer.refs[key][self._step])
+        return buffer.obs[key][self._step]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._buffer.obs_keys)
+
+    def __len__(self) -> int:
+        return len(self._buffer.obs_keys)

@@ -1,7 +1,7 @@
 """Collect T steps from a tensor vector env into a RolloutBuffer, bootstrapping truncations."""
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -35,10 +35,11 @@ class TensorVecEnv(Protocol):
 class StepData(NamedTuple):
     """What one rollout step executed, passed to the `on_step` hook; tensors (N, ...)."""
 
-    obs: dict[str, Tensor]
+    obs: Mapping[str, Tensor]
     """observations the actions were chosen on: read-only views of the buffer's row for this step
-    (never the env's reused output memory, which already holds the next observation); valid until
-    the buffer is refilled by the next rollout, so clone what must outlive it"""
+    (never the env's reused output memory, which already holds the next observation; a key the
+    buffer stores compactly is rebuilt when read); valid until the buffer is refilled by the next
+    rollout, so clone what must outlive it"""
     actions: Tensor
     logprobs: Tensor
     values: Tensor
@@ -97,8 +98,7 @@ def collect_rollout(env: TensorVecEnv, policy: ActorCritic, buffer: RolloutBuffe
             buffer.episode_lengths.masked_fill_(dones, 0.0)
 
             if on_step is not None:
-                stored = {key: value[t] for key, value in buffer.obs.items()}
-                on_step(t, info, StepData(obs=stored, actions=actions, logprobs=logprobs, values=values,
+                on_step(t, info, StepData(obs=buffer.step_obs(t), actions=actions, logprobs=logprobs, values=values,
                                           rewards=rewards, terminated=terminated, truncated=truncated,
                                           masks=masks))
             if reward_scale is not None:
