@@ -36,15 +36,17 @@ def ppo_iteration(env: TensorVecEnv, policy: ActorCritic, learner: PPOLearner, b
                   generator: torch.Generator | None = None,
                   on_step: Callable[[int, dict[str, Any], StepData], None] | None = None,
                   reward_scale: Callable[[Tensor, Tensor], Tensor] | None = None,
-                  sync_timing: bool = False) -> IterationResult:
+                  sync_timing: bool = False, world_size: int = 1) -> IterationResult:
     """Fill `buffer` from `obs` (T = buffer.num_steps steps of all N envs), compute GAE, run one
     PPO update, and read its statistics once.
 
     `global_step` counts env steps before this iteration and `total_steps` the whole run's (they
-    drive the lr / clip schedules); the entropy coefficient is taken at global_step + T x N and
-    the entropy stack observes the update's mean entropy. `num_groups` keeps minibatches in
-    equal per-symbol shares. The policy runs in eval mode for the rollout and the update alike:
-    both see the same network (no dropout), so the PPO ratio is exactly 1 before the first step.
+    drive the lr / clip schedules); the entropy coefficient is taken at global_step + T x N x
+    world_size (data parallelism: `world_size` processes each run this iteration on their own
+    envs, and the step counters count them all) and the entropy stack observes the update's mean
+    entropy. `num_groups` keeps minibatches in equal per-symbol shares. The policy runs in eval
+    mode for the rollout and the update alike: both see the same network (no dropout), so the PPO
+    ratio is exactly 1 before the first step.
     """
     cfg = learner.config
     device = buffer.device
@@ -58,7 +60,7 @@ def ppo_iteration(env: TensorVecEnv, policy: ActorCritic, learner: PPOLearner, b
     collected = time.perf_counter()
     advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.dones, rollout.last_values,
                                       cfg.gamma, cfg.gae_lambda)
-    step_after = global_step + buffer.batch_size
+    step_after = global_step + buffer.batch_size * world_size
     ent_coef = entropy.coefficient(step_after)
     update = learner.update(buffer, advantages, returns, ent_coef=ent_coef,
                             progress=global_step / max(total_steps, 1), num_groups=num_groups,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Literal, NamedTuple, Protocol
+from typing import Any, Callable, Iterator, Literal, NamedTuple, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -150,11 +150,31 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
 
 
-class PPOLearner:
-    """Owns the optimizer and GradScaler and runs PPO updates on a filled RolloutBuffer."""
+def average_gradients(params: list[nn.Parameter], sync: Callable[[Tensor], None]) -> None:
+    """Average the gradients over processes with one `sync` of their concatenation. Under fp16
+    they are still scaled: every process has the same GradScaler scale and an inf anywhere reaches
+    all of them, so all skip the same steps. A missing gradient counts as zeros, so a parameter that
+    one process did not use still steps the same everywhere."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of parameter sizes,)
+    sync(flat)
+    for param, chunk in zip(params, flat.split([g.numel() for g in grads])):
+        param.grad = chunk.view_as(param)
 
-    def __init__(self, policy: ActorCritic, config: PPOConfig, device: torch.device | str) -> None:
+
+class PPOLearner:
+    """Owns the optimizer and GradScaler and runs PPO updates on a filled RolloutBuffer.
+
+    `sync`, for data-parallel training, averages a tensor in place over the processes (e.g.
+    trainers.distributed.World.mean_). With it each minibatch's gradients are averaged before
+    clipping, and each epoch's metrics before the KL early-stop decision and the non-finite check,
+    so every process takes the same steps and stops at the same epoch; None: a single process.
+    """
+
+    def __init__(self, policy: ActorCritic, config: PPOConfig, device: torch.device | str,
+                 sync: Callable[[Tensor], None] | None = None) -> None:
         self.policy, self.config, self.device = policy, config, torch.device(device)
+        self.sync = sync
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
@@ -183,6 +203,8 @@ class PPOLearner:
             epoch_totals = torch.zeros(len(_METRICS), device=self.device)
             for mb in buffer.minibatches(advantages, returns, per_epoch, num_groups, generator):
                 epoch_totals += self._step(mb, ent_coef, clip_coef, skipped, num_groups)
+            if self.sync is not None:
+                self.sync(epoch_totals)  # every process reads the same KL and stops together
             totals += epoch_totals
             num_minibatches += per_epoch
             epochs_run += 1
@@ -196,10 +218,13 @@ class PPOLearner:
         means = dict(zip(_METRICS, totals / num_minibatches))
         finite_steps = totals[_METRICS.index("finite_grad")]
         grad_norm = totals[_METRICS.index("grad_norm")] / finite_steps.clamp(min=1)
+        ev = explained_variance(buffer.values, returns)
+        if self.sync is not None:
+            self.sync(ev)
         return UpdateStats(
             policy_loss=means["policy_loss"], value_loss=means["value_loss"], entropy=means["entropy"],
             approx_kl=means["approx_kl"], clip_fraction=means["clip_fraction"],
-            explained_variance=explained_variance(buffer.values, returns),
+            explained_variance=ev,
             grad_norm=grad_norm, clipped_share=means["clipped"], skipped_steps=skipped,
             epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr, clip_coef=clip_coef)
 
@@ -227,6 +252,8 @@ class PPOLearner:
                                adv_groups=(num_groups or 1) if cfg.norm_adv_per_group else 1)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.sync is not None:
+            average_gradients(self.params, self.sync)
         self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         grad_norm = nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
         finite_grad = grad_norm.isfinite()

@@ -209,18 +209,25 @@ def load_state(checkpoint: Checkpoint) -> dict[str, Any]:
     return state
 
 
-def rng_state() -> dict[str, Any]:
-    """Global RNG states (torch CPU, and CUDA when present)."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Global RNG states: torch's CPU generator and, when CUDA is present, every GPU's ("cuda"); with
+    a CUDA `device` (a data-parallel rank) that GPU's alone ("cuda_device"): a rank samples on its
+    own GPU, and reading every GPU's state would open a context on each of them from every rank."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    elif torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s states; a "cuda_device" state goes to `device` when that is a GPU."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_device" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_device"], device)
 
 
 def _state_path(weights: Path) -> Path:

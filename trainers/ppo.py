@@ -3,7 +3,9 @@
 The loop reads top to bottom: one iteration (collect a rollout from every account -> GAE -> PPO
 update, ppo_core.ppo_iteration) -> one host read for logging -> validation when due (best-k
 checkpoints, early stopping) -> checkpoint. Setup, validation, resume and signal handling live in
-trainers.session; this module turns the command line into a config.
+trainers.session; this module turns the command line into a config. Under `torchrun
+--nproc_per_node=K -m trainers.ppo ...` every process runs this loop on its own accounts
+(trainers.distributed): the decisions that end or save an iteration are the same on every rank.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
 from ppo_core import NonFiniteLossError
-from trainers import checkpointing
+from trainers import checkpointing, distributed
 from trainers.alerts import iteration_signals
 from trainers.session import Session, StopRequest, open_session
 from trainers.transfer_init import TransferRequest, preflight
@@ -31,16 +33,17 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
     `stop` is set by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
     cfg, log = session.config, session.log
     num_iterations, batch_size = session.num_iterations, session.batch_size
-    stop = stop or StopRequest()
+    stop = stop or StopRequest(repeat_aborts=not session.world.active, announce=session.world.is_main)
     if session.early_stop is not None:
         log.message(f"{session.run_dir} was stopped early at step {session.early_stop['step']:,} "
                     f"({session.early_stop['reason']}); resume with --total-steps above "
                     f"{session.early_stop['total_steps']:,} to train on", style="bold yellow")
         return EXIT_OK
     log.set_total(num_iterations * batch_size)
+    processes = f" x {session.world.size} processes" if session.world.active else ""
     log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
                 f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
-                f"{cfg.run.num_steps} steps); run dir {session.run_dir}")
+                f"{cfg.run.num_steps} steps{processes}); run dir {session.run_dir}")
     with stop.installed():
         while session.iteration < num_iterations:
             # collect -> GAE -> update -> statistics, all accounts of all symbols together
@@ -77,10 +80,12 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
             # checkpoint every K iterations, at the end, when asked to stop and for a best-k score
             last = session.iteration == num_iterations
             kept = verdict is not None and verdict.kept
-            if last or stop.requested or kept or session.iteration % cfg.run.checkpoint_every == 0:
+            stopping = session.world.any(stop.requested)  # under torchrun: a signal to any rank stops all
+            if last or stopping or kept or session.iteration % cfg.run.checkpoint_every == 0:
                 session.save()
-            if stop.requested:
-                log.message(f"{stop.signal_name}: checkpoint saved at step {session.global_step:,}; "
+            if stopping:
+                signal_name = stop.signal_name or "a signal to another rank"
+                log.message(f"{signal_name}: checkpoint saved at step {session.global_step:,}; "
                             f"continue with: python -m trainers.ppo --resume {session.run_dir}",
                             style="bold yellow")
                 return EXIT_INTERRUPTED
@@ -213,27 +218,39 @@ def fetch_missing(symbols: list[str], data_dir: str) -> None:
                          "without a file trade synthetic markets)")
 
 
+def open_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, resuming: bool,
+             world: distributed.World) -> Session:
+    """--fetch, the transfer preflight, then the session (one rank of it under torchrun)."""
+    if args.fetch:
+        if resuming:
+            raise ConfigError("--fetch starts a new run with real bars; a resumed run keeps the "
+                              "markets it started with")
+        # under torchrun rank 0 downloads and the others wait for its files (or its error)
+        world.main_first(lambda: fetch_missing(config.run.symbols, config.run.data_dir)
+                         if world.is_main else None)
+    transfer = TransferRequest(args.init_from, args.transfer_strategy, args.new_symbol_heads,
+                               args.init_encoder_from, args.encoder_blend)
+    preflight(config, run_dir, resuming, transfer)
+    return open_session(config, run_dir, resume=resuming, transfer=transfer, world=world)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    world = distributed.World()
     try:
         config, run_dir, resuming = resolve_run(args)
-        if args.fetch:
-            if resuming:
-                raise ConfigError("--fetch starts a new run with real bars; a resumed run keeps the "
-                                  "markets it started with")
-            fetch_missing(config.run.symbols, config.run.data_dir)
-        transfer = TransferRequest(args.init_from, args.transfer_strategy, args.new_symbol_heads,
-                                   args.init_encoder_from, args.encoder_blend)
-        preflight(config, run_dir, resuming, transfer)
-        session = open_session(config, run_dir, resume=resuming, transfer=transfer)
+        world = distributed.start(config.run.device)  # joins torchrun's process group; else one process
+        session = open_run(args, config, run_dir, resuming, world)
     except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError,
-            FetchError) as err:
-        print(f"error: {err}", file=sys.stderr)
+            FetchError, distributed.LaunchError) as err:
+        print(f"error: {f'rank {world.rank}: ' if world.active else ''}{err}", file=sys.stderr)
+        world.close()
         return 2
     try:
         return train(session)
     finally:
         session.close()
+        world.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Everything a training run holds besides the loop: construction of env, policy and learner from
 a resolved config and a run directory, the training iteration, validation and early stopping,
-resume from a checkpoint, checkpoint writes, and Ctrl-C / SIGTERM handling."""
+resume from a checkpoint, checkpoint writes, and Ctrl-C / SIGTERM handling.
+
+Under torchrun (trainers.distributed) every rank holds a Session over its own accounts; the
+methods that write or validate are collectives that every rank calls at the same point, and rank
+0 alone writes, validates and logs."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +13,7 @@ import math
 import signal
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,6 +28,7 @@ from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNorm
                       ppo_iteration, resolve_device)
 from trainers import checkpointing
 from trainers.alerts import CollapseAlerts
+from trainers.distributed import QuietLog, World, to_cpu
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 from trainers.scoreboard import Scoreboard, Verdict
@@ -33,6 +38,9 @@ from trainers.validation import ValidationResult, Validator, describe, summary
 
 STOPPED_FILE = "stopped.json"
 """RUN_DIR/stopped.json: why and where early stopping ended the run"""
+RANK_KEYS = ("env", "obs", "rng", "generator", "episode_returns", "episode_lengths", "reward_normalizer")
+"""the trainer state each data-parallel rank has of its own (its accounts and random streams); the
+rest (counters, optimizer, entropy stack, alerts, best list) is the same on every rank"""
 
 
 @dataclass
@@ -50,7 +58,8 @@ class Session:
     stats: RolloutStats
     alerts: CollapseAlerts
     generator: torch.Generator
-    log: RunLogger
+    log: RunLogger | QuietLog
+    """QuietLog on data-parallel ranks other than 0"""
     obs: dict[str, torch.Tensor]
     scoreboard: Scoreboard
     validator: Validator | None = None
@@ -63,11 +72,13 @@ class Session:
     on_validation: Callable[[int, ValidationResult], None] | None = None
     """called with (global_step, result) after each validation is scored and logged (trainers.tune
     reports to its trial here; an exception it raises ends the run like any other)"""
+    world: World = field(default_factory=World)
+    """this process among the data-parallel ones (a single process by default)"""
 
     @property
     def batch_size(self) -> int:
-        """Account-steps per iteration: T x N."""
-        return self.buffer.batch_size
+        """Account-steps per iteration over every process: T x N x world size."""
+        return self.buffer.batch_size * self.world.size
 
     @property
     def num_iterations(self) -> int:
@@ -82,19 +93,33 @@ class Session:
             self.env, self.policy, self.learner, self.buffer, self.entropy, self.obs,
             global_step=self.global_step, total_steps=self.num_iterations * self.batch_size,
             num_groups=len(self.config.run.symbols), generator=self.generator,
-            on_step=self.stats.on_step, reward_scale=self.reward_normalizer, sync_timing=sync_timing)
+            on_step=self.stats.on_step, reward_scale=self.reward_normalizer, sync_timing=sync_timing,
+            world_size=self.world.size)
+        self._sum_rollout_stats()
         self.obs = result.next_obs
         self.global_step += self.batch_size
         self.iteration += 1
         return result
 
+    def _sum_rollout_stats(self) -> None:
+        """Under torchrun: sum the rollout's tallies over the ranks (one all-reduce) and count every
+        rank's steps, so the logged rates and the collapse alerts cover all accounts alike."""
+        if not self.world.active:
+            return
+        stats = self.stats
+        self.world.sum_([stats.policy_actions, stats.executed_actions, stats.events,
+                         *stats.reward_sums.values(), *stats.weighted_abs_sums.values(),
+                         stats.episode_sums, stats.episode_counts])
+        stats.steps *= self.world.size
+
     def trainer_state(self) -> dict[str, Any]:
-        """Everything besides the weights that an exact resume needs."""
+        """Everything besides the weights that an exact resume needs (this rank's part of it)."""
         return {
             "global_step": self.global_step, "iteration": self.iteration,
             "learner": self.learner.state_dict(), "entropy": self.entropy.state_dict(),
             "env": self.env.state_dict(), "obs": {k: v.cpu() for k, v in self.obs.items()},
-            "rng": checkpointing.rng_state(), "generator": self.generator.get_state(),
+            "rng": checkpointing.rng_state(self.device if self.world.active else None),
+            "generator": self.generator.get_state(),
             "alerts": self.alerts.state_dict(),
             "episode_returns": self.buffer.episode_returns.cpu(),
             "episode_lengths": self.buffer.episode_lengths.cpu(),
@@ -103,19 +128,28 @@ class Session:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Load a trainer state. A data-parallel checkpoint holds every rank's part (RANK_KEYS):
+        each rank takes its own, and a rank the checkpoint lacks keeps its fresh episodes."""
         self.global_step, self.iteration = state["global_step"], state["iteration"]
         self.learner.load_state_dict(state["learner"])
         self.entropy.load_state_dict(state["entropy"])
         if "alerts" in state:  # checkpoints written before the alerts existed lack it
             self.alerts.load_state_dict(state["alerts"])
-        self.env.load_state_dict(state["env"])
-        self.obs = {k: v.to(self.device) for k, v in state["obs"].items()}
-        checkpointing.set_rng_state(state["rng"])
-        self.generator.set_state(state["generator"])
-        self.buffer.episode_returns.copy_(state["episode_returns"])
-        self.buffer.episode_lengths.copy_(state["episode_lengths"])
-        if self.reward_normalizer is not None:
-            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        own = rank_part(state, self.world.rank)
+        if own is not None:
+            self.env.load_state_dict(own["env"])
+            self.obs = {k: v.to(self.device) for k, v in own["obs"].items()}
+            checkpointing.set_rng_state(own["rng"], self.device)
+            self.generator.set_state(own["generator"])
+            self.buffer.episode_returns.copy_(own["episode_returns"])
+            self.buffer.episode_lengths.copy_(own["episode_lengths"])
+            if self.reward_normalizer is not None:
+                self.reward_normalizer.load_state_dict(own["reward_normalizer"])
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.world.size:
+            # an iteration now covers another number of account-steps; the budget stays global_step's
+            self.iteration = self.global_step // self.batch_size
+            self.log.message(world_change_note(saved_world, self.world.size), style="bold yellow")
         # checkpoints written before validation existed hold neither
         if state.get("scoreboard") is not None:
             self.scoreboard.load_state_dict(state["scoreboard"])
@@ -127,10 +161,20 @@ class Session:
             self.log.message(f"warning: best checkpoints of steps {sorted(gone)} no longer exist; dropped "
                              "from the best list", style="bold yellow")
 
-    def save(self) -> checkpointing.Checkpoint:
-        return checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
-                                  list(self.config.run.symbols), self.global_step, self.trainer_state(),
-                                  best=self.scoreboard.best)
+    def save(self) -> checkpointing.Checkpoint | None:
+        """Write a checkpoint; None on data-parallel ranks other than 0. Under torchrun a collective:
+        rank 0's state holds its own part plus `world_size` and `ranks`, the other ranks' parts."""
+        state = self.trainer_state()
+        if self.world.active:
+            parts = self.world.gather_objects(to_cpu({key: state[key] for key in RANK_KEYS}))
+            state.update(world_size=self.world.size, ranks=parts[1:])
+        checkpoint = None
+        if self.world.is_main:
+            checkpoint = checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
+                                            list(self.config.run.symbols), self.global_step, state,
+                                            best=self.scoreboard.best)
+        self.world.barrier()  # the other ranks go on once the checkpoint exists
+        return checkpoint
 
     def validation_due(self) -> bool:
         """Whether the iteration just run passed a multiple of run.eval_every or ended the run."""
@@ -141,15 +185,18 @@ class Session:
         return passed or self.iteration == self.num_iterations
 
     def validate(self) -> Verdict:
-        """Backtest the greedy policy on the val split, log `val/*` and score the mean Sharpe."""
+        """Backtest the greedy policy on the val split, log `val/*` and score the mean Sharpe. Under
+        torchrun rank 0 validates and every rank gets its verdict, so all keep or stop together."""
         assert self.validator is not None, "validate() needs a validator (validation_due() says when)"
-        result = self.validator.run(self.policy)
-        verdict = self.scoreboard.record(self.global_step, result.mean["sharpe"])
-        self.log.validation(self.global_step, result.scalars(), summary(result, self.scoreboard.top))
-        self.log.message(describe(self.global_step, result, verdict.kept))
-        if self.on_validation is not None:
-            self.on_validation(self.global_step, result)
-        return verdict
+        verdict = None
+        if self.world.is_main:
+            result = self.validator.run(self.policy)
+            verdict = self.scoreboard.record(self.global_step, result.mean["sharpe"])
+            self.log.validation(self.global_step, result.scalars(), summary(result, self.scoreboard.top))
+            self.log.message(describe(self.global_step, result, verdict.kept))
+            if self.on_validation is not None:
+                self.on_validation(self.global_step, result)
+        return self.world.broadcast_object(verdict)
 
     def stop_early(self, reason: str) -> None:
         """End the run for early stopping: the final checkpoint (whose state records the stop), the
@@ -157,6 +204,8 @@ class Session:
         budget = self.config.run.total_steps
         self.early_stop = {"reason": reason, "step": self.global_step, "total_steps": budget}
         checkpoint = self.save()
+        if checkpoint is None:  # a data-parallel rank other than 0, which writes and reports
+            return
         top = self.scoreboard.top
         resume = f"python -m trainers.ppo --resume {self.run_dir} --total-steps N (N > {budget})"
         record = {**self.early_stop, "best_step": top.step if top else None,
@@ -182,19 +231,26 @@ class Session:
 
 
 class StopRequest:
-    """First Ctrl-C or SIGTERM asks the loop to checkpoint and stop; a second Ctrl-C aborts."""
+    """First Ctrl-C or SIGTERM asks the loop to checkpoint and stop; a second Ctrl-C aborts, unless
+    `repeat_aborts` is False: under torchrun the launcher passes a Ctrl-C on to workers that the
+    terminal has already signalled (and kills those still running 30 s later)."""
 
-    def __init__(self) -> None:
+    def __init__(self, repeat_aborts: bool = True, announce: bool = True) -> None:
         self.requested = False
         self.signal_name = ""
+        self.repeat_aborts = repeat_aborts
+        self.announce = announce
+        """say so on stderr (rank 0 alone under torchrun)"""
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested and self.repeat_aborts and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.signal_name}: finishing this iteration, then saving a checkpoint "
-              "(Ctrl-C again to abort without saving)", file=sys.stderr)
+        if self.announce:
+            abort = " (Ctrl-C again to abort without saving)" if self.repeat_aborts else ""
+            print(f"\n{self.signal_name}: finishing this iteration, then saving a checkpoint{abort}",
+                  file=sys.stderr)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -207,39 +263,47 @@ class StopRequest:
 
 
 def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
-                 transfer: TransferRequest | None = None) -> Session:
+                 transfer: TransferRequest | None = None, world: World | None = None) -> Session:
     """Build env, policy, learner and buffer for a resolved `config` in `run_dir`; with `resume`,
     restore the newest intact checkpoint there (saying which, and why when it is not the latest),
     transferring its weights when the architecture or symbols changed; `transfer.source` starts a
-    new run from another run's weights. A new run refuses a directory that already holds one."""
+    new run from another run's weights. A new run refuses a directory that already holds one.
+
+    `world` (trainers.distributed.start) makes this one rank of a data-parallel run: it trains on
+    world.device, steps its own accounts from world.seed(run.seed), starts from rank 0's weights
+    and averages gradients with the other ranks; rank 0 alone writes to `run_dir`."""
     transfer = transfer or TransferRequest()
+    world = world or World()
     run_dir = Path(run_dir)
     if not resume and (checkpointing.checkpoint_dir(run_dir) / "latest.json").exists():
         raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
                           "or choose another --run-dir")
-    resume_point = checkpointing.resume_point(run_dir) if resume else None
+    # rank 0 first: it may rename a damaged checkpoint and repoint latest.json
+    resume_point = world.main_first(lambda: checkpointing.resume_point(run_dir)) if resume else None
     try:
-        device = resolve_device(config.run.device)
+        device = world.device if world.active else resolve_device(config.run.device)
     except ValueError as err:
         raise ConfigError(f"run.{err}") from err
     if config.run.torch_threads:
         torch.set_num_threads(config.run.torch_threads)
-    torch.manual_seed(config.run.seed)
+    torch.manual_seed(config.run.seed)  # the same initial weights on every rank
+    seed = world.seed(config.run.seed)
 
     # the data first: a bad file or folder fails before the run directory is touched
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = VecTradingEnv(config.run.symbols, config.run.envs_per_symbol, config.env, device,
-                            data_dir=config.run.data_dir, split="train", seed=config.run.seed,
-                            final_obs="auto")
+                            data_dir=config.run.data_dir, split="train", seed=seed, final_obs="auto")
     # the env's split dates (given, or derived from every symbol's timestamps) are the run's from
     # here on: config.toml and the checkpoints record them, so resume, validation and evaluation
     # cut exactly where training did, whatever the data folder holds later
     config = replace(config, env=replace(config.env, split_dates=env.config.split_dates))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.toml").write_text(dumps_toml(as_dict(config)))
-    log = RunLogger(run_dir, config.run.total_steps,
-                    start_step=resume_point[0].step if resume_point else 0)
+    log: RunLogger | QuietLog = QuietLog()
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(dumps_toml(as_dict(config)))
+        log = RunLogger(run_dir, config.run.total_steps,
+                        start_step=resume_point[0].step if resume_point else 0)
     for warning in caught:
         log.message(f"warning: {warning.message}", style="bold yellow")
     val_start, test_start = config.env.split_dates
@@ -247,22 +311,25 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
                 f"test from {test_start} (env.split_dates)")
     spec = env.trading_spec
     policy = MultiSymbolPolicy(config.run.symbols, config.model, spec).to(device)
+    if world.rank:
+        torch.manual_seed(seed)  # rank 0 samples actions from the single-process stream, the others their own
     session = Session(
         config=config, run_dir=run_dir, device=device, env=env, policy=policy,
-        learner=PPOLearner(policy, config.ppo, device),
+        learner=PPOLearner(policy, config.ppo, device, sync=world.mean_ if world.active else None),
         entropy=EntropyController(config.entropy),
         buffer=RolloutBuffer(config.run.num_steps, env.num_envs, spec.obs_shapes, device, spec.num_actions,
                              compact=env.compact_observations() if config.run.rollout_storage == "index"
                              else None),
         stats=RolloutStats(config.run.symbols, config.run.envs_per_symbol, spec.action_names, device),
         alerts=CollapseAlerts(config.alerts, config.run.symbols, spec.action_names, spec.ids("hold")),
-        generator=torch.Generator().manual_seed(config.run.seed),
-        log=log, obs=env.reset(seed=config.run.seed)[0],
+        generator=torch.Generator().manual_seed(seed),
+        log=log, obs=env.reset(seed=seed)[0],
         scoreboard=Scoreboard(config.run.keep_best, config.run.early_stop_patience,
                               config.run.early_stop_min_delta, config.run.early_stop_target_sharpe),
         validator=open_validator(config, env, device, log),
         reward_normalizer=(RewardNormalizer(env.num_envs, config.ppo.gamma, device)
                            if config.ppo.normalize_rewards else None),
+        world=world,
     )
     enc = config.model.encoder
     precision = str(session.learner.amp_dtype or torch.float32).removeprefix("torch.")
@@ -282,23 +349,51 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
         if differs(checkpoint.weights, policy):  # architecture or symbols changed since it was written
             resume_transferred(session, state, transfer_from(checkpoint.weights, policy, transfer,
                                                              config.run.seed))
-            return session
-        checkpointing.load_weights(checkpoint, policy)
-        session.restore(state)
-        log.message(f"resumed {run_dir} at step {session.global_step:,} "
-                    f"(iteration {session.iteration}, {checkpoint.weights.name})", style="bold")
-        continue_after_early_stop(session)
+        else:
+            checkpointing.load_weights(checkpoint, policy)
+            session.restore(state)
+            log.message(f"resumed {run_dir} at step {session.global_step:,} "
+                        f"(iteration {session.iteration}, {checkpoint.weights.name})", style="bold")
+            continue_after_early_stop(session)
     elif transfer.source is not None:
         init_from(session, transfer)
     elif transfer.encoder_source is not None:
         init_encoder_from(session, transfer)
     else:
         log_initial_weights(log, policy)
+    if world.active:
+        world.broadcast_parameters(policy)  # built or loaded alike everywhere; this makes sure
+        log.message(f"data-parallel: {world.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
+                    f"each {env.num_envs} accounts; {session.batch_size:,} account-steps per iteration, "
+                    "gradients averaged over all")
     return session
 
 
+def rank_part(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank `rank`'s part of a trainer state (RANK_KEYS): rank 0's is the state itself (so one process
+    resumes a data-parallel checkpoint as rank 0), another's is in `ranks`; None when it has none."""
+    if rank == 0:
+        return state
+    others = state.get("ranks", [])
+    return others[rank - 1] if rank - 1 < len(others) else None
+
+
+def world_change_note(saved: int, now: int) -> str:
+    """What resuming a checkpoint of `saved` processes in `now` processes keeps and drops."""
+    def span(first: int, last: int) -> str:
+        return f"rank {first}" if first == last else f"ranks {first}-{last}"
+
+    if now < saved:
+        change = f"the accounts of {span(0, now - 1)} continue, those of {span(now, saved - 1)} are dropped"
+    else:
+        change = (f"the accounts of {span(0, saved - 1)} continue, {span(saved, now - 1)} start fresh "
+                  "episodes from their own seeds")
+    return (f"note: checkpoint written by {saved} process{'es' * (saved > 1)}, resumed in {now}: {change}; "
+            "the step count and budget carry over, iterations are recounted for the new batch")
+
+
 def open_validator(config: TrainConfig, env: VecTradingEnv, device: torch.device,
-                   log: RunLogger) -> Validator | None:
+                   log: RunLogger | QuietLog) -> Validator | None:
     """The run's Validator over every symbol that can trade its val split (saying which are skipped
     and what selection and early stopping will do), or None when validation is off."""
     run = config.run
@@ -341,7 +436,7 @@ def continue_after_early_stop(session: Session) -> None:
                         "patience starts again, the best checkpoints stay in the running", style="bold")
 
 
-def log_initial_weights(log: RunLogger, policy: torch.nn.Module) -> None:
+def log_initial_weights(log: RunLogger | QuietLog, policy: torch.nn.Module) -> None:
     """TensorBoard `init/<param>/<stat>` and one console line flagging NaN/Inf weights."""
     stats = weight_stats(policy)
     log.scalars(0, {f"init/{name}/{key}": float(row[key]) for name, row in stats.items()
