@@ -38,7 +38,7 @@ class RunConfig:
     torch_threads: int = 0
     """CPU threads for torch (0 = torch's default)"""
     rollout_storage: Literal["index", "window"] = "index"
-    """index = the rollout buffer keeps each lookback window as its bar index (and noise key) and
+    """index = the rollout buffer keeps each lookback window as its bar index (and noise offset) and
     gathers it from the env's feature table in the update (memory independent of the lookback);
     window = it stores every L x F window it saw (same minibatches, ~25x the memory)"""
     eval_every: int = 25_000

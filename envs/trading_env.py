@@ -25,7 +25,7 @@ from envs.config import EnvConfig
 from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
 from envs.market_data import load_market
 from envs.masking import HOLD_KIND, action_mask
-from envs.noise import hashed_normal
+from envs.noise import NoisePool
 from envs.rewards import StepOutcome, components, weighted_sum
 from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
 from envs.splits import SPLITS, derive_split_dates, format_timestamp, parse_split_dates, split_ranges
@@ -94,6 +94,7 @@ class VecTradingEnv(VectorEnv):
                                for s, bars in self.markets.items()}
         if split == "train":
             self._warn_untradable()
+        self._seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
         self._build_tables()
 
         spec = self.trading_spec
@@ -105,7 +106,7 @@ class VecTradingEnv(VectorEnv):
             for key, shape in spec.obs_shapes.items()})
         self.action_space = gym.spaces.MultiDiscrete(np.full(self.num_envs, spec.num_actions))
         self._generator = torch.Generator(device=self.device)
-        self._generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
+        self._generator.manual_seed(self._seed)
         self._template = Accounts.fresh(self._first.clone(), cfg.initial_capital, cfg.reward.sharpe_window,
                                         cfg.diversity_window, spec.num_actions)
         # a private copy: steps update the ring buffers in place and must not touch the template
@@ -192,8 +193,9 @@ class VecTradingEnv(VectorEnv):
                                               (NUM_TECHNICAL, 1))
         self._obs_memory = [torch.empty(self.num_envs, lookback, NUM_TECHNICAL, device=self.device)
                             for _ in range(2)]
-        # noise counters: one per window element, then one per regime feature (disjoint draws)
-        self._noise_counters = torch.arange(lookback * NUM_TECHNICAL + NUM_REGIME, device=self.device)
+        # one slice per observation: the window's L x F values, then the regime features'
+        self._noise = (NoisePool(lookback * NUM_TECHNICAL + NUM_REGIME, self._seed, self.device)
+                       if self.config.obs_noise > 0 else None)
         self._window_refs = torch.zeros(self.num_envs, 2, dtype=torch.long, device=self.device)
 
     def _draw_starts(self) -> Tensor:
@@ -320,15 +322,14 @@ class VecTradingEnv(VectorEnv):
         acc, initial = self.accounts, self.config.initial_capital
         index = self._row + acc.t  # (N,) flat bar index
         first = index - (self.config.lookback - 1)  # window start, oldest bar first
-        noise_keys = (torch.randint(0, 2**62, (self.num_envs,), generator=self._generator, device=self.device)
-                      if self.config.obs_noise > 0 else torch.zeros_like(first))
-        technical = self._technical(first, noise_keys, memory if self.reuse_obs_memory else None)
+        noise_at = (self._noise.offsets(self.num_envs, self._generator) if self._noise is not None
+                    else torch.zeros_like(first))
+        technical = self._technical(first, noise_at, memory if self.reuse_obs_memory else None)
         regime = self._regime[index]
-        if self.config.obs_noise > 0:
-            regime = regime + self.config.obs_noise * hashed_normal(
-                noise_keys, self._noise_counters[-NUM_REGIME:])
+        if self._noise is not None:
+            regime = regime + self.config.obs_noise * self._noise.slices(noise_at)[:, -NUM_REGIME:]
         # the last call is the current observation's (step observes final_obs first)
-        self._window_refs = torch.stack([first, noise_keys], dim=1)
+        self._window_refs = torch.stack([first, noise_at], dim=1)
         close = self._close[index]
         holding = acc.shares > 0
         value = acc.shares * close
@@ -363,29 +364,27 @@ class VecTradingEnv(VectorEnv):
                 "regime": regime,
                 "rules": torch.cat([_stack(rules, RULE_FEATURES, bounds["rules"]), previous.float()], dim=1)}
 
-    def _technical(self, first: Tensor, noise_keys: Tensor, out: Tensor | None = None) -> Tensor:
-        """(B, L, F) lookback windows starting at flat rows `first` (B,), plus obs_noise x the
-        counter-based normals of `noise_keys` (B,) int64: a pure function of its inputs, so a
-        rollout buffer can store (first, key) and rebuild the exact window. Written into `out`
-        (B, L, F) when given."""
+    def _technical(self, first: Tensor, noise_at: Tensor, out: Tensor | None = None) -> Tensor:
+        """(B, L, F) lookback windows starting at flat rows `first` (B,), plus obs_noise x the noise
+        pool's slices at `noise_at` (B,): a pure function of its inputs, so a rollout buffer can
+        store (first, noise_at) and rebuild the exact window. Written into `out` when given."""
         rows = first.shape[0]
         if out is not None:
             technical = torch.index_select(self._windows, 0, first, out=out.view(rows, -1))
         else:
             technical = self._windows.index_select(0, first)
-        if self.config.obs_noise > 0:
-            noise = hashed_normal(noise_keys, self._noise_counters[:technical.shape[1]])
-            technical.add_(noise, alpha=self.config.obs_noise)
+        if self._noise is not None:
+            technical.add_(self._noise.slices(noise_at)[:, :technical.shape[1]], alpha=self.config.obs_noise)
         return technical.view(rows, self.config.lookback, NUM_TECHNICAL)
 
     def compact_observations(self) -> dict[str, "WindowRefs"]:
         """{"technical": ...} for a RolloutBuffer that stores each lookback window as its (flat
-        start row, noise key) instead of L x F floats."""
+        start row, noise offset) instead of L x F floats."""
         return {"technical": WindowRefs(self)}
 
     # ---- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Account state, the generator (episode starts, noise keys) and the current observation's
+        """Account state, the generator (episode starts, noise offsets) and the current observation's
         window references, for an exact resume."""
         return {"accounts": self.accounts.state_dict(), "generator": self._generator.get_state(),
                 "window_refs": self._window_refs.cpu()}
@@ -402,7 +401,7 @@ class VecTradingEnv(VectorEnv):
 
 
 class WindowRefs:
-    """obs["technical"] of a VecTradingEnv as (flat window start row, noise key) int64 pairs."""
+    """obs["technical"] of a VecTradingEnv as (flat window start row, noise offset) int64 pairs."""
 
     ref_width = 2
 

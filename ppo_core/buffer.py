@@ -1,7 +1,7 @@
 """Rollout storage preallocated on the device, time-first (T, N, ...), and minibatch sampling.
 
 An observation key may be stored compactly: a `CompactObservation` gives small integer references
-to the env's current observation of that key (e.g. a bar index and a noise key instead of a
+to the env's current observation of that key (e.g. a bar index and a noise offset instead of a
 lookback window) and rebuilds the observation from them when a minibatch is drawn, so the buffer's
 size does not grow with the window.
 
