@@ -1,6 +1,8 @@
 """envs.features.ema (one convolution) against the recurrence that defines it."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -31,3 +33,22 @@ def test_several_spans_in_one_pass_match_one_at_a_time() -> None:
     together = ema(x, spans)
     for row, span in enumerate(spans):
         torch.testing.assert_close(together[row], recurrence(x[row], 2 / (span + 1)), rtol=0, atol=1e-9)
+
+
+def test_features_of_the_bundled_bars_equal_the_bar_by_bar_ema(monkeypatch) -> None:
+    """compute_features with the convolution equals compute_features with the recurrence (the
+    implementation before it) on every bundled real symbol, to float32 rounding."""
+    import envs.features as features
+    from envs.market_data import load_market
+
+    data = Path(__file__).resolve().parents[1] / "data"
+    symbols = sorted(p.stem for p in data.glob("*.parquet"))
+    assert symbols, "no bundled bars"
+    for symbol, bars in load_market(symbols, str(data)).items():
+        fast = features.compute_features(bars)
+        with monkeypatch.context() as patch:
+            patch.setattr(features, "ema", lambda x, span: recurrence(
+                x, 2 / (torch.as_tensor(span, dtype=x.dtype) + 1)))  # span: scalar or one per row
+            slow = features.compute_features(bars)
+        for got, expected in zip(fast, slow, strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4, msg=symbol)
