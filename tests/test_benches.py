@@ -20,3 +20,14 @@ def test_init_ablation_quick_reports_and_marks_the_default():
     assert run["error"] is None and run["iterations"] == 1
     assert run["best_val_sharpe"] is not None and run["entropy"] > 0
     assert "init x actor output gain" in out.stderr and "orthogonal *" in out.stderr
+
+
+def test_profile_update_reports_category_shares():
+    args = ["--envs-per-symbol", "2", "--num-steps", "16", "--threads", "1", "--top", "5", "--device", "cpu"]
+    out = subprocess.run([sys.executable, str(BENCH / "profile_update.py"), *args],
+                         capture_output=True, text=True, check=True, timeout=180)
+    report = json.loads(out.stdout)
+    shares = report["category_share"]
+    assert {"matmul", "attention/softmax", "optimizer", "untraced"} <= set(shares)
+    assert 0.5 < sum(shares.values()) <= 1.01 and all(share >= 0 for share in shares.values())
+    assert len(report["top_ops"]) == 5 and report["update_gflops"] > 0 and report["epochs_run"] >= 1
