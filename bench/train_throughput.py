@@ -2,14 +2,15 @@
 
     python bench/train_throughput.py [--symbols SPX,GOOGL] [--envs-per-symbol 16] [--num-steps 128]
                                      [--iterations 3] [--encoder small|full] [--device auto|cpu|cuda]
-                                     [--threads 0] [--json PATH]
+                                     [--threads 0] [--compile] [--json PATH]
 
 Builds exactly what `python -m trainers.ppo` builds (same config resolution and session) and times
 the trainer's own iteration (`Session.iterate`, i.e. ppo_core.ppo_iteration with the entropy
 stack, reward normaliser and rollout statistics): one warm-up iteration, then `--iterations`
 timed ones, phases separated by device syncs. The update's achieved GFLOP/s (3x the policy's
 forward matmul FLOPs per sample, times samples and epochs run) is printed beside an fp32 matmul
-peak measured in the same run.
+peak measured in the same run. With --compile (run.compile) the warm-up iteration's update includes
+the compilation: `warmup_update_seconds`.
 PERF-NOTES' reference for this machine: Stable-Baselines3 PPO with its default MLP runs ~700-1,200
 env-steps/s on CartPole and gym-anytrading; here every step also runs a transformer encoder.
 """
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--encoder", choices=["auto", "small", "full"], default="auto")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--compile", action="store_true", help="run.compile: torch.compile the update's forward")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -44,15 +46,17 @@ def main() -> None:
     config = resolve(cli={
         "run.symbols": args.symbols.split(","), "run.data_dir": args.data_dir, "run.device": args.device,
         "run.envs_per_symbol": args.envs_per_symbol, "run.num_steps": args.num_steps,
-        "run.encoder_preset": args.encoder, "run.torch_threads": args.threads,
+        "run.encoder_preset": args.encoder, "run.torch_threads": args.threads, "run.compile": args.compile,
         # the schedules see a run long enough that the measured iterations are not its end
         "run.total_steps": 1000 * args.num_steps * args.envs_per_symbol * len(args.symbols.split(",")),
     })
     with tempfile.TemporaryDirectory() as run_dir:
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's messages; stdout is the JSON
             session = open_session(config, Path(run_dir) / "run")
+            if config.run.compile:
+                session.policy.compile_evaluate()
             try:
-                session.iterate(sync_timing=True)  # warm-up
+                warmup = session.iterate(sync_timing=True)
                 results = [session.iterate(sync_timing=True) for _ in range(args.iterations)]
             finally:
                 session.close()
@@ -68,7 +72,8 @@ def main() -> None:
         "bench": "train_throughput", "device": device_name(session.device), "torch": torch.__version__,
         "symbols": list(config.run.symbols), "accounts": session.env.num_envs, "num_steps": args.num_steps,
         "encoder": f"{config.run.encoder_preset} ({enc.n_layers}x{enc.d_model})",
-        "update_epochs": config.ppo.update_epochs, "iterations": args.iterations,
+        "update_epochs": config.ppo.update_epochs, "iterations": args.iterations, "compile": config.run.compile,
+        "warmup_update_seconds": round(warmup.update_seconds, 3),
         "epochs_run_mean": sum(r.update.epochs_run for r in results) / len(results),
         "rollout_seconds_per_iteration": round(rollout_s / args.iterations, 3),
         "update_seconds_per_iteration": round(update_s / args.iterations, 3),

@@ -37,6 +37,9 @@ class RunConfig:
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0
     """CPU threads for torch (0 = torch's default)"""
+    compile: bool = False
+    """torch.compile the policy's forward in the PPO update (MultiSymbolPolicy.compile_evaluate); off:
+    on a 2-core CPU it compiled for 30-90 s and ran no faster than eager"""
     rollout_storage: Literal["index", "window"] = "index"
     """index = the rollout buffer keeps each lookback window as its bar index (and noise offset) and
     gathers it from the env's feature table in the update (memory independent of the lookback);

@@ -174,6 +174,14 @@ class MultiSymbolPolicy(nn.Module):
         logprob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
         return logprob, entropy, value
 
+    def compile_evaluate(self) -> None:
+        """Run `evaluate` (the PPO update's forward, and so its backward) through torch.compile from
+        now on (run.compile). Rollouts stay eager. The first update compiles: 30-90 s on a 2-core
+        CPU, a few seconds once inductor's cache holds the graphs; on CPU it measured no faster
+        than eager (README: bench/profile_update.py), so it is off by default."""
+        if "evaluate" not in vars(self):  # once, whoever asks first (the session or a bench)
+            self.evaluate = torch.compile(self.evaluate)  # type: ignore[method-assign]
+
     def value(self, obs: dict[str, Tensor]) -> Tensor:
         """float32 values (N,) without running the actor."""
         return self._critic(self._features(obs))
