@@ -39,14 +39,16 @@ TARGET_KL = 1e-9  # every epoch's KL on rank 0 is above it, rank 1's is made 0 (
 def tiny_args(data: Path, run_dir: Path) -> list[str]:
     return [
         "--symbols", ",".join(SYMBOLS), "--data-dir", str(data), "--run-dir", str(run_dir),
-        "--envs-per-symbol", str(ENVS), "--seed", "5", "--device", "cpu", "--total-steps", str(ITERATIONS * BATCH),
+        "--envs-per-symbol", str(ENVS), "--seed", "5", "--device", "cpu",
+        "--total-steps", str(ITERATIONS * BATCH),
         "--set", "run.encoder_preset=custom", "--set", "model.encoder.n_layers=1",
         "--set", "model.encoder.d_model=16", "--set", "model.encoder.n_heads=2",
         "--set", "model.encoder.d_ff=32", "--set", "model.encoder.out_dim=16",
         "--set", "model.encoder.dropout=0.0", "--set", "model.actor_hidden=[16]",
         "--set", "model.critic_hidden=[16]", "--set", f"run.num_steps={NUM_STEPS}",
         "--set", "env.episode_length=12", "--set", "run.checkpoint_every=1", "--set", "run.torch_threads=1",
-        "--set", "ppo.update_epochs=3", "--set", "ppo.num_minibatches=2", "--set", f"ppo.target_kl={TARGET_KL}",
+        "--set", "ppo.update_epochs=3", "--set", "ppo.num_minibatches=2",
+        "--set", f"ppo.target_kl={TARGET_KL}",
         "--set", "run.eval_every=1000000",  # validation once, at the end: rank 0's verdict reaches rank 1
     ]
 
@@ -151,7 +153,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_ranks_share_weights_and_the_early_stop_and_count_a_global_batch(runs):
-    records = [stopped["records"] + resumed["records"] for stopped, resumed in zip(runs["stopped"], runs["resumed"])]
+    records = [stopped["records"] + resumed["records"]
+               for stopped, resumed in zip(runs["stopped"], runs["resumed"])]
     assert [len(r) for r in records] == [ITERATIONS, ITERATIONS]
     before = None
     for i, (a, b) in enumerate(zip(*records)):
@@ -183,7 +186,8 @@ def test_a_signal_to_one_rank_stops_both_and_the_run_resumes_exactly_under_torch
         assert torch.equal(resumed["records"][0]["obs_before"], stopped["records"][-1]["obs_after"])
     run_dir = runs["run_dir"]
     assert checkpointing.latest(run_dir).step == ITERATIONS * BATCH
-    assert [entry.step for entry in checkpointing.best(run_dir)] == [ITERATIONS * BATCH]  # the end's validation
+    # the end's validation ran on rank 0 alone; its verdict (keep this checkpoint) reached rank 1 too
+    assert [entry.step for entry in checkpointing.best(run_dir)] == [ITERATIONS * BATCH]
     # the same weights and accounts as the run that was never stopped, on both ranks
     assert [r["code"] for r in runs["straight"]] == [0, 0]
     for straight, resumed in zip(runs["straight"], runs["resumed"]):
@@ -233,10 +237,10 @@ def test_each_rank_seeds_its_own_streams():
 
 
 @pytest.mark.parametrize("variables, device, cuda_count, message", [
-    ({"WORLD_SIZE": "2"}, "cpu", 0, "RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not: start data-parallel"),
+    ({"WORLD_SIZE": "2"}, "cpu", 0, "RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are not: start"),
     ({"RANK": "1", "LOCAL_RANK": "1"}, "cuda", 1, "LOCAL_RANK 1, but torch sees 1 GPU on this node"),
     ({"RANK": "0", "LOCAL_RANK": "0"}, "cuda:1", 2, "pins one GPU; under torchrun each process trains on"),
-    ({"RANK": "0", "LOCAL_RANK": "0"}, "cuda", 0, "run.device: 'cuda' requested but torch sees no CUDA device"),
+    ({"RANK": "0", "LOCAL_RANK": "0"}, "cuda", 0, "run.device: 'cuda' requested but torch sees no CUDA"),
 ], ids=["no-torchrun", "more-ranks-than-gpus", "pinned-gpu", "no-gpu"])
 def test_launch_errors_say_what_to_change(monkeypatch, variables, device, cuda_count, message):
     monkeypatch.setenv("WORLD_SIZE", "2")

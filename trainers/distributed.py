@@ -204,6 +204,30 @@ def to_cpu(obj: Any) -> Any:
     return obj
 
 
+def rank_part(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
+    """Rank `rank`'s part of a trainer state (trainers.session.RANK_KEYS): rank 0's is the state
+    itself (so one process resumes a data-parallel checkpoint as rank 0), another's is in `ranks`;
+    None when it has none."""
+    if rank == 0:
+        return state
+    others = state.get("ranks", [])
+    return others[rank - 1] if rank - 1 < len(others) else None
+
+
+def world_change_note(saved: int, now: int) -> str:
+    """What resuming a checkpoint of `saved` processes in `now` processes keeps and drops."""
+    def span(first: int, last: int) -> str:
+        return f"rank {first}" if first == last else f"ranks {first}-{last}"
+
+    if now < saved:
+        change = f"the accounts of {span(0, now - 1)} continue, those of {span(now, saved - 1)} are dropped"
+    else:
+        change = (f"the accounts of {span(0, saved - 1)} continue, {span(saved, now - 1)} start fresh "
+                  "episodes from their own seeds")
+    return (f"note: checkpoint written by {saved} process{'es' * (saved > 1)}, resumed in {now}: {change}; "
+            "the step count and budget carry over, iterations are recounted for the new batch")
+
+
 class QuietLog:
     """The RunLogger interface for ranks other than 0: rank 0 alone prints and writes TensorBoard."""
 

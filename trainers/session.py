@@ -28,7 +28,7 @@ from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNorm
                       ppo_iteration, resolve_device)
 from trainers import checkpointing
 from trainers.alerts import CollapseAlerts
-from trainers.distributed import QuietLog, World, to_cpu
+from trainers.distributed import QuietLog, World, rank_part, to_cpu, world_change_note
 from trainers.logging import RunLogger
 from trainers.rollout_stats import RolloutStats
 from trainers.scoreboard import Scoreboard, Verdict
@@ -312,7 +312,7 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
     spec = env.trading_spec
     policy = MultiSymbolPolicy(config.run.symbols, config.model, spec).to(device)
     if world.rank:
-        torch.manual_seed(seed)  # rank 0 samples actions from the single-process stream, the others their own
+        torch.manual_seed(seed)  # rank 0 samples from the single-process stream, the others their own
     session = Session(
         config=config, run_dir=run_dir, device=device, env=env, policy=policy,
         learner=PPOLearner(policy, config.ppo, device, sync=world.mean_ if world.active else None),
@@ -367,29 +367,6 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
                     f"each {env.num_envs} accounts; {session.batch_size:,} account-steps per iteration, "
                     "gradients averaged over all")
     return session
-
-
-def rank_part(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
-    """Rank `rank`'s part of a trainer state (RANK_KEYS): rank 0's is the state itself (so one process
-    resumes a data-parallel checkpoint as rank 0), another's is in `ranks`; None when it has none."""
-    if rank == 0:
-        return state
-    others = state.get("ranks", [])
-    return others[rank - 1] if rank - 1 < len(others) else None
-
-
-def world_change_note(saved: int, now: int) -> str:
-    """What resuming a checkpoint of `saved` processes in `now` processes keeps and drops."""
-    def span(first: int, last: int) -> str:
-        return f"rank {first}" if first == last else f"ranks {first}-{last}"
-
-    if now < saved:
-        change = f"the accounts of {span(0, now - 1)} continue, those of {span(now, saved - 1)} are dropped"
-    else:
-        change = (f"the accounts of {span(0, saved - 1)} continue, {span(saved, now - 1)} start fresh "
-                  "episodes from their own seeds")
-    return (f"note: checkpoint written by {saved} process{'es' * (saved > 1)}, resumed in {now}: {change}; "
-            "the step count and budget carry over, iterations are recounted for the new batch")
 
 
 def open_validator(config: TrainConfig, env: VecTradingEnv, device: torch.device,
