@@ -146,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.checkpoint_every", "run.eval_every",
-             "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
+RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.compile", "run.checkpoint_every",
+             "run.eval_every", "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
              "run.early_stop_target_sharpe")
 """settings a resumed run may change: how long and where it runs and how it is validated and
 stopped, not what it learns"""

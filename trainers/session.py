@@ -311,6 +311,8 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
                 f"test from {test_start} (env.split_dates)")
     spec = env.trading_spec
     policy = MultiSymbolPolicy(config.run.symbols, config.model, spec).to(device)
+    if config.run.compile:
+        policy.compile_evaluate()
     if world.rank:
         torch.manual_seed(seed)  # rank 0 samples from the single-process stream, the others their own
     session = Session(
