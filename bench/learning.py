@@ -1,8 +1,8 @@
 """Does the default configuration learn to trade? Train through the trainer's own code, then
 backtest the greedy policy on the unseen test split against an oracle and two baselines.
 
-    python bench/learning.py [--quick] [--steps 300000] [--real-steps 150000] [--seed 1]
-                             [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
+    python bench/learning.py [--quick] [--steps 300000] [--real-steps 150000] [--seeds 1,2,...]
+                             [--bars 3000] [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Two runs, both with configs/default.toml (plus any --set):
   generated: three markets whose only edge is in the price path (AR(1) daily returns, momentum and
@@ -12,7 +12,10 @@ Two runs, both with configs/default.toml (plus any --set):
   real: the bundled daily bars (SPX, GOOGL); no oracle is known.
 Per symbol: test-split annualised Sharpe of the greedy agent, the oracle, buy-and-hold matched to
 the agent's exposure, a random valid policy, and the share of the oracle's Sharpe the agent
-reached. Table on stderr, JSON on stdout. About 10 minutes on a 2-core CPU; --quick is a smoke run.
+reached. With several --seeds (training seeds; the markets stay the same), a table per seed and
+one of the means over seeds: a 450-bar test split gives one Sharpe a standard error of ~0.75, so
+one seed's share of the oracle is rough. Tables on stderr, JSON on stdout. About 6 minutes per
+seed on a 2-core CPU (generated and real); --quick is a smoke run.
 """
 from __future__ import annotations
 
@@ -80,13 +83,13 @@ def oracle_sharpe(run_config, data_dir: Path, phis: dict[str, float]) -> dict[st
     return out
 
 
-def run(name: str, symbols: list[str], data_dir: Path, steps: int, args: argparse.Namespace,
+def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, args: argparse.Namespace,
         work: Path) -> tuple[dict, float]:
     """Train with the default config on `symbols`, evaluate on test; (evaluation payload, seconds)."""
     config = resolve(DEFAULT_CONFIG, args.overrides, cli={
         "run.symbols": symbols, "run.data_dir": str(data_dir), "run.total_steps": steps,
-        "run.seed": args.seed, "run.device": args.device})
-    run_dir = work / name
+        "run.seed": seed, "run.device": args.device})
+    run_dir = work / f"{name}_seed{seed}"
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
         session = open_session(config, run_dir)
@@ -96,7 +99,7 @@ def run(name: str, symbols: list[str], data_dir: Path, steps: int, args: argpars
             session.close()
         if code != 0:
             sys.exit(f"{name}: training failed (exit code {code}); see the messages above")
-        report = evaluate(run_dir, "test", 0, session.device, seed=args.seed,
+        report = evaluate(run_dir, "test", 0, session.device, seed=seed,
                           console=Console(file=sys.stderr, width=150))
     return report, time.perf_counter() - start
 
@@ -119,16 +122,37 @@ def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:
     return rows
 
 
+def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
+    """Per symbol: means over seeds of the Sharpes and the share, the lowest share, and in how many
+    seeds the agent beat matched buy-and-hold and random."""
+    out = []
+    for symbol_rows in zip(*per_seed.values(), strict=True):
+        def mean(key):
+            values = [r[key] for r in symbol_rows]
+            return None if any(v is None for v in values) else float(np.mean(values))
+        shares = [r["oracle_share"] for r in symbol_rows]
+        out.append({"symbol": symbol_rows[0]["symbol"], "agent_sharpe": mean("agent_sharpe"),
+                    "oracle_sharpe": mean("oracle_sharpe"), "oracle_share": mean("oracle_share"),
+                    "min_oracle_share": None if None in shares else min(shares),
+                    "matched_bh_sharpe": mean("matched_bh_sharpe"), "random_sharpe": mean("random_sharpe"),
+                    "agent_return": mean("agent_return"), "agent_exposure": mean("agent_exposure"),
+                    "agent_trades": mean("agent_trades"),
+                    "beats_matched_and_random": sum(r["beats_matched_and_random"] for r in symbol_rows)})
+    return out
+
+
 def print_table(rows: list[dict], title: str) -> None:
     table = Table(title=title, title_justify="left")
-    for column in ("symbol", "agent", "oracle", "share", "matched B&H", "random", "return", "exposure",
-                   "trades"):
+    lowest = "min_oracle_share" in rows[0]
+    for column in ("symbol", "agent", "oracle", "share", *(["lowest share"] if lowest else []), "matched B&H",
+                   "random", "return", "exposure", "trades"):
         table.add_column(column, justify="right")
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
     for r in rows:
         table.add_row(r["symbol"], fmt(r["agent_sharpe"], "+.2f"), fmt(r["oracle_sharpe"], "+.2f"),
-                      fmt(r["oracle_share"], ".0%"), fmt(r["matched_bh_sharpe"], "+.2f"),
+                      fmt(r["oracle_share"], ".0%"),
+                      *([fmt(r["min_oracle_share"], ".0%")] if lowest else []), fmt(r["matched_bh_sharpe"], "+.2f"),
                       fmt(r["random_sharpe"], "+.2f"), fmt(r["agent_return"], "+.1%"),
                       fmt(r["agent_exposure"], ".0%"), fmt(r["agent_trades"], ".0f"))
     Console(file=sys.stderr).print(table)
@@ -141,7 +165,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 iteration each")
     parser.add_argument("--markets", default="generated,real", help="which runs: generated, real or both")
     parser.add_argument("--bars", type=int, default=3000, help="bars per generated market")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default="1", help="comma-separated training seeds, e.g. 1,2,3")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override on top of configs/default.toml (repeatable)")
@@ -155,31 +179,43 @@ def main() -> None:
     markets = set(args.markets.split(","))
     if not markets or markets - {"generated", "real"}:
         parser.error(f"--markets: expected generated, real or both, got {args.markets!r}")
+    try:
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+    except ValueError:
+        parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
     start = time.perf_counter()
-    results: dict[str, list[dict]] = {}
+    results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    checkpoints: dict[str, dict] = {}  # which checkpoint each market's evaluation used
+    checkpoints: dict[str, dict] = {}  # which checkpoint each run's evaluation used
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         work = Path(tmp)
+        plans = []  # (market, symbols, data dir, steps, oracle Sharpes)
         if "generated" in markets:
             data_dir = work / "data"
             data_dir.mkdir(parents=True)
             for symbol, phi in GENERATED.items():
                 bars = autocorrelated_bars(symbol, args.bars, phi=phi, drift=DRIFT)
                 write_parquet(bars, data_dir / f"{symbol}.parquet")
-            report, seconds["generated"] = run("generated", list(GENERATED), data_dir, args.steps, args, work)
-            checkpoints["generated"] = report["checkpoint"]
             oracle = oracle_sharpe(resolve(DEFAULT_CONFIG, args.overrides), data_dir, GENERATED)
-            results["generated"] = summarise(report, oracle)
-            print_table(results["generated"],
-                        f"generated AR(1) markets, test split, {args.steps:,} account-steps")
+            plans.append(("generated", list(GENERATED), data_dir, args.steps, oracle,
+                          f"generated AR(1) markets, test split, {args.steps:,} account-steps"))
         if "real" in markets:
-            report, seconds["real"] = run("real", list(REAL), ROOT / "data", args.real_steps, args, work)
-            checkpoints["real"] = report["checkpoint"]
-            results["real"] = summarise(report, {})
-            print_table(results["real"], f"bundled real bars, test split, {args.real_steps:,} account-steps")
-    emit({"bench": "learning", "seed": args.seed, "bars": args.bars, "overrides": args.overrides, "steps": args.steps,
-          "real_steps": args.real_steps,
+            plans.append(("real", list(REAL), ROOT / "data", args.real_steps, {},
+                          f"bundled real bars, test split, {args.real_steps:,} account-steps"))
+        for market, symbols, data_dir, steps, oracle, title in plans:
+            per_seed = {}
+            for seed in seeds:
+                name = f"{market}_seed{seed}"
+                report, seconds[name] = run(market, symbols, data_dir, steps, seed, args, work)
+                checkpoints[name] = report["checkpoint"]
+                per_seed[seed] = summarise(report, oracle)
+                print_table(per_seed[seed], f"{title}, seed {seed}")
+            results[market] = {"per_seed": per_seed, "mean_over_seeds": mean_over_seeds(per_seed)}
+            if len(seeds) > 1:
+                print_table(results[market]["mean_over_seeds"],
+                            f"{title}, mean over seeds {args.seeds} (beats: seeds that beat both baselines)")
+    emit({"bench": "learning", "seeds": seeds, "bars": args.bars, "overrides": args.overrides,
+          "steps": args.steps, "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
           "wall_seconds": round(time.perf_counter() - start, 1), "phi": GENERATED,
           "evaluated_checkpoints": checkpoints, **results}, args.json)
