@@ -177,10 +177,7 @@ class PPOLearner:
         self.sync = sync
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.params = [p for p in policy.parameters() if p.requires_grad]
-        # fused: one kernel steps every parameter; CPU's default is a Python loop of ~10 ops per
-        # parameter (4 % of the small encoder's update, bench/profile_update.py)
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps,
-                                          fused=True)
+        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
 
     def update(self, buffer: RolloutBuffer, advantages: Tensor, returns: Tensor, *, ent_coef: float,
@@ -286,7 +283,5 @@ class PPOLearner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # a state saved by the unfused Adam would turn it off
-            group["fused"] = True
         if self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
