@@ -4,6 +4,7 @@
 sys.path; the project's packages come from the editable install."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 import ppo_core
+from configs.train import TrainConfig, resolve
 from ppo_core import synchronize as sync
 
 
@@ -62,3 +64,28 @@ def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     times = time_ms(lambda: a @ b, device, seconds, warmup=2, min_reps=5)
     return 2 * n**3 / (float(np.median(times)) * 1e-3) / 1e9
+
+
+def add_session_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the benches that build a trainer session (train_throughput, profile_update)."""
+    parser.add_argument("--symbols", default="SPX,GOOGL")
+    parser.add_argument("--envs-per-symbol", type=int, default=16)
+    parser.add_argument("--num-steps", type=int, default=128)
+    parser.add_argument("--encoder", choices=["auto", "small", "full"], default="auto")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    parser.add_argument("--compile", action="store_true", help="run.compile: torch.compile the update's forward")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
+    parser.add_argument("--json", type=Path)
+
+
+def session_config(args: argparse.Namespace, overrides: list[str] | None = None,
+                   **cli: object) -> TrainConfig:
+    """The trainer's config for `add_session_arguments`' flags, `overrides` (KEY=VALUE) and `cli`
+    (dotted key -> value). The schedules see a run long enough that a measured iteration is not its end."""
+    symbols = args.symbols.split(",")
+    return resolve(overrides=overrides or [], cli={
+        "run.symbols": symbols, "run.data_dir": args.data_dir, "run.device": args.device,
+        "run.envs_per_symbol": args.envs_per_symbol, "run.num_steps": args.num_steps,
+        "run.encoder_preset": args.encoder, "run.torch_threads": args.threads, "run.compile": args.compile,
+        "run.total_steps": 1000 * args.num_steps * args.envs_per_symbol * len(symbols), **cli})

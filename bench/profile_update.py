@@ -27,8 +27,7 @@ import torch
 from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile
 
-from common import device_name, emit, matmul_peak_gflops
-from configs.train import resolve
+from common import add_session_arguments, device_name, emit, matmul_peak_gflops, session_config
 from ppo_core import synchronize
 from ppo_core.gae import compute_gae
 from trainers.session import Session, open_session
@@ -80,33 +79,15 @@ def run_update(session: Session, advantages: torch.Tensor, returns: torch.Tensor
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--symbols", default="SPX,GOOGL")
-    parser.add_argument("--envs-per-symbol", type=int, default=16)
-    parser.add_argument("--num-steps", type=int, default=128)
-    parser.add_argument("--encoder", choices=["auto", "small", "full"], default="auto")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    parser.add_argument("--compile", action="store_true", help="run.compile: torch.compile the update's forward")
+    add_session_arguments(parser)
     parser.add_argument("--top", type=int, default=15, help="ops listed by self CPU time")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as trainers.ppo's --set (e.g. ppo.num_minibatches=8)")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-
-    symbols = args.symbols.split(",")
-    config = resolve(overrides=args.set, cli={
-        "run.symbols": symbols, "run.data_dir": args.data_dir, "run.device": args.device,
-        "run.envs_per_symbol": args.envs_per_symbol, "run.num_steps": args.num_steps,
-        "run.encoder_preset": args.encoder, "run.torch_threads": args.threads, "run.eval_every": 0,
-        "run.compile": args.compile,
-        "run.total_steps": 1000 * args.num_steps * args.envs_per_symbol * len(symbols),
-    })
+    config = session_config(args, args.set, **{"run.eval_every": 0})
     with tempfile.TemporaryDirectory() as run_dir:
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's messages; stdout is the JSON
             session = open_session(config, Path(run_dir) / "run")
-            if config.run.compile:
-                session.policy.compile_evaluate()
             try:
                 result = session.iterate()  # fills the buffer (and warms up the rollout path)
                 buffer, gamma = session.buffer, config.ppo.gamma
@@ -135,9 +116,9 @@ def main() -> None:
     enc = config.model.encoder
     emit({
         "bench": "profile_update", "device": device_name(session.device), "torch": torch.__version__,
-        "symbols": symbols, "accounts": session.env.num_envs, "num_steps": args.num_steps,
+        "symbols": list(config.run.symbols), "accounts": session.env.num_envs, "num_steps": args.num_steps,
         "encoder": f"{config.run.encoder_preset} ({enc.n_layers}x{enc.d_model})",
-        "minibatches_per_epoch": session.learner.minibatches_per_epoch(session.batch_size, len(symbols)),
+        "minibatches_per_epoch": session.learner.minibatches_per_epoch(session.batch_size, len(config.run.symbols)),
         "overrides": args.set, "compile": config.run.compile, "warmup_update_seconds": round(warmup_seconds, 3),
         "update_seconds": round(seconds, 3), "epochs_run": epochs,
         "update_gflops": round(gflops, 1), "matmul_peak_gflops": round(peak, 1),

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -81,7 +82,6 @@ def measure(args: argparse.Namespace, storage: str) -> dict:
 @contextlib.contextmanager
 def warnings_quiet():
     """The trainer warns once per symbol that it trades a synthetic market; that is the point here."""
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield

@@ -24,37 +24,19 @@ from pathlib import Path
 
 import torch
 
-from common import device_name, emit, matmul_peak_gflops
-from configs.train import resolve
+from common import add_session_arguments, device_name, emit, matmul_peak_gflops, session_config
 from trainers.session import open_session
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--symbols", default="SPX,GOOGL")
-    parser.add_argument("--envs-per-symbol", type=int, default=16)
-    parser.add_argument("--num-steps", type=int, default=128)
+    add_session_arguments(parser)
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--encoder", choices=["auto", "small", "full"], default="auto")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    parser.add_argument("--compile", action="store_true", help="run.compile: torch.compile the update's forward")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-
-    config = resolve(cli={
-        "run.symbols": args.symbols.split(","), "run.data_dir": args.data_dir, "run.device": args.device,
-        "run.envs_per_symbol": args.envs_per_symbol, "run.num_steps": args.num_steps,
-        "run.encoder_preset": args.encoder, "run.torch_threads": args.threads, "run.compile": args.compile,
-        # the schedules see a run long enough that the measured iterations are not its end
-        "run.total_steps": 1000 * args.num_steps * args.envs_per_symbol * len(args.symbols.split(",")),
-    })
+    config = session_config(args)
     with tempfile.TemporaryDirectory() as run_dir:
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's messages; stdout is the JSON
             session = open_session(config, Path(run_dir) / "run")
-            if config.run.compile:
-                session.policy.compile_evaluate()
             try:
                 warmup = session.iterate(sync_timing=True)
                 results = [session.iterate(sync_timing=True) for _ in range(args.iterations)]
