@@ -7,13 +7,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from configs.alerts import AlertConfig
 from configs.loader import ConfigError, apply_overrides, build, load_toml, merge, to_dict
 from configs.run import ENCODER_PRESETS, RunConfig
 from envs import EnvConfig
 from models import EncoderConfig, PolicyConfig
 from ppo_core import (AdaptiveEntropyConfig, EntropyConfig, EntropyGuardConfig, EntropyScheduleConfig,
                       PPOConfig, resolve_device)
-from trainers.alerts import AlertConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 

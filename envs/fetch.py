@@ -29,7 +29,7 @@ from rich.text import Text
 
 from envs.bars import Bars, DataError
 from envs.market_data import validate_bars
-from models.checkpoint import atomic_write_bytes
+from ppo_core.files import atomic_write_bytes
 
 DEFAULT_START = date(2005, 1, 1)
 INSTALL = 'pip install -e ".[data]"'

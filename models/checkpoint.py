@@ -7,8 +7,6 @@ old file or the new one, never half of one. A load that does not fit the model r
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Any
 import safetensors.torch
 from safetensors import safe_open
 from torch import Tensor, nn
+
+from ppo_core.files import atomic_write_bytes
 
 FORMAT_VERSION = 2
 """2: encoder projections are one `encoder.proj.<obs key>` per observation key, actions in the config"""
@@ -43,29 +43,6 @@ class CheckpointMeta:
     """layout version of the metadata (FORMAT_VERSION when written by this code)"""
     extra: dict[str, str] = field(default_factory=dict)
     """free-form string metadata supplied by the caller"""
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the complete new one, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target so os.replace is a rename within one filesystem.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, config: dict[str, Any], symbols: Sequence[str],

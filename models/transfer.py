@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from envs.spec import TradingSpec
-from models.checkpoint import atomic_write_bytes
+from ppo_core.files import atomic_write_bytes
 from models.encoder import EncoderConfig
 from models.policy import MultiSymbolPolicy, PolicyConfig
 

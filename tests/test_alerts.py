@@ -10,7 +10,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from configs.loader import ConfigError
 from configs.train import DEFAULT_CONFIG, resolve
 from trainers import checkpointing
-from trainers.alerts import ALERT_NAMES, AlertConfig, CollapseAlerts, IterationSignals
+from configs.alerts import ALERT_NAMES, AlertConfig
+from trainers.alerts import CollapseAlerts, IterationSignals
 from trainers.ppo import main
 from trainers.rollout_stats import SymbolActions
 

@@ -37,7 +37,8 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from models.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ppo_core.files import atomic_write_bytes
+from models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from trainers.scoreboard import Scored
 
 KEEP_LAST = 2

@@ -23,7 +23,7 @@ from configs.loader import ConfigError, dumps_toml
 from configs.train import TrainConfig, as_dict
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy, weight_stats
-from models.checkpoint import atomic_write_bytes
+from ppo_core.files import atomic_write_bytes
 from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNormalizer, RolloutBuffer,
                       ppo_iteration, resolve_device)
 from trainers import checkpointing
