@@ -35,7 +35,7 @@ from envs import autocorrelated_bars
 from learning import DRIFT, GENERATED, write_parquet
 from models.init import STRATEGIES
 from ppo_core import NonFiniteLossError
-from trainers.session import open_session
+from trainers.run.session import open_session
 
 SWEPT = ("model.init", "model.actor_out_gain")
 METRICS = ("best_val_sharpe", "entropy", "grad_norm_var")

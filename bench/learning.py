@@ -37,9 +37,9 @@ from common import emit
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import Bars, VecTradingEnv, ar1_expected_return, autocorrelated_bars, load_market
 from trainers.evaluate import evaluate
-from trainers.metrics import equity_metrics, periods_per_year
+from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.ppo import train
-from trainers.session import open_session
+from trainers.run.session import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIFT = 0.0002

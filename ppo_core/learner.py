@@ -19,17 +19,24 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class PPOConfig:
-    learning_rate: float = 2.5e-4
-    """Adam learning rate at the start of training"""
+    """The PPO update. The defaults are the trading trainer's, measured with bench/learning.py;
+    "guide:" gives the training guide's Stage 5 value where it differs (configs/seed_stage5.toml).
+    Generic users pass their own: bench/cartpole.py's presets hold CleanRL's and RL Zoo's."""
+
+    learning_rate: float = 1e-3
+    """Adam learning rate at the start of training (guide: 3e-4 constant; 1e-3 annealed learns in
+    300k steps)"""
     lr_schedule: Literal["constant", "linear"] = "linear"
     """constant, or linear annealing to 0 at the end of training (CleanRL)"""
-    num_minibatches: int = 4
-    """minibatches per epoch; must divide the rollout (and each group's share of it)"""
+    num_minibatches: int = 16
+    """minibatches per epoch; must divide the rollout (and each group's share of it) (guide:
+    minibatches of 64 samples per agent; the default run's 2 x 16 x 128 samples make 16 of 256)"""
     minibatch_size: int = 0
     """samples per group (symbol) in each minibatch; > 0 replaces num_minibatches by the group's
     share of the rollout / minibatch_size (the seed sizes minibatches per agent: 64)"""
     update_epochs: int = 4
-    """passes over the rollout per update (fewer when KL early stopping fires)"""
+    """passes over the rollout per update (fewer when KL early stopping fires) (guide: 10, with
+    2048-step rollouts)"""
     clip_coef: float = 0.2
     """PPO ratio clip range epsilon; also the value-change clip range when clip_vloss is on"""
     clip_schedule: Literal["constant", "linear"] = "constant"
@@ -47,16 +54,18 @@ class PPOConfig:
     norm_adv_per_group: bool = False
     """with norm_adv and grouped minibatches: standardise each group's (symbol's) advantages on its
     own, so one symbol's reward scale does not set another's step size"""
-    gamma: float = 0.99
-    """discount factor"""
-    gae_lambda: float = 0.95
-    """GAE lambda: 0 = one-step TD, 1 = Monte Carlo"""
+    gamma: float = 0.5
+    """discount factor (guide: 0.99; the edge in a bar lasts a bar or two, longer horizons add
+    noise)"""
+    gae_lambda: float = 0.9
+    """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (guide: 0.95)"""
     adam_eps: float = 1e-5
     """Adam epsilon (CleanRL's 1e-5 rather than PyTorch's 1e-8)"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
     normalize_rewards: bool = True
-    """divide rewards by the running std of the discounted return (ppo_core.RewardNormalizer)"""
+    """divide rewards by the running std of the discounted return (ppo_core.RewardNormalizer)
+    (guide: off)"""
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps")
@@ -166,7 +175,7 @@ class PPOLearner:
     """Owns the optimizer and GradScaler and runs PPO updates on a filled RolloutBuffer.
 
     `sync`, for data-parallel training, averages a tensor in place over the processes (e.g.
-    trainers.distributed.World.mean_). With it each minibatch's gradients are averaged before
+    trainers.run.distributed.World.mean_). With it each minibatch's gradients are averaged before
     clipping, and each epoch's metrics before the KL early-stop decision and the non-finite check,
     so every process takes the same steps and stops at the same epoch; None: a single process.
     """

@@ -9,11 +9,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from configs.loader import ConfigError
 from configs.train import DEFAULT_CONFIG, resolve
-from trainers import checkpointing
+from trainers.run import checkpoints
 from configs.alerts import ALERT_NAMES, AlertConfig
-from trainers.alerts import CollapseAlerts, IterationSignals
+from trainers.monitoring.alerts import CollapseAlerts, IterationSignals
 from trainers.ppo import main
-from trainers.rollout_stats import SymbolActions
+from trainers.monitoring.rollout_stats import SymbolActions
 
 SYMBOLS = ["AAA", "BBB"]
 ACTIONS = ["HOLD", "BUY_SMALL", "BUY_MEDIUM", "BUY_LARGE", "SELL_PARTIAL", "SELL_ALL", "ADD_TO_POSITION"]
@@ -196,7 +196,7 @@ def test_a_real_run_halts_on_an_alert_of_halt_on_with_a_checkpoint(tmp_path, cap
     code = main(tiny(tmp_path, 6, "alerts.entropy_min=10.0", "alerts.entropy_min_late=10.0",
                      "alerts.halt_on=['entropy']", "alerts.halt_after=2"))
     assert code == 1
-    assert checkpointing.latest(tmp_path / "run").step == 2 * BATCH
+    assert checkpoints.latest(tmp_path / "run").step == 2 * BATCH
     out = capsys.readouterr().out
     assert "ALERT entropy" in out and "collapse alert entropy on for 2 iterations in a row" in out
     assert scalars(tmp_path / "run")["alerts/entropy"] == [1.0, 2.0]

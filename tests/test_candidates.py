@@ -5,8 +5,8 @@ import json
 import numpy as np
 
 from test_trainer import BATCH, tiny_args
-from trainers import checkpointing
-from trainers.candidates import NUM_BLOCKS, describe, selection_stats
+from trainers.run import checkpoints
+from trainers.backtest.candidates import NUM_BLOCKS, describe, selection_stats
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import main
 
@@ -33,12 +33,12 @@ def test_selection_reports_pbo_and_dsr_of_the_chosen_candidate():
 def test_evaluate_reports_selection_over_the_kept_checkpoints(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 3) + ["--set", f"run.eval_every={BATCH}", "--set", "run.keep_best=2"]) == 0
-    kept = {c.weights.stem for c in [*checkpointing.best(run_dir), checkpointing.latest(run_dir)]}
+    kept = {c.weights.stem for c in [*checkpoints.best(run_dir), checkpoints.latest(run_dir)]}
     assert len(kept) >= 2
     assert evaluate_main(["--run-dir", str(run_dir), "--device", "cpu"]) == 0
     assert f"selection bias over {len(kept)} kept checkpoints" in capsys.readouterr().out
     selection = json.loads((run_dir / "evaluation.json").read_text())["selection"]
     assert selection["num_candidates"] == len(kept) == selection["num_trials"]
-    assert selection["chosen"] == checkpointing.best(run_dir)[0].weights.stem
+    assert selection["chosen"] == checkpoints.best(run_dir)[0].weights.stem
     assert 0.0 <= selection["pbo"] <= 1.0 and 0.0 <= selection["dsr"] <= 1.0
     assert selection["num_periods"] >= 2 * selection["num_blocks"]

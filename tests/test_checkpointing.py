@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainers import checkpointing
-from trainers.checkpointing import Checkpoint, ResumeError, load_state, resume_point
+from trainers.run import checkpoints
+from trainers.run.checkpoints import Checkpoint, ResumeError, load_state, resume_point
 
 CONFIG = {"run": {"symbols": ["SPY"]}, "ppo": {"learning_rate": 3e-4}}
 
@@ -32,7 +32,7 @@ def realistic_state(step: int) -> dict[str, Any]:
         "env": {"accounts": {"cash": torch.full((4,), 1e4), "shares": torch.zeros(4, dtype=torch.int64)},
                 "generator": torch.Generator().manual_seed(step).get_state()},
         "obs": {"bars": torch.randn(4, 8, 5), "mask": torch.ones(4, 3, dtype=torch.bool)},
-        "rng": checkpointing.rng_state(), "generator": torch.Generator().manual_seed(1).get_state(),
+        "rng": checkpoints.rng_state(), "generator": torch.Generator().manual_seed(1).get_state(),
         "episode_returns": torch.randn(4), "episode_lengths": torch.arange(4),
         "reward_normalizer": None, "flags": (True, False), "history": [0.5, 1, "text"],
     }
@@ -61,7 +61,7 @@ def save_steps(run_dir: Path, steps: list[int]) -> dict[int, Checkpoint]:
     for step in steps:
         torch.manual_seed(step)
         policy = nn.Linear(3, 2)
-        saved[step] = checkpointing.save(run_dir, policy, CONFIG, ["SPY"], step, realistic_state(step))
+        saved[step] = checkpoints.save(run_dir, policy, CONFIG, ["SPY"], step, realistic_state(step))
     return saved
 
 
@@ -89,7 +89,7 @@ def test_realistic_state_round_trips_weights_only(tmp_path, monkeypatch):
     assert loads and all(flag is True for flag in loads)
     assert checkpoint == saved and checkpoint.step == 8 and notes == []
     assert_same(state, loaded)
-    assert_same(state, load_state(checkpointing.latest(tmp_path)))
+    assert_same(state, load_state(checkpoints.latest(tmp_path)))
     # the restored state is usable: optimizer, scaler and generator accept it
     optimizer = torch.optim.Adam(nn.Linear(3, 2).parameters(), lr=1.0)
     optimizer.load_state_dict(loaded["learner"]["optimizer"])
@@ -97,7 +97,7 @@ def test_realistic_state_round_trips_weights_only(tmp_path, monkeypatch):
     torch.Generator().set_state(loaded["generator"])
     torch.set_rng_state(loaded["rng"]["torch"])
     target = nn.Linear(3, 2)
-    checkpointing.load_weights(checkpoint, target)
+    checkpoints.load_weights(checkpoint, target)
     torch.manual_seed(8)
     assert torch.equal(target.weight, nn.Linear(3, 2).weight)
 
@@ -114,7 +114,7 @@ def test_truncated_latest_falls_back_to_previous(tmp_path, which):
     assert corrupt_names(bad) == [f"{saved[8].weights.name}.corrupt", f"{saved[8].state.name}.corrupt"]
     assert not saved[8].weights.exists() and not saved[8].state.exists()
     assert (bad.parent / f"{bad.name}.corrupt").stat().st_size > 0  # kept for inspection
-    assert checkpointing.latest(tmp_path) == saved[4]  # latest.json repointed at the good one
+    assert checkpoints.latest(tmp_path) == saved[4]  # latest.json repointed at the good one
     again, again_state, again_notes = resume_point(tmp_path)  # a second resume is clean
     assert again == saved[4] and again_notes == []
     assert_same(state, again_state)
@@ -187,7 +187,7 @@ def test_pointer_cannot_reach_outside_the_checkpoint_dir(tmp_path):
     pointer = tmp_path / "run" / "checkpoints" / "latest.json"
     pointer.write_text(json.dumps({"weights": str(outside), "state": "../../precious.txt", "step": 9}))
     with pytest.raises(ResumeError, match="not a file name"):
-        checkpointing.latest(tmp_path / "run")
+        checkpoints.latest(tmp_path / "run")
     checkpoint, _, notes = resume_point(tmp_path / "run")
     assert checkpoint.step == 4 and len(notes) == 1
     assert outside.read_text() == "keep me" and not list(tmp_path.glob("*.corrupt"))

@@ -1,4 +1,4 @@
-"""Data-parallel training (trainers.distributed) with two gloo processes on the CPU: the ranks hold
+"""Data-parallel training (trainers.run.distributed) with two gloo processes on the CPU: the ranks hold
 the same weights after every update, count a global batch, take the KL early-stop decision
 together although their own KLs disagree, stop together on a signal that reaches one of them,
 resume under torchrun with each rank's own accounts, and a two-rank checkpoint resumes in one
@@ -24,9 +24,10 @@ import ppo_core.learner
 from configs.train import TrainConfig, build
 from envs import synthetic_bars
 from models import read_checkpoint_meta
-from trainers import checkpointing, distributed
-from trainers.distributed import LaunchError, World
-from trainers.session import Session, open_session
+from trainers.run import checkpoints
+from trainers.run import distributed
+from trainers.run.distributed import LaunchError, World
+from trainers.run.session import Session, open_session
 
 WORLD = 2
 NUM_STEPS, ENVS, SYMBOLS = 8, 2, ["AAA", "BBB"]
@@ -145,7 +146,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     write_markets(root / "data")
     args = tiny_args(root / "data", root / "run")
     stopped = launch(args, root / "stopped", stop_after=STOP_AFTER)
-    stopped_state = checkpointing.load_state(checkpointing.latest(root / "run"))
+    stopped_state = checkpoints.load_state(checkpoints.latest(root / "run"))
     resumed = launch(["--resume", str(root / "run"), *args], root / "resumed")
     straight = launch(tiny_args(root / "data", root / "straight"), root / "straight_out")
     return {"run_dir": root / "run", "stopped": stopped, "stopped_state": stopped_state, "resumed": resumed,
@@ -185,16 +186,16 @@ def test_a_signal_to_one_rank_stops_both_and_the_run_resumes_exactly_under_torch
     for stopped, resumed in zip(runs["stopped"], runs["resumed"]):
         assert torch.equal(resumed["records"][0]["obs_before"], stopped["records"][-1]["obs_after"])
     run_dir = runs["run_dir"]
-    assert checkpointing.latest(run_dir).step == ITERATIONS * BATCH
+    assert checkpoints.latest(run_dir).step == ITERATIONS * BATCH
     # the end's validation ran on rank 0 alone; its verdict (keep this checkpoint) reached rank 1 too
-    assert [entry.step for entry in checkpointing.best(run_dir)] == [ITERATIONS * BATCH]
+    assert [entry.step for entry in checkpoints.best(run_dir)] == [ITERATIONS * BATCH]
     # the same weights and accounts as the run that was never stopped, on both ranks
     assert [r["code"] for r in runs["straight"]] == [0, 0]
     for straight, resumed in zip(runs["straight"], runs["resumed"]):
         assert torch.equal(straight["records"][-1]["params"], resumed["records"][-1]["params"])
         assert torch.equal(straight["records"][-1]["obs_after"], resumed["records"][-1]["obs_after"])
-    ours = checkpointing.load_state(checkpointing.latest(run_dir))
-    theirs = checkpointing.load_state(checkpointing.latest(runs["straight_dir"]))
+    ours = checkpoints.load_state(checkpoints.latest(run_dir))
+    theirs = checkpoints.load_state(checkpoints.latest(runs["straight_dir"]))
     for part, reference in zip([ours, *ours["ranks"]], [theirs, *theirs["ranks"]]):
         for key, value in reference["env"]["accounts"].items():
             assert torch.equal(part["env"]["accounts"][key], value), key
@@ -204,8 +205,8 @@ def test_a_two_rank_checkpoint_resumes_in_one_process_as_rank_0(runs, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(runs["run_dir"], run_dir)
     rank0 = runs["resumed"][0]["records"][-1]
-    config = build(TrainConfig, read_checkpoint_meta(checkpointing.latest(run_dir).weights).config)
-    saved = checkpointing.load_state(checkpointing.latest(run_dir))
+    config = build(TrainConfig, read_checkpoint_meta(checkpoints.latest(run_dir).weights).config)
+    saved = checkpoints.load_state(checkpoints.latest(run_dir))
     session = open_session(config, run_dir, resume=True)
     try:
         assert not session.world.active and session.batch_size == LOCAL_BATCH

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from envs import DEFAULT_SPEC, EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
 from envs.rewards import StepOutcome, components, diversity_component, drawdown_component, repeat_component
-from trainers.rollout_stats import RolloutStats
+from trainers.monitoring.rollout_stats import RolloutStats
 
 SPEC = DEFAULT_SPEC
 NUM_ACTIONS, BUY_LARGE = SPEC.num_actions, SPEC.action_id("BUY_LARGE")

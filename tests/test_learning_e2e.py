@@ -20,7 +20,7 @@ from configs.loader import load_toml
 from configs.train import TrainConfig, build
 from envs import DEFAULT_SPEC, TradingSpec, VecTradingEnv, planted_signal_bars
 from models import MultiSymbolPolicy
-from trainers import checkpointing
+from trainers.run import checkpoints
 from trainers.evaluate import evaluate
 from trainers.ppo import main
 
@@ -77,7 +77,7 @@ def test_agent_learns_planted_signal(tmp_path):
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
     spec = TradingSpec.from_config(config.env)
     trained = MultiSymbolPolicy(SYMBOLS, config.model, spec).eval()
-    checkpointing.load_weights(checkpointing.latest(run_dir), trained)
+    checkpoints.load_weights(checkpoints.latest(run_dir), trained)
     torch.manual_seed(config.run.seed)
     untrained = MultiSymbolPolicy(SYMBOLS, config.model, spec).eval()
 

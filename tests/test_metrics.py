@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from trainers.metrics import equity_metrics, max_drawdown, periods_per_year, trade_metrics
+from trainers.backtest.metrics import equity_metrics, max_drawdown, periods_per_year, trade_metrics
 
 
 def test_equity_metrics_match_hand_computation():

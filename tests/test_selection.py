@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from trainers.selection import deflated_sharpe, expected_max_sharpe, pbo, selection_report
+from trainers.backtest.overfitting import deflated_sharpe, expected_max_sharpe, pbo, selection_report
 
 
 def noise(num_periods: int, num_candidates: int, seed: int) -> np.ndarray:

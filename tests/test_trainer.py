@@ -14,12 +14,12 @@ from safetensors.torch import load_file
 from configs.train import TrainConfig, build
 from envs import EnvConfig, TradingSpec, VecTradingEnv
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
-from trainers import checkpointing
+from trainers.run import checkpoints
 from trainers.evaluate import account_metrics
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
-from trainers.report import COLUMNS, print_tables
-from trainers.session import StopRequest, open_session
+from trainers.backtest.report import COLUMNS, print_tables
+from trainers.run.session import StopRequest, open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_STEPS, ENVS = 16, 4
@@ -46,14 +46,14 @@ def open_tiny(run_dir: Path, iterations: int):
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(checkpointing.latest(run_dir).weights)
+    return load_file(checkpoints.latest(run_dir).weights)
 
 
 def test_smoke_run_writes_config_checkpoint_and_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 2)) == 0
     assert (run_dir / "config.toml").is_file()
-    assert checkpointing.latest(run_dir).step == 2 * BATCH
+    assert checkpoints.latest(run_dir).step == 2 * BATCH
     assert any((run_dir / "tb").iterdir())
     # a finished run directory is not silently overwritten
     assert main(tiny_args(run_dir, 2)) == 2
@@ -78,15 +78,15 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         assert train(session, stop) == 130
     finally:
         session.close()
-    assert checkpointing.latest(interrupted).step == 2 * BATCH
+    assert checkpoints.latest(interrupted).step == 2 * BATCH
 
     assert main(["--resume", str(interrupted)]) == 0
     a, b = final_weights(straight), final_weights(interrupted)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    state_a = checkpointing.load_state(checkpointing.latest(straight))
-    state_b = checkpointing.load_state(checkpointing.latest(interrupted))
+    state_a = checkpoints.load_state(checkpoints.latest(straight))
+    state_b = checkpoints.load_state(checkpoints.latest(interrupted))
     assert state_a["global_step"] == state_b["global_step"] == 4 * BATCH
     for key, value in state_a["env"]["accounts"].items():
         assert torch.equal(value, state_b["env"]["accounts"][key]), key
@@ -107,13 +107,13 @@ def test_resume_accepts_the_runs_own_settings_and_names_a_real_difference(tmp_pa
     assert main(["--resume", str(run_dir), *tiny_args(run_dir, 2)]) == 0
     assert main(["--resume", str(run_dir), "--symbols", "SPX,GOOGL", "--seed", "3",
                  "--total-steps", str(3 * BATCH)]) == 0
-    assert checkpointing.latest(run_dir).step == 3 * BATCH
+    assert checkpoints.latest(run_dir).step == 3 * BATCH
     capsys.readouterr()
     assert main(["--resume", str(run_dir), "--seed", "4", "--symbols", "SPX,AAPL"]) == 2
     err = capsys.readouterr().err
     assert "run.seed: the run has 3, given 4" in err
     assert "run.symbols: the run has ['SPX', 'GOOGL'], given ['SPX', 'AAPL']" in err
-    assert checkpointing.latest(run_dir).step == 3 * BATCH
+    assert checkpoints.latest(run_dir).step == 3 * BATCH
 
 
 def test_empty_symbols_and_missing_data_dir_are_refused_before_anything_is_written(tmp_path, capsys):
@@ -131,14 +131,14 @@ def test_empty_symbols_and_missing_data_dir_are_refused_before_anything_is_writt
 def test_truncated_latest_checkpoint_resumes_from_the_newest_intact_one(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 2)) == 0
-    bad = checkpointing.latest(run_dir).weights
+    bad = checkpoints.latest(run_dir).weights
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
     capsys.readouterr()
     assert main(["--resume", str(run_dir), "--total-steps", str(3 * BATCH)]) == 0
     out = capsys.readouterr().out
     assert bad.name in out and f"resumed {run_dir} at step {BATCH:,}" in out
-    assert checkpointing.latest(run_dir).step == 3 * BATCH
-    assert bad.with_name(bad.name + checkpointing.CORRUPT_SUFFIX).exists()  # kept for inspection
+    assert checkpoints.latest(run_dir).step == 3 * BATCH
+    assert bad.with_name(bad.name + checkpoints.CORRUPT_SUFFIX).exists()  # kept for inspection
 
 
 def test_non_finite_loss_halts_and_keeps_last_good_checkpoint(tmp_path):
@@ -162,7 +162,7 @@ def test_non_finite_loss_halts_and_keeps_last_good_checkpoint(tmp_path):
         session.close()
     failure = [m for m in messages if m.startswith("error:")]
     assert failure and "iteration 2" in failure[0] and "non-finite" in failure[0]
-    kept = checkpointing.latest(run_dir)
+    kept = checkpoints.latest(run_dir)
     assert kept.step == BATCH  # iteration 1's checkpoint, untouched
     fresh = open_tiny(tmp_path / "other", 1)
     try:
@@ -187,7 +187,7 @@ def test_sigint_saves_a_loadable_checkpoint(tmp_path):
     lines.append(out)
     assert proc.returncode == 130, "".join(lines)
     assert "checkpoint saved" in "".join(lines)
-    checkpoint = checkpointing.latest(run_dir)
+    checkpoint = checkpoints.latest(run_dir)
     assert checkpoint.step >= BATCH
     config = build(TrainConfig, read_checkpoint_meta(checkpoint.weights).config)
     policy = MultiSymbolPolicy(["SPX", "GOOGL"], config.model, TradingSpec.from_config(config.env))

@@ -20,11 +20,11 @@ from envs import DEFAULT_SPEC
 from models import MultiSymbolPolicy, PolicyConfig
 from models.encoder import EncoderConfig
 from test_trainer import BATCH, ROOT, tiny_args
-from trainers import checkpointing
+from trainers.run import checkpoints
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
-from trainers.scoreboard import Scoreboard, Scored
-from trainers.session import STOPPED_FILE, open_session
+from trainers.backtest.best_k import Scoreboard, Scored
+from trainers.run.session import STOPPED_FILE, open_session
 
 EVERY_ITERATION = ["--set", f"run.eval_every={BATCH}"]
 
@@ -100,33 +100,33 @@ def test_best_checkpoints_survive_pruning_and_are_listed_best_first(tmp_path):
     board = Scoreboard(2)
     for step, score in [(10, 0.9), (20, 0.1), (30, 1.2), (40, 0.2), (50, 0.3), (60, 0.0)]:
         board.record(step, score)
-        checkpointing.save(tmp_path, nn.Linear(2, 2), {}, ["A"], step, {"step": step}, best=board.best)
-    names = {p.name for p in checkpointing.checkpoint_dir(tmp_path).glob("*.safetensors")}
+        checkpoints.save(tmp_path, nn.Linear(2, 2), {}, ["A"], step, {"step": step}, best=board.best)
+    names = {p.name for p in checkpoints.checkpoint_dir(tmp_path).glob("*.safetensors")}
     # the newest two (50, 60) and the best two (30, 10); 20 and 40 pruned
     assert names == {f"step_{s:012d}.safetensors" for s in (10, 30, 50, 60)}
-    listed = checkpointing.best(tmp_path)
+    listed = checkpoints.best(tmp_path)
     assert [(c.step, c.val_sharpe) for c in listed] == [(30, 1.2), (10, 0.9)]
     assert all(c.weights.is_file() and c.state.is_file() for c in listed)
-    chosen, note = checkpointing.choose(tmp_path, "best")
+    chosen, note = checkpoints.choose(tmp_path, "best")
     assert chosen.step == 30 and "+1.200" in note
-    assert checkpointing.choose(tmp_path, "latest")[0].step == 60
-    by_path, note = checkpointing.choose(tmp_path, str(listed[1].weights))
+    assert checkpoints.choose(tmp_path, "latest")[0].step == 60
+    by_path, note = checkpoints.choose(tmp_path, str(listed[1].weights))
     assert (by_path.step, by_path.val_sharpe) == (10, 0.9) and "+0.900" in note
 
 
 def test_best_falls_back_to_latest_without_scores_and_repointing_keeps_the_list(tmp_path):
-    checkpointing.save(tmp_path, nn.Linear(2, 2), {}, ["A"], 10, {"step": 10})
-    chosen, note = checkpointing.choose(tmp_path, "best")
+    checkpoints.save(tmp_path, nn.Linear(2, 2), {}, ["A"], 10, {"step": 10})
+    chosen, note = checkpoints.choose(tmp_path, "best")
     assert chosen.step == 10 and "no validation scores" in note
-    checkpointing.save(tmp_path, nn.Linear(2, 2), {}, ["A"], 20, {"step": 20}, best=[Scored(10, 0.7)])
-    checkpointing.save(tmp_path, nn.Linear(2, 2), {}, ["A"], 30, {"step": 30}, best=[Scored(10, 0.7)])
-    newest = checkpointing.latest(tmp_path).weights
+    checkpoints.save(tmp_path, nn.Linear(2, 2), {}, ["A"], 20, {"step": 20}, best=[Scored(10, 0.7)])
+    checkpoints.save(tmp_path, nn.Linear(2, 2), {}, ["A"], 30, {"step": 30}, best=[Scored(10, 0.7)])
+    newest = checkpoints.latest(tmp_path).weights
     newest.write_bytes(newest.read_bytes()[:20])  # truncated: resume falls back to step 20
-    checkpoint, _, notes = checkpointing.resume_point(tmp_path)
+    checkpoint, _, notes = checkpoints.resume_point(tmp_path)
     assert checkpoint.step == 20 and notes
-    assert [(c.step, c.val_sharpe) for c in checkpointing.best(tmp_path)] == [(10, 0.7)]
-    with pytest.raises(checkpointing.ResumeError, match="not 'latest', 'best'"):
-        checkpointing.choose(tmp_path, str(tmp_path / "nope.safetensors"))
+    assert [(c.step, c.val_sharpe) for c in checkpoints.best(tmp_path)] == [(10, 0.7)]
+    with pytest.raises(checkpoints.ResumeError, match="not 'latest', 'best'"):
+        checkpoints.choose(tmp_path, str(tmp_path / "nope.safetensors"))
 
 
 # ---- the validation policy ------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_validation_writes_scalars_keeps_the_top_k_and_evaluate_picks_the_best(t
                                 for i in range(4)], rtol=1e-5)
     # the best list is the top two of the four validations (TensorBoard holds float32 copies)
     top = sorted(means, key=lambda m: -m[1])[:2]
-    listed = checkpointing.best(run_dir)
+    listed = checkpoints.best(run_dir)
     assert [c.step for c in listed] == [step for step, _ in top]
     np.testing.assert_allclose([c.val_sharpe for c in listed], [v for _, v in top], rtol=1e-6)
 
@@ -190,18 +190,18 @@ def test_validation_writes_scalars_keeps_the_top_k_and_evaluate_picks_the_best(t
     means = scalars(run_dir)["val/mean_sharpe"]
     assert len(means) == 6
     top = sorted(means, key=lambda m: -m[1])[:2]
-    assert [c.step for c in checkpointing.best(run_dir)] == [step for step, _ in top]
+    assert [c.step for c in checkpoints.best(run_dir)] == [step for step, _ in top]
 
 
 def test_validation_leaves_training_exactly_as_it_was(tmp_path):
     plain, validated = tmp_path / "plain", tmp_path / "validated"
     assert main(tiny_args(plain, 3) + ["--set", "run.eval_every=0"]) == 0
     assert main(tiny_args(validated, 3) + EVERY_ITERATION) == 0
-    a = load_file(checkpointing.latest(plain).weights)
-    b = load_file(checkpointing.latest(validated).weights)
+    a = load_file(checkpoints.latest(plain).weights)
+    b = load_file(checkpoints.latest(validated).weights)
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert checkpointing.best(plain) == [] and len(checkpointing.best(validated)) == 3
+    assert checkpoints.best(plain) == [] and len(checkpoints.best(validated)) == 3
 
 
 def test_early_stop_writes_its_reason_and_trains_on_only_with_a_larger_budget(tmp_path, capsys):
@@ -213,18 +213,18 @@ def test_early_stop_writes_its_reason_and_trains_on_only_with_a_larger_budget(tm
     stopped = json.loads((run_dir / STOPPED_FILE).read_text())
     assert stopped["step"] == BATCH and stopped["total_steps"] == 4 * BATCH
     assert "reached run.early_stop_target_sharpe" in stopped["reason"]
-    assert stopped["best_step"] == BATCH and checkpointing.latest(run_dir).step == BATCH
+    assert stopped["best_step"] == BATCH and checkpoints.latest(run_dir).step == BATCH
     assert scalars(run_dir)["val/mean_sharpe"][0][0] == BATCH
 
     # the same budget: stays stopped, trains nothing
     assert main(["--resume", str(run_dir)]) == 0
     assert "was stopped early" in capsys.readouterr().out
-    assert checkpointing.latest(run_dir).step == BATCH
+    assert checkpoints.latest(run_dir).step == BATCH
     # a larger budget (and no target now): trains on to the end, the stop record goes
     assert main(["--resume", str(run_dir), "--total-steps", str(5 * BATCH),
                  "--set", "run.early_stop_target_sharpe=inf"]) == 0
     assert "training on past the early stop" in capsys.readouterr().out
-    assert checkpointing.latest(run_dir).step == 5 * BATCH and not (run_dir / STOPPED_FILE).exists()
+    assert checkpoints.latest(run_dir).step == 5 * BATCH and not (run_dir / STOPPED_FILE).exists()
 
 
 def test_patience_resume_continues_the_count(tmp_path):

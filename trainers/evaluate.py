@@ -27,9 +27,9 @@ from envs import VecTradingEnv
 from envs.accounts import buy_fill
 from models import CheckpointError, MultiSymbolPolicy
 from ppo_core import resolve_device
-from trainers import checkpointing
-from trainers.metrics import equity_metrics, periods_per_year
-from trainers.report import plot_equity, print_tables, write_json
+from trainers.run import checkpoints
+from trainers.backtest.metrics import equity_metrics, periods_per_year
+from trainers.backtest.report import plot_equity, print_tables, write_json
 
 GREEDY, RANDOM = 0, 1  # account roles within each symbol; 2.. are sampled-policy accounts
 
@@ -100,15 +100,15 @@ def buy_and_hold(env: VecTradingEnv, symbol: str, fraction: float) -> np.ndarray
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
              console: Console, checkpoint: str = "best") -> dict:
     """Backtest one of the run's checkpoints on `split` ("best", "latest" or a weights file, see
-    checkpointing.choose); writes evaluation.json (which names the checkpoint) and PNGs."""
+    checkpoints.choose); writes evaluation.json (which names the checkpoint) and PNGs."""
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
-    chosen, which = checkpointing.choose(run_dir, checkpoint)
+    chosen, which = checkpoints.choose(run_dir, checkpoint)
     console.print(which, markup=False)
     env_config = config.env.backtest()
     env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
                         data_dir=config.run.data_dir, split=split, seed=seed)
     policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
-    checkpointing.load_weights(chosen, policy)
+    checkpoints.load_weights(chosen, policy)
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -145,8 +145,8 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
 
     print_tables(results, split, console)
     # the choice of checkpoint was made on val: how much of its val edge is selection luck
-    # (imported here: trainers.candidates -> trainers.validation imports this module's backtest)
-    from trainers.candidates import checkpoint_selection, describe as describe_selection
+    # (imported here: trainers.backtest.candidates -> trainers.backtest.validation imports this module's backtest)
+    from trainers.backtest.candidates import checkpoint_selection, describe as describe_selection
     selection = checkpoint_selection(run_dir, config, env, policy, chosen, device, seed)
     console.print(describe_selection(selection, "kept checkpoints"), markup=False)
     payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         evaluate(args.run_dir, args.split, args.sampled, resolve_device(args.device), args.seed, console,
                  checkpoint=args.checkpoint)
-    except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError) as err:
+    except (ConfigError, checkpoints.ResumeError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -3,9 +3,9 @@
 The loop reads top to bottom: one iteration (collect a rollout from every account -> GAE -> PPO
 update, ppo_core.ppo_iteration) -> one host read for logging -> validation when due (best-k
 checkpoints, early stopping) -> checkpoint. Setup, validation, resume and signal handling live in
-trainers.session; this module turns the command line into a config. Under `torchrun
+trainers.run.session; this module turns the command line into a config. Under `torchrun
 --nproc_per_node=K -m trainers.ppo ...` every process runs this loop on its own accounts
-(trainers.distributed): the decisions that end or save an iteration are the same on every rank.
+(trainers.run.distributed): the decisions that end or save an iteration are the same on every rank.
 """
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
 from ppo_core import NonFiniteLossError
-from trainers import checkpointing, distributed
-from trainers.alerts import iteration_signals
-from trainers.session import Session, StopRequest, open_session
-from trainers.transfer_init import TransferRequest, preflight
+from trainers.run import checkpoints
+from trainers.run import distributed
+from trainers.monitoring.alerts import iteration_signals
+from trainers.run.session import Session, StopRequest, open_session
+from trainers.run.transfer import TransferRequest, preflight
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -93,7 +94,7 @@ def train(session: Session, stop: StopRequest | None = None) -> int:
     best = (f"; best by mean val Sharpe: step {top.step:,} ({top.score:+.3f}), which trainers.evaluate uses"
             if top is not None else "")
     log.message(f"done: {session.global_step:,} account-steps; weights in "
-                f"{checkpointing.latest(session.run_dir).weights}{best}", style="bold green")
+                f"{checkpoints.latest(session.run_dir).weights}{best}", style="bold green")
     return EXIT_OK
 
 
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         config, run_dir, resuming = resolve_run(args)
         world = distributed.start(config.run.device)  # joins torchrun's process group; else one process
         session = open_run(args, config, run_dir, resuming, world)
-    except (ConfigError, checkpointing.ResumeError, CheckpointError, ValueError, FileNotFoundError,
+    except (ConfigError, checkpoints.ResumeError, CheckpointError, ValueError, FileNotFoundError,
             FetchError, distributed.LaunchError) as err:
         print(f"error: {f'rank {world.rank}: ' if world.active else ''}{err}", file=sys.stderr)
         world.close()

@@ -5,7 +5,7 @@ entropy coefficient, GAE lambda, clip, epochs, minibatch size) and is scored by 
 validation Sharpe; the median pruner ends weak trials at a validation. The study lives in
 STUDY_DIR/study.db (SQLite): the same command with a larger --trials resumes it, and --jobs K runs
 K worker processes on that storage. At the end the ranked table and the selection bias of picking
-its top (trainers.tune_report) are printed and written as study.json and study.csv.
+its top (trainers.tuning.report) are printed and written as study.json and study.csv.
 
 Optuna is an optional extra: pip install -e ".[tune]".
 """
@@ -28,7 +28,7 @@ from configs.train import as_dict
 if TYPE_CHECKING:
     import optuna
 
-    from trainers.tune_trial import StudySpec
+    from trainers.tuning.trial import StudySpec
 
 STUDY_NAME = "tune"
 INSTALL_HINT = 'trainers.tune needs Optuna, the tune extra: pip install -e ".[tune]"'
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def study_spec(args: argparse.Namespace) -> StudySpec:
     """The checked StudySpec of the command line (ConfigError for a bad one)."""
-    from trainers.tune_trial import StudySpec, check_spec
+    from trainers.tuning.trial import StudySpec, check_spec
 
     if args.trials < 1 or args.jobs < 1:
         raise ConfigError(f"--trials and --jobs must be >= 1, got {args.trials} and {args.jobs}")
@@ -119,7 +119,7 @@ def work(spec: StudySpec, num_trials: int, seed: int, threads: int,
     """Run `num_trials` trials of the study (one worker; the parent or a spawned process)."""
     import optuna
 
-    from trainers.tune_trial import TrialFailed, run_trial
+    from trainers.tuning.trial import TrialFailed, run_trial
 
     study = open_study(spec, seed, pruner)
 
@@ -138,7 +138,7 @@ def run_study(spec: StudySpec, trials: int, jobs: int, console: Console,
               pruner: optuna.pruners.BasePruner | None = None) -> dict:
     """Bring the study to `trials` completed or pruned trials with up to `jobs` processes, then
     write its report; returns study.json's content."""
-    from trainers.tune_report import SCORED, write_report
+    from trainers.tuning.report import SCORED, write_report
 
     study = open_study(spec, pruner=pruner)
     done = sum(t.state in SCORED for t in study.trials)

@@ -91,7 +91,7 @@ class RunLogger:
     def iteration(self, iteration: int, step: int, values: dict[str, float],
                   alerts: Sequence[str] = ()) -> None:
         """Record one iteration: TensorBoard, progress bar, and the summary table or line, with an
-        `ALERT <tag>` for each collapse alert that is on (trainers.alerts)."""
+        `ALERT <tag>` for each collapse alert that is on (trainers.monitoring.alerts)."""
         self.scalars(step, values)
         sps = self.steps_per_second(step)
         self._progress.update(self._task, completed=step, sps=sps)

@@ -13,8 +13,8 @@ import optuna
 from configs.loader import ConfigError
 from configs.train import TrainConfig, resolve
 from trainers.ppo import EXIT_INTERRUPTED, EXIT_OK, train
-from trainers.session import Session, open_session
-from trainers.validation import ValidationResult
+from trainers.run.session import Session, open_session
+from trainers.backtest.validation import ValidationResult
 
 RETURNS_FILE = "val_returns.npy"
 """TRIAL_DIR/val_returns.npy: (L,) per-bar val returns of the trial's best validation"""

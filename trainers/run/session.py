@@ -2,7 +2,7 @@
 a resolved config and a run directory, the training iteration, validation and early stopping,
 resume from a checkpoint, checkpoint writes, and Ctrl-C / SIGTERM handling.
 
-Under torchrun (trainers.distributed) every rank holds a Session over its own accounts; the
+Under torchrun (trainers.run.distributed) every rank holds a Session over its own accounts; the
 methods that write or validate are collectives that every rank calls at the same point, and rank
 0 alone writes, validates and logs."""
 from __future__ import annotations
@@ -26,15 +26,15 @@ from models import MultiSymbolPolicy, weight_stats
 from ppo_core.files import atomic_write_bytes
 from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNormalizer, RolloutBuffer,
                       ppo_iteration, resolve_device)
-from trainers import checkpointing
-from trainers.alerts import CollapseAlerts
-from trainers.distributed import QuietLog, World, rank_part, to_cpu, world_change_note
-from trainers.logging import RunLogger
-from trainers.rollout_stats import RolloutStats
-from trainers.scoreboard import Scoreboard, Verdict
-from trainers.transfer_init import (TransferRequest, differs, init_encoder_from, init_from, resume_transferred,
+from trainers.run import checkpoints
+from trainers.monitoring.alerts import CollapseAlerts
+from trainers.run.distributed import QuietLog, World, rank_part, to_cpu, world_change_note
+from trainers.monitoring.console import RunLogger
+from trainers.monitoring.rollout_stats import RolloutStats
+from trainers.backtest.best_k import Scoreboard, Verdict
+from trainers.run.transfer import (TransferRequest, differs, init_encoder_from, init_from, resume_transferred,
                                     transfer_from)
-from trainers.validation import ValidationResult, Validator, describe, summary
+from trainers.backtest.validation import ValidationResult, Validator, describe, summary
 
 STOPPED_FILE = "stopped.json"
 """RUN_DIR/stopped.json: why and where early stopping ended the run"""
@@ -118,7 +118,7 @@ class Session:
             "global_step": self.global_step, "iteration": self.iteration,
             "learner": self.learner.state_dict(), "entropy": self.entropy.state_dict(),
             "env": self.env.state_dict(), "obs": {k: v.cpu() for k, v in self.obs.items()},
-            "rng": checkpointing.rng_state(self.device if self.world.active else None),
+            "rng": checkpoints.rng_state(self.device if self.world.active else None),
             "generator": self.generator.get_state(),
             "alerts": self.alerts.state_dict(),
             "episode_returns": self.buffer.episode_returns.cpu(),
@@ -139,7 +139,7 @@ class Session:
         if own is not None:
             self.env.load_state_dict(own["env"])
             self.obs = {k: v.to(self.device) for k, v in own["obs"].items()}
-            checkpointing.set_rng_state(own["rng"], self.device)
+            checkpoints.set_rng_state(own["rng"], self.device)
             self.generator.set_state(own["generator"])
             self.buffer.episode_returns.copy_(own["episode_returns"])
             self.buffer.episode_lengths.copy_(own["episode_lengths"])
@@ -155,13 +155,13 @@ class Session:
             self.scoreboard.load_state_dict(state["scoreboard"])
         self.early_stop = state.get("early_stop")
         gone = {s.step for s in self.scoreboard.best
-                if not checkpointing.at_step(self.run_dir, s.step).weights.is_file()}
+                if not checkpoints.at_step(self.run_dir, s.step).weights.is_file()}
         if gone:  # e.g. resumed from an older checkpoint after a newer best had displaced them
             self.scoreboard.forget(gone)
             self.log.message(f"warning: best checkpoints of steps {sorted(gone)} no longer exist; dropped "
                              "from the best list", style="bold yellow")
 
-    def save(self) -> checkpointing.Checkpoint | None:
+    def save(self) -> checkpoints.Checkpoint | None:
         """Write a checkpoint; None on data-parallel ranks other than 0. Under torchrun a collective:
         rank 0's state holds its own part plus `world_size` and `ranks`, the other ranks' parts."""
         state = self.trainer_state()
@@ -170,7 +170,7 @@ class Session:
             state.update(world_size=self.world.size, ranks=parts[1:])
         checkpoint = None
         if self.world.is_main:
-            checkpoint = checkpointing.save(self.run_dir, self.policy, as_dict(self.config),
+            checkpoint = checkpoints.save(self.run_dir, self.policy, as_dict(self.config),
                                             list(self.config.run.symbols), self.global_step, state,
                                             best=self.scoreboard.best)
         self.world.barrier()  # the other ranks go on once the checkpoint exists
@@ -221,8 +221,8 @@ class Session:
     def fail(self, message: str) -> None:
         """Report a fatal training problem and where the last good checkpoint is."""
         try:
-            kept = f"last good checkpoint: {checkpointing.latest(self.run_dir).weights}"
-        except checkpointing.ResumeError:
+            kept = f"last good checkpoint: {checkpoints.latest(self.run_dir).weights}"
+        except checkpoints.ResumeError:
             kept = "no checkpoint had been written yet"
         self.log.message(f"error: {message}; {kept}", style="bold red")
 
@@ -269,17 +269,17 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
     transferring its weights when the architecture or symbols changed; `transfer.source` starts a
     new run from another run's weights. A new run refuses a directory that already holds one.
 
-    `world` (trainers.distributed.start) makes this one rank of a data-parallel run: it trains on
+    `world` (trainers.run.distributed.start) makes this one rank of a data-parallel run: it trains on
     world.device, steps its own accounts from world.seed(run.seed), starts from rank 0's weights
     and averages gradients with the other ranks; rank 0 alone writes to `run_dir`."""
     transfer = transfer or TransferRequest()
     world = world or World()
     run_dir = Path(run_dir)
-    if not resume and (checkpointing.checkpoint_dir(run_dir) / "latest.json").exists():
+    if not resume and (checkpoints.checkpoint_dir(run_dir) / "latest.json").exists():
         raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume {run_dir} "
                           "or choose another --run-dir")
     # rank 0 first: it may rename a damaged checkpoint and repoint latest.json
-    resume_point = world.main_first(lambda: checkpointing.resume_point(run_dir)) if resume else None
+    resume_point = world.main_first(lambda: checkpoints.resume_point(run_dir)) if resume else None
     try:
         device = world.device if world.active else resolve_device(config.run.device)
     except ValueError as err:
@@ -352,7 +352,7 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
             resume_transferred(session, state, transfer_from(checkpoint.weights, policy, transfer,
                                                              config.run.seed))
         else:
-            checkpointing.load_weights(checkpoint, policy)
+            checkpoints.load_weights(checkpoint, policy)
             session.restore(state)
             log.message(f"resumed {run_dir} at step {session.global_step:,} "
                         f"(iteration {session.iteration}, {checkpoint.weights.name})", style="bold")

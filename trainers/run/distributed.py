@@ -205,7 +205,7 @@ def to_cpu(obj: Any) -> Any:
 
 
 def rank_part(state: dict[str, Any], rank: int) -> dict[str, Any] | None:
-    """Rank `rank`'s part of a trainer state (trainers.session.RANK_KEYS): rank 0's is the state
+    """Rank `rank`'s part of a trainer state (trainers.run.session.RANK_KEYS): rank 0's is the state
     itself (so one process resumes a data-parallel checkpoint as rank 0), another's is in `ranks`;
     None when it has none."""
     if rank == 0:

@@ -39,7 +39,7 @@ import torch
 
 from ppo_core.files import atomic_write_bytes
 from models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from trainers.scoreboard import Scored
+from trainers.backtest.best_k import Scored
 
 KEEP_LAST = 2
 CORRUPT_SUFFIX = ".corrupt"

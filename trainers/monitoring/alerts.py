@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from configs.alerts import ALERT_NAMES, AlertConfig
-from trainers.rollout_stats import SymbolActions
+from trainers.monitoring.rollout_stats import SymbolActions
 
 class IterationSignals(NamedTuple):
     """What the alerts read from one iteration (host values)."""

@@ -20,10 +20,10 @@ from envs.spec import TradingSpec
 from models import CheckpointError, MultiSymbolPolicy, read_checkpoint_meta
 from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, blend_encoder,
                              check_compatible, transfer_weights)
-from trainers import checkpointing
+from trainers.run import checkpoints
 
 if TYPE_CHECKING:
-    from trainers.session import Session
+    from trainers.run.session import Session
 
 TRANSFER_FILE = "transfer.json"
 
@@ -48,7 +48,7 @@ def source_weights(path: Path) -> tuple[Path, str]:
     """(weights file, a line saying which) for --init-from: a run directory gives its best
     checkpoint by validation (its latest when it has no scores), a file is taken as it is."""
     if Path(path).is_dir():
-        checkpoint, line = checkpointing.choose(Path(path), "best")
+        checkpoint, line = checkpoints.choose(Path(path), "best")
         return checkpoint.weights, f"{path}: {line}"
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: neither a run directory nor a checkpoint file to transfer from")
@@ -79,10 +79,10 @@ def preflight(config: TrainConfig, run_dir: Path, resuming: bool, request: Trans
         meta = read_checkpoint_meta(weights)
     else:
         try:
-            weights = checkpointing.latest(run_dir).weights
+            weights = checkpoints.latest(run_dir).weights
             meta = read_checkpoint_meta(weights)
-        except (CheckpointError, checkpointing.ResumeError):
-            # a damaged latest checkpoint: checkpointing.resume_point names it and falls back to an
+        except (CheckpointError, checkpoints.ResumeError):
+            # a damaged latest checkpoint: checkpoints.resume_point names it and falls back to an
             # intact one, and transfer_from checks that one before any weight moves
             return
     old = build(TrainConfig, meta.config)

@@ -17,8 +17,8 @@ import torch
 from envs import Bars, EnvConfig, VecTradingEnv
 from models import MultiSymbolPolicy, PolicyConfig
 from trainers.evaluate import GREEDY, account_metrics, simulate
-from trainers.metrics import periods_per_year
-from trainers.scoreboard import Scored
+from trainers.backtest.metrics import periods_per_year
+from trainers.backtest.best_k import Scored
 
 METRICS = {"return": "total_return", "sharpe": "sharpe_annualised", "max_drawdown": "max_drawdown",
            "trades": "trades", "exposure": "exposure"}
@@ -32,7 +32,7 @@ class ValidationResult(NamedTuple):
     """each metric's mean over the validated symbols; mean["sharpe"] is the selection score"""
     returns: np.ndarray
     """(L,) per-bar greedy equity returns, mean over the validated symbols (0 past a shorter split's
-    end): the series trainers.selection measures selection bias on"""
+    end): the series trainers.backtest.overfitting measures selection bias on"""
 
     def scalars(self) -> dict[str, float]:
         """TensorBoard values: `val/<SYMBOL>/<metric>` and `val/mean_<metric>`."""

@@ -1,9 +1,9 @@
 """Selection bias of picking one candidate (a run's checkpoint, a tuning trial) by its validation
-returns: trainers.selection's PBO and deflated Sharpe over the candidates' per-bar val returns,
+returns: trainers.backtest.overfitting's PBO and deflated Sharpe over the candidates' per-bar val returns,
 or the reason they cannot be measured.
 
 Every candidate's series comes from the same backtest as validation during training
-(trainers.validation.Validator: greedy policy, whole val split, mean over symbols of the per-bar
+(trainers.backtest.validation.Validator: greedy policy, whole val split, mean over symbols of the per-bar
 equity returns), so the statistics describe exactly the numbers the choice was made on.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import torch
 from configs.train import TrainConfig
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy
-from trainers import checkpointing
-from trainers.selection import selection_report
-from trainers.validation import Validator
+from trainers.run import checkpoints
+from trainers.backtest.overfitting import selection_report
+from trainers.backtest.validation import Validator
 
 NUM_BLOCKS = 16
 """CSCV blocks of the val period (C(16, 8) = 12,870 splits); needs at least 2 bars per block"""
@@ -56,13 +56,13 @@ def describe(stats: dict[str, Any], what: str) -> str:
 
 
 def checkpoint_selection(run_dir: Path, config: TrainConfig, env: VecTradingEnv, policy: MultiSymbolPolicy,
-                         chosen: checkpointing.Checkpoint, device: torch.device, seed: int
+                         chosen: checkpoints.Checkpoint, device: torch.device, seed: int
                          ) -> dict[str, Any]:
     """Selection statistics of `chosen` among the run's kept checkpoints (best-k, latest and
     `chosen`), each backtested on the val split. `env` is any env of the run (for its markets),
     `policy` a policy over all its symbols, whose weights this overwrites."""
     candidates = {c.weights.resolve(): c for c in
-                  [*checkpointing.best(run_dir), checkpointing.latest(run_dir), chosen]}
+                  [*checkpoints.best(run_dir), checkpoints.latest(run_dir), chosen]}
     untradable = env.untradable("val")
     symbols = [s for s in config.run.symbols if s not in untradable]
     if not symbols:
@@ -70,6 +70,6 @@ def checkpoint_selection(run_dir: Path, config: TrainConfig, env: VecTradingEnv,
     validator = Validator(symbols, env.markets, config.env, config.model, device, seed)
     returns = {}
     for checkpoint in candidates.values():
-        checkpointing.load_weights(checkpoint, policy)
+        checkpoints.load_weights(checkpoint, policy)
         returns[checkpoint.weights.stem] = validator.run(policy).returns
     return selection_stats(returns, chosen.weights.stem)

@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from trainers.candidates import describe, selection_stats
-from trainers.tune_trial import RETURNS_FILE, SEARCHED, trial_dir
+from trainers.backtest.candidates import describe, selection_stats
+from trainers.tuning.trial import RETURNS_FILE, SEARCHED, trial_dir
 
 SCORED = (TrialState.COMPLETE, TrialState.PRUNED)
 """trials whose validations were seen, so they count as candidates of the choice"""

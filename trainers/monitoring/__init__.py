@@ -1,0 +1,1 @@
+"""Watching a run while it trains: rollout statistics, collapse alerts, console and TensorBoard."""
