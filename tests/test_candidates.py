@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from test_trainer import BATCH, tiny_args
+from helpers import BATCH, tiny_args
 from trainers.run import checkpoints
 from trainers.backtest.candidates import NUM_BLOCKS, describe, selection_stats
 from trainers.evaluate import main as evaluate_main

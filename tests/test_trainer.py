@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from configs.train import TrainConfig, build
 from envs import EnvConfig, TradingSpec, VecTradingEnv
+from helpers import BATCH, ROOT, tiny_args
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
 from trainers.run import checkpoints
 from trainers.evaluate import account_metrics
@@ -20,24 +21,6 @@ from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
 from trainers.backtest.report import COLUMNS, print_tables
 from trainers.run.session import StopRequest, open_session
-
-ROOT = Path(__file__).resolve().parents[1]
-NUM_STEPS, ENVS = 16, 4
-BATCH = NUM_STEPS * ENVS * 2  # account-steps per iteration with two symbols
-TINY = [
-    "--symbols", "SPX,GOOGL", "--data-dir", str(ROOT / "data"), "--envs-per-symbol", str(ENVS),
-    "--seed", "3", "--device", "cpu",
-    "--set", "run.encoder_preset=custom", "--set", "model.encoder.n_layers=1",
-    "--set", "model.encoder.d_model=16", "--set", "model.encoder.n_heads=2",
-    "--set", "model.encoder.d_ff=32", "--set", "model.encoder.out_dim=16",
-    "--set", "model.encoder.dropout=0.0", "--set", "model.actor_hidden=[32]",
-    "--set", "model.critic_hidden=[32]", "--set", f"run.num_steps={NUM_STEPS}",
-    "--set", "env.episode_length=20", "--set", "run.checkpoint_every=1", "--set", "run.torch_threads=1",
-]
-
-
-def tiny_args(run_dir: Path, iterations: int) -> list[str]:
-    return TINY + ["--run-dir", str(run_dir), "--total-steps", str(iterations * BATCH)]
 
 
 def open_tiny(run_dir: Path, iterations: int):

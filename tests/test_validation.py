@@ -19,7 +19,7 @@ from torch import nn
 from envs import DEFAULT_SPEC
 from models import MultiSymbolPolicy, PolicyConfig
 from models.encoder import EncoderConfig
-from test_trainer import BATCH, ROOT, tiny_args
+from helpers import BATCH, ROOT, tiny_args
 from trainers.run import checkpoints
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
