@@ -18,7 +18,7 @@ import json
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import gymnasium as gym
 import torch
@@ -39,17 +39,27 @@ class Preset:
     """rollout length per env"""
     ent_coef: float
     """constant entropy coefficient (the adaptive bonus and collapse guard are off)"""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    """update settings; KL early stopping off in both (neither source uses it)"""
+    ppo: PPOConfig
+    """update settings, every field given (PPOConfig's defaults are the trading trainer's); KL
+    early stopping off in both (neither source uses it)"""
 
+
+ZOO_CARTPOLE = PPOConfig(
+    learning_rate=1e-3, lr_schedule="linear", num_minibatches=1, minibatch_size=0, update_epochs=20,
+    clip_coef=0.2, clip_schedule="linear", clip_vloss=False, vf_coef=0.5, max_grad_norm=0.5, target_kl=0.0,
+    norm_adv=True, norm_adv_per_group=False, gamma=0.98, gae_lambda=0.8, adam_eps=1e-5, amp="off",
+    normalize_rewards=True)
+"""RL Baselines3 Zoo's tuned PPO for CartPole-v1"""
+CLEANRL_CARTPOLE = PPOConfig(
+    learning_rate=2.5e-4, lr_schedule="linear", num_minibatches=4, minibatch_size=0, update_epochs=4,
+    clip_coef=0.2, clip_schedule="constant", clip_vloss=True, vf_coef=0.5, max_grad_norm=0.5, target_kl=0.0,
+    norm_adv=True, norm_adv_per_group=False, gamma=0.99, gae_lambda=0.95, adam_eps=1e-5, amp="off",
+    normalize_rewards=True)
+"""CleanRL ppo.py's defaults"""
 
 PRESETS = {
-    "zoo": Preset(8, 32, 0.0, PPOConfig(
-        learning_rate=1e-3, lr_schedule="linear", num_minibatches=1, update_epochs=20, clip_coef=0.2,
-        clip_schedule="linear", clip_vloss=False, gamma=0.98, gae_lambda=0.8, target_kl=0.0, amp="off")),
-    "cleanrl": Preset(4, 128, 0.01, PPOConfig(
-        learning_rate=2.5e-4, lr_schedule="linear", num_minibatches=4, update_epochs=4, clip_coef=0.2,
-        clip_vloss=True, gamma=0.99, gae_lambda=0.95, target_kl=0.0, amp="off")),
+    "zoo": Preset(8, 32, 0.0, ZOO_CARTPOLE),
+    "cleanrl": Preset(4, 128, 0.01, CLEANRL_CARTPOLE),
 }
 
 

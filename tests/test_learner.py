@@ -8,6 +8,7 @@ from ppo_core import (MLPActorCritic, NonFiniteLossError, PPOConfig, PPOLearner,
                       compute_gae)
 
 T, N, F, A = 16, 4, 3, 2
+CLEANRL = dict(learning_rate=2.5e-4, num_minibatches=4)  # PPOConfig's defaults are the trading trainer's
 
 
 def setup(seed=0, **config):
@@ -21,7 +22,7 @@ def setup(seed=0, **config):
             actions, logprobs, values = policy.act(obs, masks)
             buf.insert(t, obs, actions, logprobs, values, torch.randn(N), torch.rand(N) < 0.1, masks)
     adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N), 0.99, 0.95)
-    cfg = PPOConfig(**{"amp": "off", "target_kl": 0.0, **config})
+    cfg = PPOConfig(**{**CLEANRL, "amp": "off", "target_kl": 0.0, **config})
     return policy, PPOLearner(policy, cfg, "cpu"), buf, adv, ret
 
 
@@ -75,7 +76,7 @@ def test_fp16_with_grad_scaler_on_cuda():
             buf.insert(t, obs, actions, logprobs, values, torch.randn(N, device="cuda"),
                        torch.zeros(N, device="cuda"))
     adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N, device="cuda"), 0.99, 0.95)
-    learner = PPOLearner(policy, PPOConfig(amp="auto", target_kl=0.0), "cuda")
+    learner = PPOLearner(policy, PPOConfig(**CLEANRL, amp="auto", target_kl=0.0), "cuda")
     assert learner.scaler.is_enabled() and learner.amp_dtype == torch.float16
     stats = update(learner, buf, adv, ret)
     assert torch.isfinite(stats.policy_loss) and stats.epochs_run == 4
