@@ -20,7 +20,7 @@ def random_valid(env: VecTradingEnv, generator: torch.Generator) -> torch.Tensor
 
 def test_vector_api_shapes_and_info() -> None:
     env = VecTradingEnv(["A", "B"], 3, EnvConfig(episode_length=8), markets=MARKETS, seed=0)
-    assert env.trading_spec == SPEC and SPEC.num_actions == 7
+    assert env.trading_spec == SPEC
     assert env.num_envs == 6 and env.single_action_space == gym.spaces.Discrete(SPEC.num_actions)
     assert {k: s.shape for k, s in env.single_observation_space.items()} == SPEC.obs_shapes
     obs, _ = env.reset(seed=0)

@@ -11,9 +11,7 @@ from envs import (DEFAULT_ACTIONS, DEFAULT_SPEC, Action, EnvConfig, TradingSpec,
 from ppo_core import masked_logits
 
 SPEC = DEFAULT_SPEC
-HOLD, BUY_LARGE, SELL_PARTIAL, SELL_ALL, ADD_TO_POSITION = (
-    SPEC.action_id(name) for name in ("HOLD", "BUY_LARGE", "SELL_PARTIAL", "SELL_ALL", "ADD_TO_POSITION"))
-BUYS = tuple(SPEC.action_id(name) for name in ("BUY_SMALL", "BUY_MEDIUM", "BUY_LARGE"))
+HOLD, BUY_LARGE = (SPEC.action_id(name) for name in ("HOLD", "BUY_LARGE"))
 NUM_ACTIONS = SPEC.num_actions
 
 MAX_EXPOSURE, COMMISSION = 0.9, 2e-4
@@ -43,13 +41,6 @@ def expected_row(cash: float, shares: float, price: float, spec: TradingSpec = S
         if shares > 0 and row.kind == "add":
             valid[action] = exposure < MAX_EXPOSURE and affordable
     return valid
-
-
-def test_default_table_kinds() -> None:
-    """The ids the old literal tests used: HOLD, three buys from flat, two sells, one add."""
-    assert SPEC.num_actions == 7 and SPEC.hold_id == HOLD
-    assert [SPEC.actions[a].kind for a in BUYS] == ["buy"] * 3
-    assert SPEC.ids("sell") == [SELL_PARTIAL, SELL_ALL] and SPEC.ids("add") == [ADD_TO_POSITION]
 
 
 @settings(max_examples=200, deadline=None)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from trainers.tune import INSTALL_HINT, main
+from trainers.tune import main
 
 
 def tiny(study_dir, trials, jobs=1, steps=256):
@@ -23,7 +23,7 @@ def tiny(study_dir, trials, jobs=1, steps=256):
 def test_without_optuna_the_message_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
     assert main(["--trials", "1"]) == 2
-    assert 'pip install -e ".[tune]"' in capsys.readouterr().err and "[tune]" in INSTALL_HINT
+    assert 'pip install -e ".[tune]"' in capsys.readouterr().err
 
 
 def test_two_trials_in_two_workers_then_resume_to_three(tmp_path, capsys):
