@@ -19,14 +19,15 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from envs.accounts import Accounts, episode_stats, fill_orders, rolling_ratios
+from envs.accounts import Accounts, Fill, episode_stats, fill_orders, rolling_ratios
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.config import EnvConfig
 from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
+from envs.layout import AccountLayout
 from envs.market_data import load_market
 from envs.masking import HOLD_KIND, action_mask
 from envs.noise import NoisePool
-from envs.rewards import StepOutcome, components, weighted_sum
+from envs.phases import Marks, commit, decide, episode_ends, mark_to_market, push_rings, score, step_info
 from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
 from envs.splits import SPLITS, derive_split_dates, format_timestamp, parse_split_dates, split_ranges
 
@@ -70,7 +71,9 @@ class VecTradingEnv(VectorEnv):
         self.device = torch.device(device)
         self.symbols = list(symbols)
         self.envs_per_symbol = envs_per_symbol
-        self.num_envs = len(self.symbols) * envs_per_symbol
+        self.layout = AccountLayout(len(self.symbols), envs_per_symbol)
+        """account n trades symbols[n // envs_per_symbol] (envs.layout)"""
+        self.num_envs = self.layout.num_accounts
         self.split = split
         # "on_end" reads one bool per step to leave info["final_obs"] out when no episode ended (the
         # trainer then skips a critic forward); free on CPU, a device sync on CUDA, hence "auto".
@@ -183,10 +186,10 @@ class VecTradingEnv(VectorEnv):
         self._sl_probs = rearrange(sl_probs, "s t k -> (s t) k")
         self._open, self._close = rearrange(prices, "p s t -> p (s t)")
         ranges = torch.tensor([self.decision_range[s] for s in self.symbols], device=self.device)  # (S, 2)
-        per_account = ranges.repeat_interleave(self.envs_per_symbol, dim=0)  # (N, 2)
+        per_account = self.layout.per_account(ranges)  # (N, 2)
         self._first, self._last = per_account[:, 0], per_account[:, 1]
-        self._row = torch.arange(len(self.symbols), device=self.device).repeat_interleave(
-            self.envs_per_symbol) * t_max  # (N,) offset of each account's symbol in the flat tables
+        # (N,) offset of each account's symbol in the flat tables
+        self._row = self.layout.symbol_of(self.device) * t_max
         # windows[r] = rows r .. r + L - 1 of the flat table, one contiguous block of L x F floats
         lookback, rows = self.config.lookback, self._tech.shape[0]
         self._windows = self._tech.as_strided((rows - lookback + 1, lookback * NUM_TECHNICAL),
@@ -233,81 +236,39 @@ class VecTradingEnv(VectorEnv):
         weighted_reward_components (what `reward` sums), policy_action, executed_action,
         mask_violation, repeat_limited, equity, exposure, filled, cost, notional (shares traded x
         open, currency), bar (the bar marked), and
-        episode (statistics, valid where _episode is True). Ended rows are reset before returning."""
+        episode (statistics, valid where _episode is True). Ended rows are reset before returning.
+        The phases are envs.phases'; their order matters (see there)."""
         cfg, acc = self.config, self.accounts
         policy_action = torch.as_tensor(actions, device=self.device).long().reshape(self.num_envs)
-        valid = self._mask.gather(1, policy_action[:, None]).squeeze(1)
-        run_length = torch.where(policy_action == acc.last_action, acc.run_length + 1, 1)
-        repeat_counted = self._actions.kind[policy_action] != HOLD_KIND  # hold actions may repeat freely
-        repeat_limited = repeat_counted & (run_length > cfg.max_consecutive_actions)
-        executed = torch.where(valid & ~repeat_limited, policy_action, self._hold)
-        traded = self._actions.kind[executed] != HOLD_KIND
-
-        bar = acc.t + 1
-        open_next, close_next = self._open[self._row + bar], self._close[self._row + bar]
-        fill = fill_orders(acc, executed, open_next, self._actions, cfg.commission_bps * 1e-4,
-                           cfg.slippage_bps * 1e-4)
-        equity = fill.cash + fill.shares * close_next
-        step_return = equity / acc.equity - 1.0
-        peak = torch.maximum(acc.peak, equity)
-        drawdown = 1.0 - equity / peak
-        holding = fill.shares > 0
-        hold_time = torch.where(holding, acc.hold_time + 1, 0)
-        exposure = fill.shares * close_next / equity
-        steps = acc.steps + 1
-        # ring buffers: each account writes its own slot, so episodes may be out of phase
-        acc.returns.scatter_(1, (acc.steps % acc.returns.shape[1])[:, None], step_return[:, None])
-        slot = (acc.steps % acc.action_ring.shape[1])[:, None]
-        leaving = acc.action_ring.gather(1, slot)
-        acc.action_counts.scatter_add_(1, leaving.clamp_min(0), -(leaving >= 0).long())
-        acc.action_ring.scatter_(1, slot, executed[:, None])
-        acc.action_counts.scatter_add_(1, executed[:, None], torch.ones_like(slot))
-        sharpe, _ = rolling_ratios(acc.returns, steps)
-
-        outcome = StepOutcome(
-            prev_equity=acc.equity, equity=equity, cost_basis=fill.shares * fill.entry, cost=fill.cost,
-            holding=holding, exposure=exposure,
-            drawdown=drawdown, hold_time=hold_time, sharpe=sharpe,
-            unique_actions=(acc.action_counts > 0).sum(1), episode_steps=steps, run_length=run_length,
-            repeat_counted=repeat_counted, traded=traded, failed=~valid)
-        raw = components(outcome, cfg.initial_capital, cfg.max_consecutive_actions, cfg.reward)
-        reward, weighted = weighted_sum(raw, cfg.reward)
-
-        sold_any = fill.sold > 0
-        acc.cash, acc.shares, acc.entry = fill.cash, fill.shares, fill.entry
-        acc.equity, acc.peak = equity, peak
-        acc.realised = acc.realised + torch.where(sold_any, fill.trade_pnl, 0.0)
-        acc.sum_ret, acc.sum_ret_sq = acc.sum_ret + step_return, acc.sum_ret_sq + step_return * step_return
-        acc.max_drawdown = torch.maximum(acc.max_drawdown, drawdown)
-        acc.gross_profit = acc.gross_profit + torch.where(sold_any, fill.trade_pnl.clamp_min(0.0), 0.0)
-        acc.gross_loss = acc.gross_loss + torch.where(sold_any, (-fill.trade_pnl).clamp_min(0.0), 0.0)
-        acc.t, acc.steps, acc.hold_time = bar, steps, hold_time
-        acc.last_action, acc.run_length = policy_action, run_length
-        acc.since_trade = torch.where(traded, 0, acc.since_trade + 1)
-        acc.trades = acc.trades + traded.long()
-        acc.sells = acc.sells + sold_any.long()
-        acc.wins = acc.wins + (sold_any & (fill.trade_pnl > 0)).long()
-        acc.seen = acc.seen | torch.nn.functional.one_hot(executed, self.trading_spec.num_actions).bool()
-
-        terminated = equity < cfg.equity_floor * cfg.initial_capital
-        out_of_time = bar >= self._last
-        if cfg.episode_length > 0:
-            out_of_time = out_of_time | (steps >= cfg.episode_length)
-        truncated = out_of_time & ~terminated
+        decision = decide(acc, policy_action, self._mask, self._actions, self._hold, cfg.max_consecutive_actions)
+        fill, marks = self._fill_and_mark(decision.executed)
+        push_rings(acc, marks.step_return, decision.executed)
+        reward, raw, weighted = score(acc, decision, fill, marks, cfg)
+        commit(acc, decision, fill, marks, self.trading_spec.num_actions)
+        terminated, truncated = episode_ends(marks, self._last, cfg)
         done = terminated | truncated
-        info = {
-            "reward_components": raw, "weighted_reward_components": weighted,
-            "policy_action": policy_action, "executed_action": executed, "mask_violation": ~valid,
-            "repeat_limited": repeat_limited, "equity": equity, "exposure": exposure, "filled": traded,
-            "cost": fill.cost, "notional": fill.notional,
-            "bar": bar, "episode": episode_stats(acc, cfg.initial_capital),
-            "_episode": done,
-        }
+        info = step_info(decision, fill, marks, raw, weighted, episode_stats(acc, cfg.initial_capital), done)
+        self._end_episodes(done, info)
+        return self._observe(self._obs_memory[0]), reward, terminated, truncated, info
+
+    def _fill_and_mark(self, executed: Tensor) -> tuple[Fill, Marks]:
+        """Fill `executed` (N,) at the next bar's open and mark the accounts at its close."""
+        cfg, acc = self.config, self.accounts
+        bar = acc.t + 1
+        index = self._row + bar  # (N,) flat row of each account's next bar
+        fill = fill_orders(acc, executed, self._open[index], self._actions, cfg.commission_bps * 1e-4,
+                           cfg.slippage_bps * 1e-4)
+        return fill, mark_to_market(acc, fill, bar, self._close[index])
+
+    def _end_episodes(self, done: Tensor, info: dict[str, Any]) -> None:
+        """Observe the ended episodes' last state into info["final_obs"], then restart the rows
+        where `done` (N,) bool and refresh the mask."""
+        # final_obs="on_end" reads one bool here by design (see the class docstring); the default
+        # "always" keeps the step free of host syncs
         if not self.final_obs_on_end or bool(done.any()):
             info["final_obs"] = self._observe(self._obs_memory[1])
-        acc.replace_where(done, self._fresh_accounts())
+        self.accounts.replace_where(done, self._fresh_accounts())
         self._mask = self._compute_mask()
-        return self._observe(self._obs_memory[0]), reward, terminated, truncated, info
 
     # ---- observations and masks ---------------------------------------------------------------
     def _compute_mask(self) -> Tensor:
