@@ -19,17 +19,33 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
 
-from envs.accounts import Accounts, Fill, episode_stats, fill_orders, rolling_ratios
+from envs.accounts import Accounts, Fill, episode_stats, fill_orders
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.config import EnvConfig
 from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
 from envs.layout import AccountLayout
 from envs.market_data import load_market
-from envs.masking import HOLD_KIND, action_mask
+from envs.masking import action_mask
 from envs.noise import NoisePool
-from envs.phases import Marks, commit, decide, episode_ends, mark_to_market, push_rings, score, step_info
-from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
-from envs.splits import SPLITS, derive_split_dates, format_timestamp, parse_split_dates, split_ranges
+from envs.observation import account_observation
+from envs.phases import (
+    Marks,
+    commit,
+    decide,
+    episode_ends,
+    mark_to_market,
+    push_rings,
+    score,
+    step_info,
+)
+from envs.spec import TradingSpec
+from envs.splits import (
+    SPLITS,
+    derive_split_dates,
+    format_timestamp,
+    parse_split_dates,
+    split_ranges,
+)
 
 
 class VecTradingEnv(VectorEnv):
@@ -79,24 +95,8 @@ class VecTradingEnv(VectorEnv):
         # trainer then skips a critic forward); free on CPU, a device sync on CUDA, hence "auto".
         self.final_obs_on_end = final_obs == "on_end" or (final_obs == "auto" and self.device.type == "cpu")
         self.reuse_obs_memory = reuse_obs_memory
-        cfg = self.config
-        min_bars = WARMUP_BARS + cfg.lookback + max(cfg.episode_length, 1) + 2
-        if markets is None:
-            markets = load_market(self.symbols, data_dir, min_bars=min_bars)
-        missing = [s for s in self.symbols if s not in markets]
-        if missing:
-            raise ValueError(f"markets: no Bars for {missing}")
-        self.markets = {s: markets[s] for s in self.symbols}
-        self._derived_dates = not cfg.split_dates  # messages say where the dates came from
-        if self._derived_dates:  # once, here, so that a run can record and reuse them
-            stamps = [b.timestamps for b in self.markets.values()]
-            self.config = cfg = replace(cfg, split_dates=derive_split_dates(stamps, cfg.split_fractions))
-        bounds = parse_split_dates(cfg.split_dates)
-        self._split_ranges = {s: split_ranges(b.timestamps, bounds) for s, b in self.markets.items()}
-        self.decision_range = {s: self._decision_range(bars, *self._split_ranges[s][split])
-                               for s, bars in self.markets.items()}
-        if split == "train":
-            self._warn_untradable()
+        self._load_markets(markets, data_dir)
+        cfg = self.config  # with the split dates _load_markets settled
         self._seed = seed if seed is not None else int(torch.randint(2**62, ()).item())
         self._build_tables()
 
@@ -122,6 +122,28 @@ class VecTradingEnv(VectorEnv):
         return batch_space(self.single_observation_space, self.num_envs)
 
     # ---- construction -------------------------------------------------------------------------
+    def _load_markets(self, markets: dict[str, Bars] | None, data_dir: str) -> None:
+        """Bars per symbol (`markets`, else loaded from `data_dir`), the split dates (derived once
+        when the config has none) and each symbol's decision range in this env's split."""
+        cfg = self.config
+        min_bars = WARMUP_BARS + cfg.lookback + max(cfg.episode_length, 1) + 2
+        if markets is None:
+            markets = load_market(self.symbols, data_dir, min_bars=min_bars)
+        missing = [s for s in self.symbols if s not in markets]
+        if missing:
+            raise ValueError(f"markets: no Bars for {missing}")
+        self.markets = {s: markets[s] for s in self.symbols}
+        self._derived_dates = not cfg.split_dates  # messages say where the dates came from
+        if self._derived_dates:  # once, here, so that a run can record and reuse them
+            stamps = [b.timestamps for b in self.markets.values()]
+            self.config = cfg = replace(cfg, split_dates=derive_split_dates(stamps, cfg.split_fractions))
+        bounds = parse_split_dates(cfg.split_dates)
+        self._split_ranges = {s: split_ranges(b.timestamps, bounds) for s, b in self.markets.items()}
+        self.decision_range = {s: self._decision_range(bars, *self._split_ranges[s][self.split])
+                               for s, bars in self.markets.items()}
+        if self.split == "train":
+            self._warn_untradable()
+
     def _decision_range(self, bars: Bars, start: int, end: int) -> tuple[int, int]:
         """(first decision bar, last marked bar) of the split's bars [start, end); a DataError that
         names the symbol, the split's dates and the fix when one episode does not fit."""
@@ -153,7 +175,8 @@ class VecTradingEnv(VectorEnv):
             if idle:
                 warnings.warn(f"{', '.join(idle)}: no tradable bar in the {split} split "
                               f"{self._period(split)}; evaluating on {split} will fail for "
-                              f"{'it' if len(idle) == 1 else 'them'}. {self._dates_origin()}", stacklevel=3)
+                              f"{'it' if len(idle) == 1 else 'them'}. {self._dates_origin()}",
+                              stacklevel=4)  # VecTradingEnv(...)'s caller: __init__, _load_markets, here
 
     def _period(self, split: str) -> str:
         val, test = self.config.split_dates
@@ -280,7 +303,7 @@ class VecTradingEnv(VectorEnv):
     def _observe(self, memory: Tensor) -> dict[str, Tensor]:
         """The observation dict of the current state: float32 (N, ...) tensors; technical (N, L, F)
         is written into `memory` when reuse_obs_memory is on."""
-        acc, initial = self.accounts, self.config.initial_capital
+        acc = self.accounts
         index = self._row + acc.t  # (N,) flat bar index
         first = index - (self.config.lookback - 1)  # window start, oldest bar first
         noise_at = (self._noise.offsets(self.num_envs, self._generator) if self._noise is not None
@@ -291,39 +314,9 @@ class VecTradingEnv(VectorEnv):
             regime = regime + self.config.obs_noise * self._noise.slices(noise_at)[:, -NUM_REGIME:]
         # the last call is the current observation's (step observes final_obs first)
         self._window_refs = torch.stack([first, noise_at], dim=1)
-        close = self._close[index]
-        holding = acc.shares > 0
-        value = acc.shares * close
-        sharpe, sortino = rolling_ratios(acc.returns, acc.steps)
-        zero = torch.zeros_like(close)
-        position = {
-            "entry_vs_close": torch.where(holding, acc.entry / close - 1.0, zero),
-            "position_share": value / acc.equity,
-            "unrealised_pnl": torch.where(holding, (close - acc.entry) * acc.shares / acc.equity, zero),
-            "hold_time": (acc.hold_time / 100.0).clamp_max(5.0), "side": holding.to(close.dtype),
-        }
-        portfolio = {
-            "equity": acc.equity / initial, "exposure": value / acc.equity,
-            "rolling_sharpe": sharpe.clamp(-5.0, 5.0), "rolling_sortino": sortino.clamp(-5.0, 5.0),
-            "realised_pnl": acc.realised / initial, "cash_share": acc.cash / acc.equity,
-            "drawdown": 1.0 - acc.equity / acc.peak,
-            "trade_count": torch.log1p(acc.trades.to(close.dtype)) / 5.0,
-        }
-        limit = self.config.max_consecutive_actions
-        counted = (acc.last_action >= 0) & (self._actions.kind[acc.last_action.clamp_min(0)] != HOLD_KIND)
-        rules = {
-            "repeat_streak": torch.where(counted, acc.run_length / limit, 0.0),  # > 1: the limit bites
-            "distinct_actions": (acc.action_counts > 0).sum(1) / self.trading_spec.num_actions,
-            "steps_since_trade": acc.since_trade / 20.0,
-        }
-        previous = torch.nn.functional.one_hot(acc.last_action.clamp_min(0), self.trading_spec.num_actions)
-        previous = previous * (acc.last_action >= 0)[:, None]  # no previous action at an episode start
-        bounds = self.trading_spec.obs_bounds
-        return {"technical": technical, "sl_probs": self._sl_probs[index],
-                "position": _stack(position, POSITION_FEATURES, bounds["position"]),
-                "portfolio": _stack(portfolio, PORTFOLIO_FEATURES, bounds["portfolio"]),
-                "regime": regime,
-                "rules": torch.cat([_stack(rules, RULE_FEATURES, bounds["rules"]), previous.float()], dim=1)}
+        account = account_observation(acc, self._close[index], self._actions, self.config, self.trading_spec)
+        return {"technical": technical, "sl_probs": self._sl_probs[index], "position": account["position"],
+                "portfolio": account["portfolio"], "regime": regime, "rules": account["rules"]}
 
     def _technical(self, first: Tensor, noise_at: Tensor, out: Tensor | None = None) -> Tensor:
         """(B, L, F) lookback windows starting at flat rows `first` (B,), plus obs_noise x the noise
@@ -382,7 +375,3 @@ def _first_decision(config: EnvConfig) -> int:
     """The earliest bar whose lookback window holds only warmed-up features."""
     return WARMUP_BARS + config.lookback - 1
 
-
-def _stack(columns: dict[str, Tensor], names: tuple[str, ...], bounds: tuple[float, float]) -> Tensor:
-    """(N, len(names)) float32 of the named (N,) columns in the spec's order, clipped to bounds."""
-    return torch.stack([columns[name] for name in names], dim=1).float().clamp(*bounds)
