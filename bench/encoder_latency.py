@@ -26,7 +26,7 @@ TARGET_BATCH, TARGET_P95_MS = 32, 10.0
 
 
 def run(batch_sizes: list[int], device: torch.device, seconds: float) -> dict:
-    config = EncoderConfig()
+    config = EncoderConfig(pool="mean")
     torch.manual_seed(0)
     encoder = FeatureEncoder(config, DEFAULT_SPEC.obs_shapes).to(device).eval()
     params = sum(p.numel() for p in encoder.parameters())

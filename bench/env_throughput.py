@@ -67,7 +67,7 @@ def main() -> None:
     results = []
     for accounts in (int(n) for n in args.accounts.split(",")):
         per_symbol = max(accounts // len(symbols), 1)
-        env = VecTradingEnv(symbols, per_symbol, EnvConfig(), device, markets=markets, seed=0)
+        env = VecTradingEnv(symbols, per_symbol, EnvConfig(obs_noise=0.0), device, markets=markets, seed=0)
         results.append(measure(env, args.seconds))
         print(f"N={env.num_envs}: {results[-1]['account_steps_per_s']:,} account-steps/s", file=sys.stderr)
     report = {

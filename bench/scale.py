@@ -93,7 +93,7 @@ def buffer_mb_estimate(args: argparse.Namespace, storage: str) -> float:
     from ppo_core import RolloutBuffer
     markets = {"X": synthetic_bars("X", 800)}
     with warnings_quiet():
-        env = VecTradingEnv(["X"], 1, EnvConfig(), markets=markets, seed=0)
+        env = VecTradingEnv(["X"], 1, EnvConfig(obs_noise=0.0), markets=markets, seed=0)
     compact = env.compact_observations() if storage == "index" else None
     one = RolloutBuffer(1, 1, DEFAULT_SPEC.obs_shapes, "cpu", DEFAULT_SPEC.num_actions, compact=compact)
     return one.nbytes() * args.num_steps * args.envs_per_symbol * args.symbols / 2**20

@@ -6,6 +6,10 @@ from ppo_core import (AdaptiveEntropyConfig, EntropyCollapseError, EntropyConfig
 
 OFF_ADAPTIVE = AdaptiveEntropyConfig(enabled=False)
 OFF_GUARD = EntropyGuardConfig(enabled=False)
+# the training guide's stack (configs/seed_stage5.toml), which these tests were written for; the
+# dataclass defaults are the trainer's lower-pressure ones
+GUIDE_SCHEDULE = EntropyScheduleConfig(initial=0.08, final=0.03, floor=0.03)
+GUIDE_TARGET, GUIDE_ADAPTIVE_FLOOR, GUIDE_THRESHOLD = 0.55, 0.02, 0.22
 
 
 @pytest.mark.parametrize("step, expected", [
@@ -14,12 +18,13 @@ OFF_GUARD = EntropyGuardConfig(enabled=False)
     (30_000, 0.055), (50_000, 0.03), (10**7, 0.03),
 ])
 def test_hold_then_linear_schedule(step, expected):
-    ctl = EntropyController(EntropyScheduleConfig(), OFF_ADAPTIVE, OFF_GUARD)
+    ctl = EntropyController(GUIDE_SCHEDULE, OFF_ADAPTIVE, OFF_GUARD)
     assert ctl.coefficient(step) == pytest.approx(expected)
 
 
 def test_schedule_floor_binds_below_final_and_constant_ignores_steps():
-    ctl = EntropyController(EntropyScheduleConfig(final=0.0, floor=0.03), OFF_ADAPTIVE, OFF_GUARD)
+    ctl = EntropyController(EntropyScheduleConfig(initial=0.08, final=0.0, floor=0.03),
+                            OFF_ADAPTIVE, OFF_GUARD)
     assert ctl.coefficient(30_000) == pytest.approx(0.04)  # halfway: 0.08 -> 0.0
     assert ctl.coefficient(45_000) == pytest.approx(0.03)  # 0.01 raised to the floor
     const = EntropyController(EntropyScheduleConfig(kind="constant", initial=0.01))
@@ -28,7 +33,8 @@ def test_schedule_floor_binds_below_final_and_constant_ignores_steps():
 
 def adaptive_controller(**kwargs):
     return EntropyController(EntropyScheduleConfig(kind="constant", initial=0.05),
-                             AdaptiveEntropyConfig(**kwargs), OFF_GUARD)
+                             AdaptiveEntropyConfig(**{"target": GUIDE_TARGET, "floor": GUIDE_ADAPTIVE_FLOOR,
+                                                      **kwargs}), OFF_GUARD)
 
 
 def test_adaptive_multiplier_rises_below_target_relaxes_above_and_stays_bounded():
@@ -56,7 +62,8 @@ def test_adaptive_floor_bounds_the_coefficient():
 
 
 def guard_controller(**kwargs):
-    guard = EntropyGuardConfig(**{"warmup_steps": 100, "cooldown_steps": 300, **kwargs})
+    guard = EntropyGuardConfig(**{"threshold": GUIDE_THRESHOLD, "warmup_steps": 100, "cooldown_steps": 300,
+                                  **kwargs})
     return EntropyController(EntropyScheduleConfig(kind="constant", initial=0.01), OFF_ADAPTIVE, guard)
 
 

@@ -15,7 +15,7 @@ NUM_ACTIONS = SPEC.num_actions
 
 E = 8
 MARKET = {"A": synthetic_bars("A", 400), "B": synthetic_bars("B", 300)}
-ENV = VecTradingEnv(["A", "B"], E, EnvConfig(episode_length=24), markets=MARKET, seed=0)
+ENV = VecTradingEnv(["A", "B"], E, EnvConfig(episode_length=24, obs_noise=0.0), markets=MARKET, seed=0)
 
 action_rows = st.lists(st.lists(st.integers(0, NUM_ACTIONS - 1), min_size=2 * E, max_size=2 * E),
                        min_size=1, max_size=40)
@@ -56,7 +56,7 @@ def test_hold_without_position_earns_no_pnl() -> None:
 def pnl_only_config(episode_length: int) -> EnvConfig:
     weights = {name: 0.0 for name in RewardConfig().weights()}
     return EnvConfig(episode_length=episode_length, reward=RewardConfig(**{**weights, "pnl": 1.0},
-                                                                        roi_scaling=False))
+                                                                        roi_scaling=False), obs_noise=0.0)
 
 
 @settings(max_examples=15, deadline=None)
@@ -79,7 +79,8 @@ def test_summed_pnl_reward_is_the_episode_return(seed: int, length: int) -> None
 
 def test_round_trip_pays_commission_and_slippage_on_both_legs() -> None:
     """A BUY_LARGE then SELL_ALL moves cash by exactly the price change minus the documented costs."""
-    env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=24, random_start=False), markets=MARKET, seed=0)
+    env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=24, random_start=False, obs_noise=0.0),
+                        markets=MARKET, seed=0)
     env.reset(seed=0)
     bars, t = MARKET["A"], int(env.accounts.t[0])
     env.step(torch.tensor([BUY_LARGE]))

@@ -137,7 +137,7 @@ def test_missing_data_dir_fails_naming_it_and_empty_dir_gives_synthetic(tmp_path
 def test_planted_signal_oracle_beats_buy_and_hold() -> None:
     """Hold 9 % of equity exactly when sl_probs[t, 0] > 0.5 (fill at open t + 1) over the whole split."""
     bars = planted_signal_bars(2000, seed=0)
-    config = EnvConfig(episode_length=0, random_start=False)
+    config = EnvConfig(episode_length=0, random_start=False, obs_noise=0.0)
     env = VecTradingEnv(["P"], 1, config, markets={"P": bars}, seed=0)
     obs, _ = env.reset(seed=0)
     done = torch.zeros(1, dtype=torch.bool)
@@ -160,7 +160,8 @@ def test_bundled_real_data_loads_and_steps() -> None:
     assert all(not b.is_synthetic for b in markets.values())
     for split in ("train", "test"):
         # hourly EURUSD (2017) pulls the common split dates into 2017: GOOGL's test split holds 225 bars
-        env = VecTradingEnv(["SPX", "GOOGL", "EURUSD"], 2, EnvConfig(episode_length=128), data_dir=str(DATA),
+        env = VecTradingEnv(["SPX", "GOOGL", "EURUSD"], 2, EnvConfig(episode_length=128, obs_noise=0.0),
+                            data_dir=str(DATA),
                             split=split, seed=0)
         obs, _ = env.reset(seed=0)
         generator = torch.Generator().manual_seed(0)

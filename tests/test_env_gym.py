@@ -19,7 +19,7 @@ def random_valid(env: VecTradingEnv, generator: torch.Generator) -> torch.Tensor
 
 
 def test_vector_api_shapes_and_info() -> None:
-    env = VecTradingEnv(["A", "B"], 3, EnvConfig(episode_length=8), markets=MARKETS, seed=0)
+    env = VecTradingEnv(["A", "B"], 3, EnvConfig(episode_length=8, obs_noise=0.0), markets=MARKETS, seed=0)
     assert env.trading_spec == SPEC
     assert env.num_envs == 6 and env.single_action_space == gym.spaces.Discrete(SPEC.num_actions)
     assert {k: s.shape for k, s in env.single_observation_space.items()} == SPEC.obs_shapes
@@ -47,7 +47,7 @@ def test_vector_api_shapes_and_info() -> None:
 
 
 def test_symbol_major_layout() -> None:
-    env = VecTradingEnv(["A", "B"], 4, EnvConfig(episode_length=8), markets=MARKETS, seed=0)
+    env = VecTradingEnv(["A", "B"], 4, EnvConfig(episode_length=8, obs_noise=0.0), markets=MARKETS, seed=0)
     obs, _ = env.reset(seed=0)
     table = {s: torch.as_tensor(MARKETS[s].close) for s in ("A", "B")}
     for n in range(env.num_envs):
@@ -61,7 +61,7 @@ def test_same_seed_same_trajectory_and_state_dict_resume() -> None:
         generator = torch.Generator().manual_seed(5)
         return [env.step(random_valid(env, generator))[1].clone() for _ in range(steps)]
 
-    config = EnvConfig(episode_length=16)
+    config = EnvConfig(episode_length=16, obs_noise=0.0)
     first = VecTradingEnv(["A", "B"], 4, config, markets=MARKETS, seed=7)
     second = VecTradingEnv(["A", "B"], 4, config, markets=MARKETS, seed=7)
     first.reset(seed=11)
@@ -79,7 +79,7 @@ def test_equity_floor_terminates() -> None:
     crash = MARKETS["A"].scaled(1.0)
     crash.close[124:] *= 0.1  # the first fill bar closes 90 % below its open
     crash.low[124:] = np.minimum(crash.low[124:], crash.close[124:])
-    config = EnvConfig(episode_length=50, random_start=False, equity_floor=0.95)
+    config = EnvConfig(episode_length=50, random_start=False, equity_floor=0.95, obs_noise=0.0)
     env = VecTradingEnv(["A"], 2, config, markets={"A": crash}, seed=0)
     env.reset(seed=0)
     assert int(env.accounts.t[0]) == 123
@@ -89,14 +89,14 @@ def test_equity_floor_terminates() -> None:
 
 
 def test_repeat_limit_forces_hold() -> None:
-    env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=50), markets=MARKETS, seed=0)
+    env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=50, obs_noise=0.0), markets=MARKETS, seed=0)
     env.reset(seed=0)
     limited = [bool(env.step(torch.tensor([ADD_TO_POSITION]))[4]["repeat_limited"][0]) for _ in range(6)]
     assert limited == [False, False, False, True, True, True]
 
 
 def test_single_account_wrapper_passes_check_env() -> None:
-    env = SingleAccountEnv("A", EnvConfig(episode_length=16), markets=MARKETS)
+    env = SingleAccountEnv("A", EnvConfig(episode_length=16, obs_noise=0.0), markets=MARKETS)
     check_env(env, skip_render_check=True)
     obs, info = env.reset(seed=3)
     assert info["action_mask"].dtype == np.bool_ and info["action_mask"][0]
@@ -114,7 +114,8 @@ def test_single_account_wrapper_passes_check_env() -> None:
 
 
 def test_final_obs_on_end_only_when_an_episode_ended() -> None:
-    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=4), markets=MARKETS, seed=0, final_obs="on_end")
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=4, obs_noise=0.0),
+                        markets=MARKETS, seed=0, final_obs="on_end")
     env.reset(seed=0)
     present = ["final_obs" in env.step(torch.full((2,), HOLD))[4] for _ in range(8)]
     assert present == [False, False, False, True] * 2

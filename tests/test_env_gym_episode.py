@@ -14,7 +14,7 @@ MARKETS = {"SYN": synthetic_bars("SYN", num_bars=400)}
 
 
 def make_env() -> SingleAccountEnv:
-    return SingleAccountEnv("SYN", EnvConfig(episode_length=EPISODE_LENGTH), markets=MARKETS)
+    return SingleAccountEnv("SYN", EnvConfig(episode_length=EPISODE_LENGTH, obs_noise=0.0), markets=MARKETS)
 
 
 def test_episode_info_has_return_length_time_and_project_stats() -> None:

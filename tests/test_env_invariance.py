@@ -11,7 +11,7 @@ from envs import DEFAULT_SPEC, Bars, EnvConfig, VecTradingEnv, compute_features,
 NUM_ACTIONS = DEFAULT_SPEC.num_actions
 
 BARS = synthetic_bars("A", 360)
-CONFIG = EnvConfig(episode_length=30, random_start=False)
+CONFIG = EnvConfig(episode_length=30, random_start=False, obs_noise=0.0)
 
 
 def run(env: VecTradingEnv, actions: list[list[int]]) -> list[tuple[dict[str, torch.Tensor], torch.Tensor]]:

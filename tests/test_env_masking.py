@@ -72,7 +72,8 @@ def test_sampling_from_masked_logits_never_picks_a_masked_action(rows: int, seed
     assert mask.gather(1, samples.T).all()
 
 
-ENV = VecTradingEnv(["A"], 16, EnvConfig(episode_length=40), markets={"A": synthetic_bars("A", 400)}, seed=0)
+ENV = VecTradingEnv(["A"], 16, EnvConfig(episode_length=40, obs_noise=0.0),
+                    markets={"A": synthetic_bars("A", 400)}, seed=0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -98,7 +99,8 @@ def test_forbidden_action_executes_as_hold_and_is_counted(actions: list[list[int
 
 def test_action_table_drives_spaces_masks_and_fills() -> None:
     """An eighth action (sell a quarter) is one table row: spaces, masks and fills follow it."""
-    config = EnvConfig(episode_length=40, random_start=False, actions=DEFAULT_ACTIONS + (SELL_QUARTER,))
+    config = EnvConfig(episode_length=40, random_start=False, actions=DEFAULT_ACTIONS + (SELL_QUARTER,),
+                       obs_noise=0.0)
     env = VecTradingEnv(["SYN"], 2, config, markets={"SYN": synthetic_bars("SYN", num_bars=400)}, seed=0)
     spec = env.trading_spec
     assert spec == EXTENDED and spec.num_actions == 8 and spec.action_names[-1] == "SELL_QUARTER"

@@ -24,7 +24,7 @@ def rollout(config: EnvConfig, steps: int = 40) -> list[tuple[dict[str, torch.Te
 
 
 def test_noise_has_the_configured_std_on_market_features_and_leaves_the_rest_alone() -> None:
-    base = EnvConfig(episode_length=0, random_start=False)
+    base = EnvConfig(episode_length=0, random_start=False, obs_noise=0.0)
     clean = rollout(base)
     noisy = rollout(EnvConfig(episode_length=0, random_start=False, obs_noise=0.5))
     diffs = {k: torch.cat([(n[0][k] - c[0][k]).flatten() for c, n in zip(clean, noisy)]) for k in MARKET_KEYS}
@@ -42,7 +42,7 @@ def test_backtest_config_observes_without_noise() -> None:
     noisy = EnvConfig(obs_noise=2.0)
     backtest = noisy.backtest()
     assert (backtest.obs_noise, backtest.episode_length, backtest.random_start) == (0.0, 0, False)
-    clean = rollout(EnvConfig(episode_length=0, random_start=False), steps=5)
+    clean = rollout(EnvConfig(episode_length=0, random_start=False, obs_noise=0.0), steps=5)
     for (c_obs, _), (b_obs, _) in zip(clean, rollout(backtest, steps=5)):
         for key in c_obs:
             torch.testing.assert_close(b_obs[key], c_obs[key], rtol=0, atol=0, msg=key)

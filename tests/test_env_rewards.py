@@ -91,7 +91,8 @@ def test_every_component_finite_and_in_range(outcome: StepOutcome) -> None:
 
 
 def test_components_in_range_along_env_trajectories() -> None:
-    env = VecTradingEnv(["A"], 32, EnvConfig(episode_length=60), markets={"A": synthetic_bars("A", 500)},
+    env = VecTradingEnv(["A"], 32, EnvConfig(episode_length=60, obs_noise=0.0),
+                        markets={"A": synthetic_bars("A", 500)},
                         seed=1)
     env.reset(seed=1)
     generator = torch.Generator().manual_seed(1)
@@ -131,7 +132,7 @@ def test_no_sharpe_payment_before_its_window() -> None:
         value = components(outcome_of(1e5, 0.0, episode_steps=steps, **step), 1e5, 3, cfg)["sharpe"]
         assert abs(float(value[0]) - expected) < 1e-6, steps
     # along a real trajectory: nothing in the first sharpe_min_steps steps of any episode
-    env = VecTradingEnv(["A"], 8, EnvConfig(episode_length=40, reward=cfg),
+    env = VecTradingEnv(["A"], 8, EnvConfig(episode_length=40, reward=cfg, obs_noise=0.0),
                         markets={"A": synthetic_bars("A", 500)}, seed=2)
     env.reset(seed=2)
     for t in range(19):
@@ -140,7 +141,8 @@ def test_no_sharpe_payment_before_its_window() -> None:
 
 
 def test_failed_action_penalty_only_for_masked_actions() -> None:
-    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=40), markets={"A": synthetic_bars("A", 500)},
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=40, obs_noise=0.0),
+                        markets={"A": synthetic_bars("A", 500)},
                         seed=0)
     env.reset(seed=0)
     sell = SPEC.action_id("SELL_ALL")  # forbidden while flat
@@ -152,7 +154,8 @@ def test_failed_action_penalty_only_for_masked_actions() -> None:
 def test_reward_shares_on_a_scripted_trajectory() -> None:
     """Two steps of two accounts with hand-set weighted components: |pnl| sums to 6, |cost| to 2,
     |sharpe| to 0 -> shares 0.75, 0.25, 0."""
-    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=40), markets={"A": synthetic_bars("A", 500)},
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=40, obs_noise=0.0),
+                        markets={"A": synthetic_bars("A", 500)},
                         seed=0)
     env.reset(seed=0)
     stats = RolloutStats(["A"], 2, SPEC.action_names, torch.device("cpu"))
@@ -173,7 +176,7 @@ def test_pnl_carries_most_of_the_default_reward_on_real_bars() -> None:
     """Default config, bundled SPX bars, uniformly random valid actions: PnL's share of the
     absolute weighted reward is >= 70 % and every shaping term is smaller than PnL."""
     root = Path(__file__).resolve().parents[1]
-    env = VecTradingEnv(["SPX"], 64, EnvConfig(), data_dir=str(root / "data"), seed=0)
+    env = VecTradingEnv(["SPX"], 64, EnvConfig(obs_noise=0.0), data_dir=str(root / "data"), seed=0)
     env.reset(seed=0)
     stats = RolloutStats(["SPX"], 64, SPEC.action_names, torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)

@@ -13,7 +13,7 @@ STREAK, DISTINCT, SINCE = (RULE_FEATURES.index(n) for n in ("repeat_streak", "di
 
 
 def test_rule_features_along_a_scripted_sequence() -> None:
-    env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=40, max_consecutive_actions=3),
+    env = VecTradingEnv(["A"], 1, EnvConfig(episode_length=40, max_consecutive_actions=3, obs_noise=0.0),
                         markets={"A": synthetic_bars("A", 500)}, seed=0)
     obs, _ = env.reset(seed=0)
     assert obs["rules"].shape == (1, len(RULE_FEATURES) + SPEC.num_actions)

@@ -92,7 +92,7 @@ def test_mixed_daily_and_hourly_envs_respect_the_common_dates():
     """The env itself: daily symbols over different years and an hourly one inside them."""
     markets = {"OLD": dated("OLD", "2004-01-01", 3000), "NEW": dated("NEW", "2009-06-01", 1500),
                "FX": dated("FX", "2012-01-02", 9000, hourly=True)}
-    config = EnvConfig(episode_length=0, random_start=False)
+    config = EnvConfig(episode_length=0, random_start=False, obs_noise=0.0)
     envs = {split: VecTradingEnv(list(markets), 1, config, markets=markets, split=split)
             for split in ("train", "val", "test")}
     dates = envs["train"].config.split_dates
@@ -113,7 +113,7 @@ def test_mixed_daily_and_hourly_envs_respect_the_common_dates():
 
 def test_explicit_split_dates_are_honoured():
     dates = ("2012-01-03", "2015-06-01")
-    config = EnvConfig(episode_length=0, random_start=False, split_dates=dates)
+    config = EnvConfig(episode_length=0, random_start=False, split_dates=dates, obs_noise=0.0)
     data = str(ROOT / "data")
     for split, (low, high) in {"train": (None, dates[0]), "val": dates, "test": (dates[1], None)}.items():
         env = VecTradingEnv(["SPX", "GOOGL"], 1, config, data_dir=data, split=split)
@@ -153,18 +153,19 @@ def test_split_dates_that_are_not_strings_are_refused_by_the_loader():
 def test_a_symbol_with_an_empty_training_split_is_named():
     markets = {"OLD": dated("OLD", "2000-01-03", 3000), "LATE": dated("LATE", "2014-01-01", 800)}
     with pytest.raises(DataError) as err:  # derived dates: LATE starts inside validation
-        VecTradingEnv(list(markets), 1, EnvConfig(), markets=markets)
+        VecTradingEnv(list(markets), 1, EnvConfig(obs_noise=0.0), markets=markets)
     message = str(err.value)
     assert message.startswith("LATE") and "train split (before " in message
     assert "has none of its bars" in message
     assert "env.split_dates" in message and "split_fractions" in message
     with pytest.raises(DataError, match=r"^LATE .*none of its bars.*as given"):
-        VecTradingEnv(list(markets), 1, EnvConfig(split_dates=("2010-01-01", "2012-01-01")), markets=markets)
+        VecTradingEnv(list(markets), 1, EnvConfig(split_dates=("2010-01-01", "2012-01-01"), obs_noise=0.0),
+                      markets=markets)
 
 
 def test_an_empty_validation_split_warns_in_training_and_fails_when_requested():
     markets = {"OLD": dated("OLD", "2000-01-03", 3000), "SHORT": dated("SHORT", "2004-01-01", 900)}
-    config = EnvConfig(episode_length=50, split_dates=("2008-01-02", "2010-01-04"))
+    config = EnvConfig(episode_length=50, split_dates=("2008-01-02", "2010-01-04"), obs_noise=0.0)
     period = r"the val split \[2008-01-02, 2010-01-04\)"
     with pytest.warns(UserWarning, match=rf"SHORT: no tradable bar in {period}"):
         VecTradingEnv(list(markets), 1, config, markets=markets)
@@ -178,9 +179,9 @@ def test_synthetic_symbols_end_on_the_real_files_last_day():
     spx, spy = markets["SPX"], markets["SPY"]
     assert spy.timestamps[-1] == spx.timestamps[-1]  # 2018-12-31, a Monday
     np.testing.assert_array_equal(spy.close, synthetic_bars("SPY", 3000).close)  # same prices
-    env = VecTradingEnv(["SPX", "SPY"], 1, EnvConfig(), markets=markets)
+    env = VecTradingEnv(["SPX", "SPY"], 1, EnvConfig(obs_noise=0.0), markets=markets)
     for split in ("val", "test"):
-        config = EnvConfig(episode_length=0, split_dates=env.config.split_dates)
+        config = EnvConfig(episode_length=0, split_dates=env.config.split_dates, obs_noise=0.0)
         VecTradingEnv(["SPX", "SPY"], 1, config, markets=markets, split=split)  # both symbols trade
     with warnings.catch_warnings():  # only synthetic symbols: their calendar starts 2005-01-03
         warnings.simplefilter("ignore")
@@ -220,7 +221,7 @@ def test_the_run_records_its_dates_and_resume_and_evaluation_reuse_them(tmp_path
     assert evaluate_main(["--run-dir", str(run_dir), "--split", "test", "--device", "cpu"]) == 0
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert tuple(report["split_dates"]) == dates
-    test_env = VecTradingEnv(["SPX", "GOOGL"], 1, EnvConfig(episode_length=0, split_dates=dates),
+    test_env = VecTradingEnv(["SPX", "GOOGL"], 1, EnvConfig(episode_length=0, split_dates=dates, obs_noise=0.0),
                              data_dir=str(ROOT / "data"), split="test")
     test_start = parse_split_dates(dates)[1]
     for symbol, (first, last) in test_env.decision_range.items():

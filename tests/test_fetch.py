@@ -68,7 +68,8 @@ def test_recorded_frame_gives_a_file_in_the_bundled_schema_that_loads(tmp_path, 
     markets = load_market(["SPY", "AAPL"], tmp_path)
     assert not markets["SPY"].is_synthetic and len(markets["SPY"]) == len(RECORDED) == 251
     np.testing.assert_array_equal(markets["SPY"].close, RECORDED[("Close", "SPY")].to_numpy())
-    env = VecTradingEnv(["SPY", "AAPL"], 2, EnvConfig(episode_length=20), data_dir=str(tmp_path), seed=0)
+    env = VecTradingEnv(["SPY", "AAPL"], 2, EnvConfig(episode_length=20, obs_noise=0.0),
+                        data_dir=str(tmp_path), seed=0)
     env.reset(seed=0)
 
 

@@ -9,7 +9,7 @@ from models import (FORMAT_VERSION, CheckpointError, CheckpointMismatchError, En
                     MultiSymbolPolicy, PolicyConfig, atomic_write_bytes, load_checkpoint,
                     read_checkpoint_meta, save_checkpoint)
 
-SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
+SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0, pool="mean")
 CONFIG = {"model": {"encoder": {"d_model": 32}}, "ppo": {"learning_rate": 3e-4}}
 
 
@@ -47,7 +47,7 @@ def test_different_symbol_count_names_shapes_and_symbols(tmp_path):
 
 
 def test_missing_and_unexpected_keys_are_named(tmp_path):
-    deep = EncoderConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
+    deep = EncoderConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0, pool="mean")
     shallow_policy, deep_policy = make_policy(["SPY"]), make_policy(["SPY"], encoder=deep)
     deep_path, shallow_path = tmp_path / "deep.safetensors", tmp_path / "shallow.safetensors"
     save_checkpoint(deep_path, deep_policy, config=CONFIG, symbols=["SPY"], step=1)
@@ -61,7 +61,7 @@ def test_missing_and_unexpected_keys_are_named(tmp_path):
 
 def test_non_strict_skips_missing_keys_but_loads_the_rest(tmp_path):
     path = tmp_path / "ckpt.safetensors"
-    deep = EncoderConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
+    deep = EncoderConfig(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0, pool="mean")
     source = make_policy(["SPY"], seed=0)
     save_checkpoint(path, source, config=CONFIG, symbols=["QQQ"], step=1)
     target = make_policy(["SPY"], seed=1, encoder=deep)

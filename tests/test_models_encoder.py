@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from envs import DEFAULT_SPEC, EnvConfig, TradingSpec
 from models import EncoderConfig, FeatureEncoder
 
-SMALL = dict(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0)
+SMALL = dict(n_layers=2, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.0, pool="mean")
 SHAPES = DEFAULT_SPEC.obs_shapes
 LOOKBACK = SHAPES["technical"][0]
 
@@ -94,13 +94,13 @@ def test_token_order_matters():
 
 def test_default_size_matches_reference_and_budget():
     design = {key: shape for key, shape in SHAPES.items() if key != "rules"}  # DESIGN's 5 keys, 28 tokens
-    encoder = FeatureEncoder(EncoderConfig(), design)
+    encoder = FeatureEncoder(EncoderConfig(pool="mean"), design)
     params = sum(p.numel() for p in encoder.parameters())
     assert params == 3_239_168  # PERF-NOTES' reference encoder (4L-256D-8H, 28 tokens)
     assert abs(encoder.flops_per_sample() - 179.8e6) < 0.05e6  # PERF-NOTES: 179.8 MFLOP per sample
     assert "positions" not in encoder.state_dict()  # derived, not checkpointed
     # the env's spec adds the rules key: one more projection to d_model and one more token
-    full = FeatureEncoder(EncoderConfig(), SHAPES)
+    full = FeatureEncoder(EncoderConfig(pool="mean"), SHAPES)
     full_params = sum(p.numel() for p in full.parameters())
     assert full_params == params + (SHAPES["rules"][0] + 1) * 256 < 5_000_000
     assert full.n_tokens == encoder.n_tokens + 1 == 29

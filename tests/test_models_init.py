@@ -12,7 +12,7 @@ from models import (STRATEGIES, EncoderConfig, GroupedMLP, MultiSymbolPolicy, Po
                     init_linear_, init_matrix_, weight_stats)
 
 A = DEFAULT_SPEC.num_actions
-SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=32, dropout=0.0)
+SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=32, dropout=0.0, pool="mean")
 
 
 def expected_std(strategy: str, fan_in: int, fan_out: int, gain: float) -> float:

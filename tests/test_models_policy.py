@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, MultiSymbolPolicy, PolicyConfig
 
-SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.1)
+SMALL = EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=16, dropout=0.1, pool="mean")
 A = DEFAULT_SPEC.num_actions
 HOLD = DEFAULT_SPEC.hold_id
 
@@ -149,7 +149,8 @@ def test_bad_mask_and_bad_symbols_raise():
 
 
 def test_parameter_budgets_at_143_symbols():
-    policy = MultiSymbolPolicy([f"S{i}" for i in range(143)], PolicyConfig(), DEFAULT_SPEC)
+    policy = MultiSymbolPolicy([f"S{i}" for i in range(143)], PolicyConfig(encoder=EncoderConfig(pool="mean")),
+                               DEFAULT_SPEC)
     counts = policy.count_parameters()
     actor = (256 * 256 + 256) + (256 * 128 + 128) + (128 * A + A)
     critic = (256 * 256 + 256) + (256 * 128 + 128) + (128 * 1 + 1)
@@ -175,7 +176,8 @@ def test_cpu_inference_chunks_give_the_same_outputs():
 
 def test_flops_per_sample_counts_the_encoder_and_one_symbols_heads():
     """Heads add 2 x in x out per layer of one actor and one critic, whatever the symbol count."""
-    config = PolicyConfig(encoder=EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=48),
+    config = PolicyConfig(encoder=EncoderConfig(n_layers=1, d_model=32, n_heads=4, d_ff=64, out_dim=48,
+                                                pool="mean"),
                           actor_hidden=(40, 20), critic_hidden=(24,))
     one, three = (MultiSymbolPolicy([f"S{i}" for i in range(n)], config, DEFAULT_SPEC) for n in (1, 3))
     heads = 2 * (48 * 40 + 40 * 20 + 20 * DEFAULT_SPEC.num_actions) + 2 * (48 * 24 + 24 * 1)

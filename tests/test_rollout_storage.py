@@ -65,7 +65,8 @@ def test_noise_is_rebuilt_exactly_and_differs_between_observations() -> None:
     assert torch.equal(refs_codec.expand(refs_codec.refs()), second)
     # the bar that the first window ends on is one bar older in the second: same data, new noise
     assert not torch.equal(first[:, -1], second[:, -2])
-    clean = VecTradingEnv(list(MARKETS), E, EnvConfig(), markets=MARKETS, seed=2).reset(seed=2)[0]["technical"]
+    clean = VecTradingEnv(list(MARKETS), E, EnvConfig(obs_noise=0.0),
+                          markets=MARKETS, seed=2).reset(seed=2)[0]["technical"]
     assert abs(float((first - clean).std()) - 1.0) < 0.05
 
 
@@ -86,7 +87,7 @@ def test_noise_pool_slices_are_standard_normal_and_rebuilt_from_their_offsets() 
 def test_the_seeds_universe_fits_in_one_gigabyte_with_index_storage() -> None:
     """143 symbols x 8 accounts x 2048 steps; bytes per account-step measured on a small buffer."""
     spec = DEFAULT_SPEC
-    env = VecTradingEnv(list(MARKETS), 1, EnvConfig(), markets=MARKETS, seed=0)
+    env = VecTradingEnv(list(MARKETS), 1, EnvConfig(obs_noise=0.0), markets=MARKETS, seed=0)
     per_step = {}
     for storage, compact in (("index", env.compact_observations()), ("window", None)):
         small = RolloutBuffer(4, 2, spec.obs_shapes, "cpu", spec.num_actions, compact=compact)

@@ -185,7 +185,7 @@ def test_evaluate_writes_table_json_and_pictures(tmp_path):
     assert evaluate_main(args) == 0
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert set(report["results"]) == {"SPX", "GOOGL"}
-    env = VecTradingEnv(["SPX", "GOOGL"], 1, EnvConfig(episode_length=0, random_start=False),
+    env = VecTradingEnv(["SPX", "GOOGL"], 1, EnvConfig(episode_length=0, random_start=False, obs_noise=0.0),
                         data_dir=str(ROOT / "data"), split="val")
     for symbol, rows in report["results"].items():
         assert {"agent (greedy)", "buy & hold", "random valid", "agent (sampled, mean of 2)"} <= set(rows)

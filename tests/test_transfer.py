@@ -11,7 +11,7 @@ from envs import DEFAULT_SPEC
 from models import EncoderConfig, MultiSymbolPolicy, PolicyConfig
 from models.transfer import TransferError, blend_encoder, transfer_weights
 
-ENC = EncoderConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, out_dim=16, dropout=0.0)
+ENC = EncoderConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, out_dim=16, dropout=0.0, pool="mean")
 BASE = PolicyConfig(encoder=ENC, actor_hidden=(24, 12), critic_hidden=(24, 12))
 SYMBOLS = ["AAA", "BBB", "CCC"]
 E = 4  # accounts per symbol in the test batches

@@ -131,7 +131,8 @@ def test_best_falls_back_to_latest_without_scores_and_repointing_keeps_the_list(
 
 # ---- the validation policy ------------------------------------------------------------------------
 def test_state_dict_for_a_subset_of_symbols_gives_those_symbols_the_same_outputs():
-    config = PolicyConfig(encoder=EncoderConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, out_dim=16),
+    config = PolicyConfig(encoder=EncoderConfig(n_layers=1, d_model=16, n_heads=2, d_ff=32, out_dim=16,
+                                                pool="mean"),
                           actor_hidden=(8,), critic_hidden=(8,))
     torch.manual_seed(0)
     full = MultiSymbolPolicy(["A", "B", "C"], config, DEFAULT_SPEC).eval()
