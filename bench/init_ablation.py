@@ -35,7 +35,7 @@ from envs import autocorrelated_bars
 from learning import DRIFT, GENERATED, write_parquet
 from models.init import STRATEGIES
 from ppo_core import NonFiniteLossError
-from trainers.run.session import open_session
+from trainers.run.build import open_session
 
 SWEPT = ("model.init", "model.actor_out_gain")
 METRICS = ("best_val_sharpe", "entropy", "grad_norm_var")
@@ -75,7 +75,7 @@ def run_one(init: str, gain: float | None, seed: int, data_dir: Path, args: argp
                     break  # early stopping, when --set enables it, ends the run as in the trainer
         finally:
             session.close()
-    top = session.scoreboard.top
+    top = session.best_k.top
     return {"seed": seed, "steps": session.global_step, "iterations": session.iteration,
             "best_val_sharpe": top.score if top else None, "best_step": top.step if top else None,
             "entropy": entropies[-1] if entropies else None,

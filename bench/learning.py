@@ -35,11 +35,11 @@ from rich.table import Table
 
 from common import emit
 from configs.train import DEFAULT_CONFIG, resolve
-from envs import Bars, VecTradingEnv, ar1_expected_return, autocorrelated_bars, load_market
-from trainers.evaluate import evaluate
+from envs import Bars, VecTradingEnv, ar1_expected_return, autocorrelated_bars
+from trainers.backtest.evaluation import evaluate
 from trainers.backtest.metrics import equity_metrics, periods_per_year
-from trainers.ppo import train
-from trainers.run.session import open_session
+from trainers.run.loop import train
+from trainers.run.build import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIFT = 0.0002

@@ -30,7 +30,8 @@ from torch.profiler import ProfilerActivity, profile
 from common import add_session_arguments, device_name, emit, matmul_peak_gflops, session_config
 from ppo_core import synchronize
 from ppo_core.gae import compute_gae
-from trainers.run.session import Session, open_session
+from trainers.run.build import open_session
+from trainers.run.session import Session
 
 # first match wins; names are aten op names (forward and backward) or record_function labels
 CATEGORIES: list[tuple[str, re.Pattern[str]]] = [

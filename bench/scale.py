@@ -32,7 +32,7 @@ import torch
 
 from common import device_name, emit
 from configs.train import resolve
-from trainers.run.session import open_session
+from trainers.run.build import open_session
 
 SEED_STEPS = 2048
 """the guide's rollout length per account"""

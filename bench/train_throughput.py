@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from common import add_session_arguments, device_name, emit, matmul_peak_gflops, session_config
-from trainers.run.session import open_session
+from trainers.run.build import open_session
 
 
 def main() -> None:

@@ -27,7 +27,8 @@ from models import read_checkpoint_meta
 from trainers.run import checkpoints
 from trainers.run import distributed
 from trainers.run.distributed import LaunchError, World
-from trainers.run.session import Session, open_session
+from trainers.run.build import open_session
+from trainers.run.session import Session
 
 WORLD = 2
 NUM_STEPS, ENVS, SYMBOLS = 8, 2, ["AAA", "BBB"]

@@ -20,7 +20,7 @@ from envs import (WARMUP_BARS, Bars, DataError, EnvConfig, VecTradingEnv, derive
 from envs.splits import DAY_NS
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import main as train_main
-from trainers.run.session import open_session
+from trainers.run.build import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 HOUR_NS = DAY_NS // 24

@@ -12,7 +12,7 @@ import torch
 import ppo_core.learner
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import DEFAULT_ACTIONS, Action
-from trainers.run.session import open_session
+from trainers.run.build import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["run.symbols=['SPX', 'GOOGL']", f"run.data_dir='{ROOT / 'data'}'", "run.envs_per_symbol=4",

@@ -21,7 +21,7 @@ from configs.train import TrainConfig, build
 from envs import DEFAULT_SPEC, TradingSpec, VecTradingEnv, planted_signal_bars
 from models import MultiSymbolPolicy
 from trainers.run import checkpoints
-from trainers.evaluate import evaluate
+from trainers.backtest.evaluation import evaluate
 from trainers.ppo import main
 
 SYMBOLS = ["PLANTA", "PLANTB"]

@@ -16,11 +16,12 @@ from envs import EnvConfig, TradingSpec, VecTradingEnv
 from helpers import BATCH, ROOT, tiny_args
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
 from trainers.run import checkpoints
-from trainers.evaluate import account_metrics
+from trainers.backtest.simulate import account_metrics
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
 from trainers.backtest.report import COLUMNS, print_tables
-from trainers.run.session import StopRequest, open_session
+from trainers.run.loop import StopRequest
+from trainers.run.build import open_session
 
 
 def open_tiny(run_dir: Path, iterations: int):

@@ -1,4 +1,4 @@
-"""Model selection: the Scoreboard's best-k and early stopping on scripted scores, best checkpoints
+"""Model selection: the BestK's best-k and early stopping on scripted scores, best checkpoints
 surviving pruning and resume, and real tiny runs that validate, keep, stop and evaluate the best."""
 from __future__ import annotations
 
@@ -23,18 +23,19 @@ from helpers import BATCH, ROOT, tiny_args
 from trainers.run import checkpoints
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
-from trainers.backtest.best_k import Scoreboard, Scored
-from trainers.run.session import STOPPED_FILE, open_session
+from trainers.backtest.best_k import BestK, Scored
+from trainers.run.build import open_session
+from trainers.run.session import STOPPED_FILE
 
 EVERY_ITERATION = ["--set", f"run.eval_every={BATCH}"]
 
 
-# ---- the Scoreboard on scripted scores ------------------------------------------------------------
+# ---- the BestK on scripted scores ------------------------------------------------------------
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(-3, 3, allow_nan=False) | st.sampled_from([0.5, 1.0]), max_size=30),
        st.integers(0, 5))
 def test_best_list_is_the_top_k_of_every_score_so_far(scores, k):
-    board = Scoreboard(k)
+    board = BestK(k)
     for i, score in enumerate(scores):
         verdict = board.record(step=100 * (i + 1), score=score)
         ranked = sorted((Scored(100 * (j + 1), s) for j, s in enumerate(scores[:i + 1])),
@@ -45,7 +46,7 @@ def test_best_list_is_the_top_k_of_every_score_so_far(scores, k):
 
 
 def test_nan_score_is_never_kept_and_never_an_improvement():
-    board = Scoreboard(3, patience=2)
+    board = BestK(3, patience=2)
     assert board.record(1, math.nan) == (False, False, "")
     assert board.record(2, 0.1).kept and board.best == [Scored(2, 0.1)]
     assert board.record(3, math.nan).stop == ""
@@ -53,7 +54,7 @@ def test_nan_score_is_never_kept_and_never_an_improvement():
 
 
 def test_patience_stops_at_the_right_validation():
-    board = Scoreboard(2, patience=3, min_delta=0.01)
+    board = BestK(2, patience=3, min_delta=0.01)
     # improvements need more than 0.01 over the last improving score (0.5): 0.505 and 0.509 are not,
     # even though 0.509 is a new best; the third validation without one stops the run
     verdicts = [board.record(step, score) for step, score in
@@ -63,41 +64,41 @@ def test_patience_stops_at_the_right_validation():
     assert "3 validations" in verdicts[-1].stop and "best +0.509 at step 4" in verdicts[-1].stop
     assert board.best == [Scored(4, 0.509), Scored(3, 0.505)]
     # an improvement resets the count
-    board = Scoreboard(1, patience=2, min_delta=0.0)
+    board = BestK(1, patience=2, min_delta=0.0)
     stops = [bool(board.record(step, score).stop) for step, score in enumerate([1.0, 0.9, 1.1, 0.9, 0.8])]
     assert stops == [False, False, False, False, True]
 
 
 def test_target_sharpe_stops_at_once_and_patience_zero_never_stops():
-    board = Scoreboard(3, patience=0, target=0.8)
+    board = BestK(3, patience=0, target=0.8)
     assert board.record(1, 0.79).stop == ""
     verdict = board.record(2, 0.8)
     assert verdict.kept and "reached run.early_stop_target_sharpe = +0.800" in verdict.stop
-    never = Scoreboard(3)
+    never = BestK(3)
     assert not any(never.record(step, -float(step)).stop for step in range(50))
 
 
 def test_state_round_trips_weights_only_and_continues_like_an_unbroken_board(tmp_path):
     scores = [0.3, 0.1, 0.4, 0.2, 0.35, 0.05, 0.5, 0.45]
-    straight = Scoreboard(3, patience=4, min_delta=0.02)
-    first = Scoreboard(3, patience=4, min_delta=0.02)
+    straight = BestK(3, patience=4, min_delta=0.02)
+    first = BestK(3, patience=4, min_delta=0.02)
     for step, score in enumerate(scores[:4]):
         straight.record(step, score)
         first.record(step, score)
     torch.save(first.state_dict(), tmp_path / "state.pt")
-    resumed = Scoreboard(3, patience=4, min_delta=0.02)
+    resumed = BestK(3, patience=4, min_delta=0.02)
     resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     for step, score in enumerate(scores[4:], start=4):
         assert straight.record(step, score) == resumed.record(step, score)
     assert straight.state_dict() == resumed.state_dict()
-    smaller = Scoreboard(1)
+    smaller = BestK(1)
     smaller.load_state_dict(straight.state_dict())  # keep_best may shrink on resume
     assert smaller.best == [Scored(6, 0.5)]
 
 
 # ---- best checkpoints on disk ---------------------------------------------------------------------
 def test_best_checkpoints_survive_pruning_and_are_listed_best_first(tmp_path):
-    board = Scoreboard(2)
+    board = BestK(2)
     for step, score in [(10, 0.9), (20, 0.1), (30, 1.2), (40, 0.2), (50, 0.3), (60, 0.0)]:
         board.record(step, score)
         checkpoints.save(tmp_path, nn.Linear(2, 2), {}, ["A"], step, {"step": step}, best=board.best)

@@ -1,11 +1,9 @@
 """Train one PPO policy head per symbol over a shared encoder: `python -m trainers.ppo --symbols SPY,AAPL`.
 
-The loop reads top to bottom: one iteration (collect a rollout from every account -> GAE -> PPO
-update, ppo_core.ppo_iteration) -> one host read for logging -> validation when due (best-k
-checkpoints, early stopping) -> checkpoint. Setup, validation, resume and signal handling live in
-trainers.run.session; this module turns the command line into a config. Under `torchrun
---nproc_per_node=K -m trainers.ppo ...` every process runs this loop on its own accounts
-(trainers.run.distributed): the decisions that end or save an iteration are the same on every rank.
+This module turns the command line into a config and a run directory; the run itself lives in
+trainers.run (the session's pieces in build/session, the loop in loop). Under `torchrun
+--nproc_per_node=K -m trainers.ppo ...` every process runs the loop on its own accounts
+(trainers.run.distributed).
 """
 from __future__ import annotations
 
@@ -19,84 +17,12 @@ from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, exp
 from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
-from ppo_core import NonFiniteLossError
 from trainers.run import checkpoints
 from trainers.run import distributed
-from trainers.monitoring.alerts import iteration_signals
-from trainers.run.session import Session, StopRequest, open_session
+from trainers.run.loop import train
+from trainers.run.build import open_session
+from trainers.run.session import Session
 from trainers.run.transfer import TransferRequest, preflight
-
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
-
-
-def train(session: Session, stop: StopRequest | None = None) -> int:
-    """Run PPO until `run.total_steps` account-steps or early stopping; returns a process exit code.
-    `stop` is set by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
-    cfg, log = session.config, session.log
-    num_iterations, batch_size = session.num_iterations, session.batch_size
-    stop = stop or StopRequest(repeat_aborts=not session.world.active, announce=session.world.is_main)
-    if session.early_stop is not None:
-        log.message(f"{session.run_dir} was stopped early at step {session.early_stop['step']:,} "
-                    f"({session.early_stop['reason']}); resume with --total-steps above "
-                    f"{session.early_stop['total_steps']:,} to train on", style="bold yellow")
-        return EXIT_OK
-    log.set_total(num_iterations * batch_size)
-    processes = f" x {session.world.size} processes" if session.world.active else ""
-    log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
-                f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
-                f"{cfg.run.num_steps} steps{processes}); run dir {session.run_dir}")
-    with stop.installed():
-        while session.iteration < num_iterations:
-            # collect -> GAE -> update -> statistics, all accounts of all symbols together
-            try:
-                result = session.iterate()
-            except NonFiniteLossError as err:
-                session.fail(f"iteration {session.iteration + 1}: {err}. Training stopped")
-                return EXIT_FAILED
-
-            values = session.stats.summary()  # the rollout's one host read
-            values.update(result.stats)
-            values["charts/policy_action_entropy_mean"] = values["losses/entropy"]
-            if result.collapse is not None:
-                session.save()
-                session.fail(str(result.collapse))
-                return EXIT_FAILED
-
-            # validate every run.eval_every steps and at the end: a best-k score keeps its checkpoint
-            verdict = session.validate() if session.validation_due() else None
-            alerts = session.alerts.observe(iteration_signals(
-                values, session.stats.symbol_actions, session.global_step, num_iterations * batch_size))
-            values.update(session.alerts.scalars())
-            values["charts/SPS"] = log.steps_per_second(session.global_step)
-            log.iteration(session.iteration, session.global_step, values, [alert.text for alert in alerts])
-            halt = session.alerts.halt_reason()  # alerts.halt_on: stop, keeping this iteration's weights
-            if halt is not None:
-                session.save()
-                session.fail(halt)
-                return EXIT_FAILED
-            if verdict is not None and verdict.stop:
-                session.stop_early(verdict.stop)  # writes the final checkpoint
-                return EXIT_OK
-
-            # checkpoint every K iterations, at the end, when asked to stop and for a best-k score
-            last = session.iteration == num_iterations
-            kept = verdict is not None and verdict.kept
-            stopping = session.world.any(stop.requested)  # under torchrun: a signal to any rank stops all
-            if last or stopping or kept or session.iteration % cfg.run.checkpoint_every == 0:
-                session.save()
-            if stopping:
-                signal_name = stop.signal_name or "a signal to another rank"
-                log.message(f"{signal_name}: checkpoint saved at step {session.global_step:,}; "
-                            f"continue with: python -m trainers.ppo --resume {session.run_dir}",
-                            style="bold yellow")
-                return EXIT_INTERRUPTED
-    top = session.scoreboard.best[0] if session.scoreboard.best else None
-    best = (f"; best by mean val Sharpe: step {top.step:,} ({top.score:+.3f}), which trainers.evaluate uses"
-            if top is not None else "")
-    log.message(f"done: {session.global_step:,} account-steps; weights in "
-                f"{checkpoints.latest(session.run_dir).weights}{best}", style="bold green")
-    return EXIT_OK
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -34,7 +34,7 @@ class Verdict(NamedTuple):
     """why training should stop now ("" = train on)"""
 
 
-class Scoreboard:
+class BestK:
     """Top-`keep_best` scores (best first) and the early-stopping state of one run.
 
     `patience` > 0 stops after that many validations in a row without an improvement of more than
@@ -45,7 +45,7 @@ class Scoreboard:
     def __init__(self, keep_best: int, patience: int = 0, min_delta: float = 0.0,
                  target: float = math.inf) -> None:
         if keep_best < 0 or patience < 0 or not min_delta >= 0 or math.isnan(target):
-            raise ValueError(f"Scoreboard: keep_best {keep_best} and patience {patience} must be >= 0, "
+            raise ValueError(f"BestK: keep_best {keep_best} and patience {patience} must be >= 0, "
                              f"min_delta {min_delta} >= 0, target {target} a number")
         self.keep_best, self.patience, self.min_delta, self.target = keep_best, patience, min_delta, target
         self.best: list[Scored] = []

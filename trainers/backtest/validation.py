@@ -16,7 +16,7 @@ import torch
 
 from envs import Bars, EnvConfig, VecTradingEnv
 from models import MultiSymbolPolicy, PolicyConfig
-from trainers.evaluate import GREEDY, account_metrics, simulate
+from trainers.backtest.simulate import GREEDY, account_metrics, simulate
 from trainers.backtest.metrics import periods_per_year
 from trainers.backtest.best_k import Scored
 

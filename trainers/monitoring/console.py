@@ -151,3 +151,36 @@ def _fmt_seconds(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class QuietLog:
+    """The RunLogger interface for ranks other than 0: rank 0 alone prints and writes TensorBoard."""
+
+    def message(self, text: str, style: str = "") -> None:
+        pass
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def validation(self, step: int, values: dict[str, float], cell: str) -> None:
+        pass
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        pass
+
+    def set_total(self, total_steps: int) -> None:
+        pass
+
+    def steps_per_second(self, step: int) -> float:
+        return 0.0
+
+    def iteration(self, iteration: int, step: int, values: dict[str, float],
+                  alerts: Sequence[str] = ()) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+RunLog = RunLogger | QuietLog
+"""what a run logs through: QuietLog on data-parallel ranks other than 0"""

@@ -9,7 +9,7 @@ Layout under `run_dir/checkpoints/`:
 Both files of a checkpoint are written (atomically) before `latest.json` is replaced to point at
 them, so a crash at any moment leaves `latest.json` naming a complete checkpoint. Pruning keeps
 the newest KEEP_LAST checkpoints and the run's best ones by mean validation Sharpe, which
-`latest.json` lists best first (`best`; the trainer's Scoreboard decides which).
+`latest.json` lists best first (`best`; the trainer's BestK decides which).
 
 The trainer state holds only tensors and plain values (dicts, lists, tuples, numbers, strings,
 None), so it is read with `torch.load(weights_only=True)`: a state file carrying any other pickled

@@ -226,32 +226,3 @@ def world_change_note(saved: int, now: int) -> str:
                   "episodes from their own seeds")
     return (f"note: checkpoint written by {saved} process{'es' * (saved > 1)}, resumed in {now}: {change}; "
             "the step count and budget carry over, iterations are recounted for the new batch")
-
-
-class QuietLog:
-    """The RunLogger interface for ranks other than 0: rank 0 alone prints and writes TensorBoard."""
-
-    def message(self, text: str, style: str = "") -> None:
-        pass
-
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        pass
-
-    def validation(self, step: int, values: dict[str, float], cell: str) -> None:
-        pass
-
-    def text(self, step: int, tag: str, text: str) -> None:
-        pass
-
-    def set_total(self, total_steps: int) -> None:
-        pass
-
-    def steps_per_second(self, step: int) -> float:
-        return 0.0
-
-    def iteration(self, iteration: int, step: int, values: dict[str, float],
-                  alerts: Sequence[str] = ()) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -20,10 +19,8 @@ from envs.spec import TradingSpec
 from models import CheckpointError, MultiSymbolPolicy, read_checkpoint_meta
 from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, blend_encoder,
                              check_compatible, transfer_weights)
+from trainers.monitoring.console import RunLog
 from trainers.run import checkpoints
-
-if TYPE_CHECKING:
-    from trainers.run.session import Session
 
 TRANSFER_FILE = "transfer.json"
 
@@ -116,47 +113,36 @@ def transfer_from(weights: Path, policy: MultiSymbolPolicy, request: TransferReq
     return report
 
 
-def record(session: Session, report: TransferReport) -> None:
+def record(log: RunLog, run_dir: Path, report: TransferReport) -> None:
     """The report to the console log and RUN_DIR/transfer.json."""
     for line in report.lines():
-        session.log.message(line)
-    report.write(session.run_dir / TRANSFER_FILE)
-    session.log.message(f"transfer report written to {session.run_dir / TRANSFER_FILE}")
+        log.message(line)
+    report.write(run_dir / TRANSFER_FILE)
+    log.message(f"transfer report written to {run_dir / TRANSFER_FILE}")
 
 
-def init_from(session: Session, request: TransferRequest) -> None:
+def init_from(policy: MultiSymbolPolicy, request: TransferRequest, seed: int, log: RunLog,
+              run_dir: Path) -> None:
     """--init-from: a fresh run (step 0, new optimizer) starting from the source's weights."""
     assert request.source is not None, "init_from needs request.source"
     weights, line = source_weights(request.source)
-    session.log.message(f"--init-from {line}")
-    record(session, transfer_from(weights, session.policy, request, session.config.run.seed))
-    session.log.message("note: a new run from transferred weights: optimizer state starts fresh, step "
-                        "counters start at 0", style="bold yellow")
+    log.message(f"--init-from {line}")
+    record(log, run_dir, transfer_from(weights, policy, request, seed))
+    log.message("note: a new run from transferred weights: optimizer state starts fresh, step counters "
+                "start at 0", style="bold yellow")
 
 
-def init_encoder_from(session: Session, request: TransferRequest) -> None:
+def init_encoder_from(policy: MultiSymbolPolicy, request: TransferRequest, seed: int, log: RunLog,
+                      run_dir: Path) -> None:
     """Experimental --init-encoder-from: the encoder becomes alpha * transferred + (1 - alpha) * its
     fresh init; the heads stay fresh."""
     assert request.encoder_source is not None, "init_encoder_from needs request.encoder_source"
     weights, line = source_weights(request.encoder_source)
-    session.log.message(f"experimental encoder blend (alpha {request.encoder_blend:g}) from {line}")
-    policy = session.policy
+    log.message(f"experimental encoder blend (alpha {request.encoder_blend:g}) from {line}")
     with torch.random.fork_rng(devices=[]):  # the donor's init must not shift the run's random streams
         donor = MultiSymbolPolicy(policy.symbols, policy.config, policy.spec)
-    report = transfer_from(weights, donor, request, session.config.run.seed)
+    report = transfer_from(weights, donor, request, seed)
     report.notes.append(f"encoder only, blended with alpha {request.encoder_blend:g}; heads fresh")
-    blend_encoder(policy, donor.to(session.device).state_dict(), request.encoder_blend)
-    record(session, report)
-
-
-def resume_transferred(session: Session, state: dict[str, Any], report: TransferReport) -> None:
-    """A resume whose weights were transferred: step counters and the entropy controller carry over;
-    optimizer, accounts, reward normalizer, alerts and the best list start fresh (all shaped by the
-    old weights or symbols, and the old best checkpoints no longer load into this policy)."""
-    session.global_step = state["global_step"]
-    session.iteration = session.global_step // session.batch_size  # batch size changes with the symbols
-    session.entropy.load_state_dict(state["entropy"])
-    record(session, report)
-    session.log.message(f"resumed {session.run_dir} at step {session.global_step:,} with a transferred policy "
-                        f"(strategy {report.strategy}); note: optimizer state, accounts, reward normalizer, "
-                        "alerts and the best-checkpoint list start fresh", style="bold yellow")
+    device = next(policy.parameters()).device
+    blend_encoder(policy, donor.to(device).state_dict(), request.encoder_blend)
+    record(log, run_dir, report)

@@ -12,8 +12,9 @@ import optuna
 
 from configs.loader import ConfigError
 from configs.train import TrainConfig, resolve
-from trainers.ppo import EXIT_INTERRUPTED, EXIT_OK, train
-from trainers.run.session import Session, open_session
+from trainers.run.loop import EXIT_INTERRUPTED, EXIT_OK, train
+from trainers.run.build import open_session
+from trainers.run.session import Session
 from trainers.backtest.validation import ValidationResult
 
 RETURNS_FILE = "val_returns.npy"
@@ -115,7 +116,7 @@ def run_trial(trial: optuna.Trial, spec: StudySpec, threads: int) -> float:
             session.close()
     if code == EXIT_INTERRUPTED:
         raise KeyboardInterrupt  # Ctrl-C / SIGTERM ends the search, not just this trial
-    top = session.scoreboard.top
+    top = session.best_k.top
     if code != EXIT_OK or top is None:
         why = f"training exited with code {code}" if code != EXIT_OK else "no finite validation score"
         raise TrialFailed(f"trial {trial.number}: {why}; see {run_dir / 'train.log'}")
@@ -125,7 +126,7 @@ def run_trial(trial: optuna.Trial, spec: StudySpec, threads: int) -> float:
 def report(trial: optuna.Trial, session: Session, step: int, result: ValidationResult) -> None:
     """Session.on_validation: keep the best validation's per-bar returns, report the mean Sharpe
     to the trial and prune when the pruner says so."""
-    top = session.scoreboard.top
+    top = session.best_k.top
     if top is not None and top.step == step:
         np.save(session.run_dir / RETURNS_FILE, result.returns)
     score = result.mean["sharpe"]
@@ -137,7 +138,7 @@ def report(trial: optuna.Trial, session: Session, step: int, result: ValidationR
 
 def record_best(trial: optuna.Trial, session: Session) -> None:
     """The run's best validation on the trial (pruned trials have no value of their own)."""
-    top = session.scoreboard.top
+    top = session.best_k.top
     if top is not None:
         trial.set_user_attr("best_val_sharpe", top.score)
         trial.set_user_attr("best_step", top.step)

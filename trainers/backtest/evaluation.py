@@ -1,0 +1,91 @@
+"""Backtest a trained run on a whole split (what `python -m trainers.evaluate` runs).
+
+The checkpoint is the run's best by mean validation Sharpe unless `--checkpoint latest` or a
+weights file is given (a run without validation scores falls back to its latest checkpoint).
+
+Every symbol's accounts start at the split's first tradable bar and trade to its end, side by side
+in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
+policy, accounts 2.. the sampled policy (with --sampled K). Buy-and-hold (fully invested) and an
+exposure-matched buy-and-hold (the greedy agent's average exposure, bought at the same first fill
+and held) are computed from the same bars with the env's own cost model (envs.accounts.buy_fill).
+Sharpe and Sortino here are annualised with the bars' measured frequency (`sharpe_annualised`),
+unlike the per-step episode Sharpe of the training charts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from configs.loader import load_toml
+from configs.train import TrainConfig, build
+from envs import VecTradingEnv
+from models import MultiSymbolPolicy
+from trainers.backtest.candidates import checkpoint_selection, describe as describe_selection
+from trainers.backtest.metrics import equity_metrics, periods_per_year
+from trainers.backtest.report import plot_equity, print_tables, write_json
+from trainers.backtest.simulate import GREEDY, RANDOM, account_metrics, buy_and_hold, mean_defined, simulate
+from trainers.run import checkpoints
+
+
+def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
+             console: Console, checkpoint: str = "best") -> dict:
+    """Backtest one of the run's checkpoints on `split` ("best", "latest" or a weights file, see
+    checkpoints.choose); writes evaluation.json (which names the checkpoint) and PNGs."""
+    config = build(TrainConfig, load_toml(run_dir / "config.toml"))
+    chosen, which = checkpoints.choose(run_dir, checkpoint)
+    console.print(which, markup=False)
+    env_config = config.env.backtest()
+    env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
+                        data_dir=config.run.data_dir, split=split, seed=seed)
+    policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
+    checkpoints.load_weights(chosen, policy)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        sim = simulate(env, policy, num_sampled, generator)
+
+    results, curves_json = {}, {}
+    e, capital = env.envs_per_symbol, config.env.initial_capital
+    for s, symbol in enumerate(config.run.symbols):
+        first, last = env.decision_range[symbol]
+        steps = last - first
+        stamps = env.markets[symbol].timestamps[first:last + 1]
+        per_year = periods_per_year(stamps)
+
+        def account(n: int) -> tuple[dict[str, float | None], np.ndarray]:
+            return account_metrics(sim, n, steps, capital, per_year)
+
+        rows: dict[str, dict[str, float]] = {}
+        curves: dict[str, np.ndarray] = {}
+        rows["agent (greedy)"], curves["agent (greedy)"] = account(s * e + GREEDY)
+        if num_sampled:
+            sampled = [account(s * e + 2 + k)[0] for k in range(num_sampled)]
+            rows[f"agent (sampled, mean of {num_sampled})"] = {
+                key: mean_defined([m[key] for m in sampled]) for key in sampled[0]}
+        agent_exposure = rows["agent (greedy)"]["exposure"]
+        for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
+            curve = buy_and_hold(env, symbol, fraction)
+            rows[name] = {**equity_metrics(curve, per_year), "trades": 1.0, "exposure": fraction,
+                          "turnover": fraction * capital / curve.mean()}
+            curves[name] = curve
+        rows["random valid"], curves["random valid"] = account(s * e + RANDOM)
+        results[symbol] = rows
+        curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
+        plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves, stamps)
+
+    print_tables(results, split, console)
+    # the choice of checkpoint was made on val: how much of its val edge is selection luck
+    selection = checkpoint_selection(run_dir, config, env, policy, chosen, device, seed)
+    console.print(describe_selection(selection, "kept checkpoints"), markup=False)
+    payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
+               "step": chosen.step, "weights": chosen.weights.name,
+               "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
+                              "val_sharpe": chosen.val_sharpe, "note": which},
+               "results": results, "selection": selection,
+               "equity_curves": curves_json}
+    write_json(run_dir / "evaluation.json", payload)
+    console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
+    return payload
