@@ -10,24 +10,30 @@ ALERT_NAMES = ("action_share", "entropy", "repeat_limit", "guard_triggers", "tra
 @dataclass
 class AlertConfig:
     action_share: float = 0.8
-    """share of one action in a symbol's policy or executed actions above which it alerts (guide)"""
+    """share of one action in a symbol's policy or executed actions above which it alerts (guide);
+    among executed actions only HOLD can reach it, as the repeat limit caps any other at 75 %"""
     action_window: int = 2048
     """account-steps per symbol (the latest iterations covering at least this many) over which action
     shares, trade rates and repeat-limit events are counted"""
     entropy_min: float = 0.3
-    """mean policy entropy (nats) below which it alerts (guide)"""
+    """mean policy entropy (nats) below which it alerts (guide); a decided policy may pass below
+    the guide's floors in long runs (entropy.adaptive.target is 0.1), so they only warn"""
     entropy_min_late: float = 0.2
     """the entropy floor past half of the run's account-steps (guide)"""
     repeat_per_episode: float = 50.0
-    """repeat-limit events per episode above which it alerts (guide)"""
+    """repeat-limit events per episode above which it alerts (guide; the default run on SPX,GOOGL
+    has ~30 at 200k steps)"""
     guard_triggers: int = 2
-    """entropy-guard triggers within guard_window above which it alerts (guide)"""
+    """entropy-guard triggers within guard_window above which it alerts (guide); the guard's
+    cooldown_steps of 6000 allow at most 2, so this fires only with a shorter cooldown"""
     guard_window: int = 10_000
     """account-steps over which guard triggers are counted"""
     trade_rate_min: float = 0.01
-    """fills per step below which a symbol counts as no longer trading (< 1 trade per 100 bars)"""
+    """fills per step below which a symbol counts as no longer trading (< 1 trade per 100 bars; not
+    in the guide; the default run trades ~0.5 per step)"""
     halt_on: tuple[str, ...] = ()
-    """alerts that stop the run, with a checkpoint (names as above; empty = alerts only warn)"""
+    """alerts that stop the run, with a checkpoint saved and exit code 1 (names as above, e.g.
+    ["entropy", "trade_rate"]; empty = alerts only warn)"""
     halt_after: int = 3
     """consecutive iterations an alert of halt_on must stay on before the run stops"""
 

@@ -1,6 +1,9 @@
 """The whole training configuration: one dataclass per TOML table, resolved from defaults, a TOML
 file, CLI flags and `--set` overrides, in that order; then the encoder preset is applied, so the
-resolved config (and the run's config.toml) is exactly what runs."""
+resolved config (and the run's config.toml) is exactly what runs.
+
+The dataclasses' field defaults are the trainer's defaults, their only home: configs/default.toml
+is written from them (`python -m configs.defaults --write`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -12,55 +15,28 @@ from configs.loader import ConfigError, apply_overrides, build, load_toml, merge
 from configs.run import ENCODER_PRESETS, RunConfig
 from envs import EnvConfig
 from models import EncoderConfig, PolicyConfig
-from ppo_core import (AdaptiveEntropyConfig, EntropyConfig, EntropyGuardConfig, EntropyScheduleConfig,
-                      PPOConfig, resolve_device)
+from ppo_core import EntropyConfig, PPOConfig, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
-
-
-def trading_env() -> EnvConfig:
-    """DESIGN's env plus observation noise of 1 std on the market features in training: without
-    it the policy memorised the training bars (bench/learning.py: train-split Sharpe rising past
-    the oracle's while validation and test fell)."""
-    return EnvConfig(obs_noise=1.0)
-
-
-def trading_model() -> PolicyConfig:
-    """The policy the trainer builds: mean_last pooling, so the newest bar reaches the heads
-    undiluted by the other 28 tokens (bench/learning.py: the signal sits in the last bar)."""
-    return PolicyConfig(encoder=EncoderConfig(pool="mean_last"))
-
-
-def trading_ppo() -> PPOConfig:
-    """Where the trainer departs from PPOConfig's CleanRL defaults, measured with
-    bench/learning.py (configs/default.toml says why beside each field)."""
-    return PPOConfig(learning_rate=1e-3, num_minibatches=16, gamma=0.5, gae_lambda=0.9)
-
-
-def trading_entropy() -> EntropyConfig:
-    """The seed's entropy stack at a lower pressure: its 0.08 -> 0.03 bonus and 0.55-nat target
-    kept the policy near uniform, and its guard, reading the mean entropy of all symbols, pushed
-    every symbol back up as soon as one of them had learned."""
-    return EntropyConfig(
-        schedule=EntropyScheduleConfig(initial=0.02, final=0.005, floor=0.005),
-        adaptive=AdaptiveEntropyConfig(target=0.1, floor=0.005),
-        guard=EntropyGuardConfig(threshold=0.05))
 
 
 @dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     """what to train, for how long, where"""
-    env: EnvConfig = field(default_factory=trading_env)
+    env: EnvConfig = field(default_factory=EnvConfig)
     """trading environment and its reward weights ([env.reward])"""
-    model: PolicyConfig = field(default_factory=trading_model)
+    model: PolicyConfig = field(default_factory=PolicyConfig)
     """encoder ([model.encoder]) and per-symbol heads"""
-    ppo: PPOConfig = field(default_factory=trading_ppo)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO update"""
-    entropy: EntropyConfig = field(default_factory=trading_entropy)
+    entropy: EntropyConfig = field(default_factory=EntropyConfig)
     """entropy schedule, adaptive bonus and collapse guard"""
     alerts: AlertConfig = field(default_factory=AlertConfig)
-    """collapse alerts: their thresholds and which of them stop the run"""
+    """collapse alerts (the guide's 9.8 and 9.11), checked by the trainer every iteration: their
+    thresholds and which of them stop the run. One that is on shows as "ALERT <tag>" in the live
+    table / log line; TensorBoard alerts/<name> counts the iterations it was on and
+    alerts/<name>_active is 0/1. None stops the run unless named in halt_on"""
 
 
 def explicit_settings(config_path: str | Path | None = None, overrides: list[str] | None = None,

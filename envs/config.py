@@ -57,9 +57,11 @@ class RewardConfig:
     """weight of 0.1 for each valid executed non-HOLD action"""
     failed_action_penalty: float = 0.05
     """weight of -1 for each action the mask forbids that reaches the env (it executes as HOLD);
-    masked policies never send one, agents without masks learn from it"""
+    masked policies never send one, agents without masks learn from it (the guide's
+    failed_action_penalty)"""
     money_scale: float = 10_000.0
-    """pnl and cost are fractions of initial capital times this: 1e4 = basis points; 1 = the seed"""
+    """pnl and cost are fractions of initial capital times this: 1e4 = basis points; 1 = the seed
+    (guide: 1, fractions of capital; basis points make PnL ~99 % of |reward|)"""
     roi_scaling: bool = True
     """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)"""
     roi_multiplier: float = 2.0
@@ -147,12 +149,17 @@ class EnvConfig:
     derive them from split_fractions (the run's config.toml records the dates used)"""
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
-    obs_noise: float = 0.0
+    obs_noise: float = 1.0
     """std of Gaussian noise added to the z-scored market features (obs keys technical and regime)
     of every observation, in z units: a training augmentation, so the policy cannot tell the
-    training bars apart by their exact feature values; `backtest()` turns it off"""
+    training bars apart by their exact feature values; `backtest()` (evaluation and validation)
+    turns it off; 0 = none. (guide: none; without it the policy memorised the training bars:
+    bench/learning.py showed train-split Sharpe rising past the oracle's while validation and test
+    fell)"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
-    """the action table: name, kind (hold, buy, sell, add) and fractions of each discrete action"""
+    """the action table, one row per discrete action: its name; its kind, hold, buy (opens a
+    position from flat), sell (a held position) or add (to a held position); buy_fraction of
+    equity, sell_fraction of held shares. Masks and fills follow it"""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """reward component weights and parameters ([env.reward])"""
 

@@ -4,8 +4,8 @@ Tokens follow the observation spec's keys in order: a (bars, features) sequence 
 technical window, 24 bars) gives one token per bar, a vector key (sl_probs, position, portfolio,
 regime) gives one token; each key has its own linear projection to d_model. Fixed sinusoidal
 positions, pre-LN blocks with fused attention (`scaled_dot_product_attention`), a final LayerNorm,
-mean pooling, a linear output. The observation shapes come from the env's TradingSpec, never from
-this config.
+mean pooling (by default with the newest bar's token beside the mean), a linear output. The
+observation shapes come from the env's TradingSpec, never from this config.
 """
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ class EncoderConfig:
     for supervised use of the encoder"""
     out_dim: int = 256
     """width of the pooled feature vector handed to the per-symbol heads"""
-    pool: Literal["mean", "mean_last"] = "mean"
-    """mean = the mean of every token's final state; mean_last = that mean concatenated with the
-    final state of the newest bar's token, so the latest bar is not diluted by the other 27"""
+    pool: Literal["mean", "mean_last"] = "mean_last"
+    """mean = the mean of every token's final state (DESIGN's); mean_last = that mean concatenated
+    with the final state of the newest bar's token, so the latest bar reaches the heads undiluted by
+    the other tokens (bench/learning.py: the signal sits in the last bar)"""
 
     def __post_init__(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_ff", "out_dim"):

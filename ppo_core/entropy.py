@@ -18,16 +18,17 @@ class EntropyCollapseError(RuntimeError):
 class EntropyScheduleConfig:
     kind: Literal["constant", "hold_then_linear"] = "hold_then_linear"
     """constant = `initial` throughout; hold_then_linear = hold, then linear decay to `final`"""
-    initial: float = 0.08
-    """coefficient at the start (and throughout for constant)"""
-    final: float = 0.03
-    """coefficient once the decay is over"""
+    initial: float = 0.02
+    """coefficient at the start (and throughout for constant) (guide: 0.08; with it the policy
+    stayed near uniform at 300k steps)"""
+    final: float = 0.005
+    """coefficient once the decay is over (guide: 0.03)"""
     hold_steps: int = 10_000
     """env steps at `initial` before the decay starts"""
     decay_steps: int = 40_000
     """env steps of the linear decay from `initial` to `final`"""
-    floor: float = 0.03
-    """lower bound of the hold_then_linear schedule"""
+    floor: float = 0.005
+    """lower bound of the hold_then_linear schedule (guide: 0.03)"""
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, ("constant", "hold_then_linear"))
@@ -38,8 +39,9 @@ class EntropyScheduleConfig:
 class AdaptiveEntropyConfig:
     enabled: bool = True
     """scale the scheduled coefficient up while mean entropy is below `target`"""
-    target: float = 0.55
-    """mean policy entropy (nats) the multiplier steers toward"""
+    target: float = 0.1
+    """mean policy entropy (nats) the multiplier steers toward (guide: 0.55; a decided trading
+    policy sits well below it, and the guide's target kept the policy near uniform)"""
     scale: float = 0.35
     """multiplier gain per observation, per unit of relative shortfall (target - H) / target"""
     warmup_steps: int = 4_000
@@ -48,8 +50,8 @@ class AdaptiveEntropyConfig:
     """fraction of the excess over 1 removed per observation at or above target"""
     max_multiplier: float = 3.0
     """upper bound of the multiplier (its lower bound is 1)"""
-    floor: float = 0.02
-    """lower bound of the final coefficient while the adaptive piece is enabled"""
+    floor: float = 0.005
+    """lower bound of the final coefficient while the adaptive piece is enabled (guide: 0.02)"""
 
     def __post_init__(self) -> None:
         _check_min(self, ("target", "scale", "warmup_steps", "floor"), 0)
@@ -63,8 +65,9 @@ class AdaptiveEntropyConfig:
 class EntropyGuardConfig:
     enabled: bool = True
     """boost the coefficient when mean entropy collapses below `threshold`"""
-    threshold: float = 0.22
-    """mean policy entropy (nats) below which the guard triggers"""
+    threshold: float = 0.05
+    """mean policy entropy (nats) below which the guard triggers (guide: 0.22; it reads the mean
+    over all symbols, and pushed every symbol back up as soon as one of them had learned)"""
     warmup_steps: int = 4_000
     """env steps before the guard may trigger"""
     boost: float = 1.7
@@ -76,7 +79,8 @@ class EntropyGuardConfig:
     patience: int = 2
     """consecutive triggers at the maximum multiplier tolerated before halting"""
     halt: bool = False
-    """raise EntropyCollapseError when patience runs out (else keep training at the maximum)"""
+    """raise EntropyCollapseError when patience runs out (else keep training at the maximum)
+    (guide: halt; a boost that fails is logged, the run keeps its checkpoints)"""
 
     def __post_init__(self) -> None:
         _check_min(self, ("threshold", "warmup_steps", "cooldown_steps"), 0)
@@ -90,6 +94,9 @@ class EntropyGuardConfig:
 
 @dataclass
 class EntropyConfig:
+    """The entropy stack. The defaults are the trading trainer's: the guide's stack (its values
+    under "guide:", configs/seed_stage5.toml) at a lower pressure, measured with bench/learning.py."""
+
     schedule: EntropyScheduleConfig = field(default_factory=EntropyScheduleConfig)
     """base coefficient over training"""
     adaptive: AdaptiveEntropyConfig = field(default_factory=AdaptiveEntropyConfig)

@@ -1,24 +1,37 @@
 """Config parsing, overrides and error messages."""
 import tomllib
+from dataclasses import replace
 
 import pytest
 
+from configs.defaults import differences
 from configs.loader import ConfigError, dumps_toml, flatten
 from configs.run import ENCODER_PRESETS
 from configs.train import DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build, resolve
-from envs import DEFAULT_ACTIONS
+from models import PolicyConfig
 from ppo_core import PPOConfig
 from trainers.ppo import main
 
 
-def test_default_toml_maps_exactly_onto_the_dataclass_defaults():
+def test_default_toml_is_written_from_the_dataclass_defaults():
+    """The dataclasses are the only home of the defaults; default.toml is generated from them."""
+    problems = differences(DEFAULT_CONFIG.read_text())
+    assert not problems, ("configs/default.toml is out of date (python -m configs.defaults --write):\n"
+                          + "\n".join(problems))
     written = tomllib.loads(DEFAULT_CONFIG.read_text())
-    assert build(TrainConfig, written) == TrainConfig()
-    assert set(written) == set(as_dict(TrainConfig()))
     # the encoder sizes are the preset's to set, so the file leaves them out
-    assert set(written["model"].get("encoder", {})).isdisjoint(ENCODER_PRESETS["small"])
-    assert build(TrainConfig, written).env.actions == DEFAULT_ACTIONS
-    assert resolve(DEFAULT_CONFIG) == apply_encoder_preset(TrainConfig())
+    assert set(written["model"]["encoder"]).isdisjoint(ENCODER_PRESETS["small"])
+    assert build(TrainConfig, written) == build(TrainConfig, {}) == TrainConfig()
+    assert resolve(DEFAULT_CONFIG) == resolve(None) == apply_encoder_preset(TrainConfig())
+
+
+def test_a_stale_default_toml_is_reported_field_by_field():
+    text = DEFAULT_CONFIG.read_text()
+    stale = text.replace("\ngamma = 0.5 ", "\ngamma = 0.9 ").replace("\nnorm_adv = true", "\n#")
+    assert differences(stale) == ["ppo.norm_adv: missing (dataclass default true)",
+                                  "ppo.gamma: 0.9 differs from the dataclass default 0.5"]
+    assert differences(text.replace("# discount factor", "# the discount")) == [
+        "the values match, but the comments or layout differ from the field docstrings"]
 
 
 @pytest.mark.parametrize("preset", ["small", "full"])
@@ -129,9 +142,8 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
     assert seed.run.early_stop_target_sharpe == 0.8
 
 
-def test_a_partial_table_keeps_the_trainers_defaults_not_the_generic_ones():
-    """[ppo] with one key must not fall back to PPOConfig's CleanRL defaults for the others."""
+def test_a_partial_table_keeps_the_defaults_of_the_other_fields():
     cfg = resolve(None, ["ppo.learning_rate=3e-4", "model.encoder.n_heads=4", "run.device=cpu"])
     assert cfg.ppo.learning_rate == 3e-4
-    assert cfg.ppo.gamma == TrainConfig().ppo.gamma != PPOConfig().gamma
-    assert cfg.model.encoder.pool == TrainConfig().model.encoder.pool
+    assert replace(cfg.ppo, learning_rate=PPOConfig().learning_rate) == PPOConfig()
+    assert cfg.model.encoder.pool == PolicyConfig().encoder.pool
