@@ -31,8 +31,7 @@ from rich.table import Table
 
 from common import device_or_exit, emit
 from configs.train import DEFAULT_CONFIG, resolve
-from envs import autocorrelated_bars
-from learning import DRIFT, GENERATED, write_parquet
+from markets import GENERATED, write_generated
 from models.init import STRATEGIES
 from ppo_core import NonFiniteLossError
 from trainers.run.build import open_session
@@ -164,10 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data_dir = work / "data"
-        data_dir.mkdir()
-        for symbol, phi in GENERATED.items():
-            bars = autocorrelated_bars(symbol, 3000, phi=phi, drift=DRIFT)
-            write_parquet(bars, data_dir / f"{symbol}.parquet")
+        write_generated(data_dir, 3000)
         for init, gain in grid:
             runs = []
             for seed in range(1, args.seeds + 1):

@@ -27,31 +27,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from common import emit
+from markets import DRIFT, GENERATED, write_generated
 from configs.train import DEFAULT_CONFIG, resolve
-from envs import Bars, VecTradingEnv, ar1_expected_return, autocorrelated_bars
+from envs import VecTradingEnv, ar1_expected_return
 from trainers.backtest.evaluation import evaluate
 from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.run.loop import train
 from trainers.run.build import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
-DRIFT = 0.0002
-GENERATED = {"MOMA": 0.35, "REVA": -0.35, "MOMB": 0.25}
-"""symbol -> AR(1) coefficient of its daily returns"""
 REAL = ("SPX", "GOOGL")
-
-
-def write_parquet(bars: Bars, path: Path) -> None:
-    pq.write_table(pa.table({
-        "timestamp": pa.array(bars.timestamps.astype("datetime64[ns]")), "open": bars.open,
-        "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume}), path)
 
 
 def oracle_sharpe(run_config, data_dir: Path, phis: dict[str, float]) -> dict[str, float]:
@@ -192,10 +182,7 @@ def main() -> None:
         plans = []  # (market, symbols, data dir, steps, oracle Sharpes)
         if "generated" in markets:
             data_dir = work / "data"
-            data_dir.mkdir(parents=True)
-            for symbol, phi in GENERATED.items():
-                bars = autocorrelated_bars(symbol, args.bars, phi=phi, drift=DRIFT)
-                write_parquet(bars, data_dir / f"{symbol}.parquet")
+            write_generated(data_dir, args.bars)
             oracle = oracle_sharpe(resolve(DEFAULT_CONFIG, args.overrides), data_dir, GENERATED)
             plans.append(("generated", list(GENERATED), data_dir, args.steps, oracle,
                           f"generated AR(1) markets, test split, {args.steps:,} account-steps"))
