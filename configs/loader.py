@@ -23,11 +23,8 @@ class ConfigError(ValueError):
 
 
 def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from a (possibly partial) nested dict; missing fields keep defaults.
-
-    A partial table for a nested dataclass field starts from that field's own default (its
-    default_factory), not from the nested class's defaults, so a parent can set different ones.
-    """
+    """Build dataclass `cls` from a (possibly partial) nested dict; missing fields keep the
+    dataclass defaults (a nested table's too: its class's field defaults are the only defaults)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or '<root>'}: expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -39,10 +36,6 @@ def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{names}: unknown key (allowed in [{prefix or 'top level'}]: {allowed})")
     kwargs = {}
     for name, value in data.items():
-        field = fields[name]
-        if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict) \
-                and field.default_factory is not dataclasses.MISSING:
-            value = merge(to_dict(field.default_factory()), value)
         kwargs[name] = _coerce(hints[name], value, _join(prefix, name))
     try:
         return cls(**kwargs)
