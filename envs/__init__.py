@@ -1,13 +1,14 @@
 """Vectorized trading environment: market data, causal features, masking, rewards, accounts, and
 the env-policy interface (`TradingSpec`: observation shapes and the action table)."""
-from envs.bars import Bars, DataError
+from envs.actions import DEFAULT_ACTIONS, Action
+from envs.bars import Bars, DataError, validate_bars
 from envs.config import COMPONENTS as REWARD_COMPONENTS
 from envs.config import EnvConfig, RewardConfig
 from envs.features import REGIME_NAMES, TECHNICAL_NAMES, WARMUP_BARS, compute_features
 from envs.gym_wrapper import SingleAccountEnv
-from envs.market_data import load_bars, load_market, validate_bars
+from envs.market_data import load_bars, load_market
 from envs.masking import action_mask
-from envs.spec import DEFAULT_ACTIONS, Action, TradingSpec
+from envs.spec import TradingSpec
 from envs.splits import SPLITS, derive_split_dates, parse_split_dates, split_ranges
 from envs.synthetic import ar1_expected_return, autocorrelated_bars, planted_signal_bars, synthetic_bars
 from envs.trading_env import VecTradingEnv

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from envs.spec import ActionTensors
+from envs.actions import ActionTensors
 
 _SCALARS_F = ("cash", "shares", "entry", "equity", "peak", "realised", "sum_ret", "sum_ret_sq",
               "max_drawdown", "gross_profit", "gross_loss")

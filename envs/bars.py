@@ -1,4 +1,5 @@
-"""The typed container for one symbol's bars and the error every data problem raises."""
+"""The typed container for one symbol's bars, its validation (shared by the parquet loader and the
+Yahoo fetcher) and the error every data problem raises."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -57,3 +58,30 @@ class Bars:
         return Bars(symbol=self.symbol, timestamps=self.timestamps.copy(), open=self.open * factor,
                     high=self.high * factor, low=self.low * factor, close=self.close * factor,
                     volume=self.volume.copy(), sl_probs=self.sl_probs.copy(), source=self.source)
+
+
+def validate_bars(bars: Bars, *, min_bars: int = 2) -> None:
+    """Raise DataError on NaN/inf, non-positive prices, high < low, negative volume, sl_probs outside
+    [0, 1], unsorted or duplicate timestamps, or fewer than `min_bars` bars."""
+    where = bars.where
+    if len(bars) < min_bars:
+        raise DataError(f"{where}: {len(bars)} bars, too few: need at least {min_bars} "
+                        "(lookback + warm-up + one episode)")
+    for name in ("open", "high", "low", "close"):
+        values = getattr(bars, name)
+        _first_bad(where, name, ~np.isfinite(values), "is NaN or inf")
+        _first_bad(where, name, values <= 0, "is not a positive price")
+    _first_bad(where, "volume", ~np.isfinite(bars.volume), "is NaN or inf")
+    _first_bad(where, "volume", bars.volume < 0, "is negative")
+    _first_bad(where, "high", bars.high < bars.low, "is below low (high < low)")
+    bad_prob = ~np.isfinite(bars.sl_probs) | (bars.sl_probs < 0) | (bars.sl_probs > 1)
+    _first_bad(where, "sl_prob", bad_prob.any(axis=1), "is outside [0, 1]")
+    steps = np.diff(bars.timestamps)
+    _first_bad(where, "timestamp", np.r_[False, steps == 0], "duplicates the previous row")
+    _first_bad(where, "timestamp", np.r_[False, steps < 0], "is earlier than the previous row (unsorted)")
+
+
+def _first_bad(where: str, name: str, bad: np.ndarray, problem: str) -> None:
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{where}: row {row}: {name} {problem} ({int(bad.sum())} bad rows)")

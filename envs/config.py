@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from envs.spec import DEFAULT_ACTIONS, Action, check_actions
+from envs.actions import DEFAULT_ACTIONS, Action, check_actions
 from envs.splits import parse_split_dates
 
 

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from envs.bars import NUM_SL_PROBS, Bars, DataError
+from envs.bars import NUM_SL_PROBS, Bars, DataError, validate_bars
 from envs.synthetic import synthetic_bars
+from envs.yahoo import fetch_hint
 
 # Normalised name (lower case, no spaces/underscores) -> canonical column. `close` beats `adj close`
 # when both exist: adjusted closes with unadjusted open/high/low would make inconsistent bars.
@@ -48,27 +49,6 @@ def load_bars(data_dir: str | Path, symbol: str, *, min_bars: int = 2) -> Bars:
     return bars
 
 
-def validate_bars(bars: Bars, *, min_bars: int = 2) -> None:
-    """Raise DataError on NaN/inf, non-positive prices, high < low, negative volume, sl_probs outside
-    [0, 1], unsorted or duplicate timestamps, or fewer than `min_bars` bars."""
-    where = bars.where
-    if len(bars) < min_bars:
-        raise DataError(f"{where}: {len(bars)} bars, too few: need at least {min_bars} "
-                        "(lookback + warm-up + one episode)")
-    for name in ("open", "high", "low", "close"):
-        values = getattr(bars, name)
-        _first_bad(where, name, ~np.isfinite(values), "is NaN or inf")
-        _first_bad(where, name, values <= 0, "is not a positive price")
-    _first_bad(where, "volume", ~np.isfinite(bars.volume), "is NaN or inf")
-    _first_bad(where, "volume", bars.volume < 0, "is negative")
-    _first_bad(where, "high", bars.high < bars.low, "is below low (high < low)")
-    bad_prob = ~np.isfinite(bars.sl_probs) | (bars.sl_probs < 0) | (bars.sl_probs > 1)
-    _first_bad(where, "sl_prob", bad_prob.any(axis=1), "is outside [0, 1]")
-    steps = np.diff(bars.timestamps)
-    _first_bad(where, "timestamp", np.r_[False, steps == 0], "duplicates the previous row")
-    _first_bad(where, "timestamp", np.r_[False, steps < 0], "is earlier than the previous row (unsorted)")
-
-
 def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
                 min_bars: int = 2) -> dict[str, Bars]:
     """Bars per symbol: the file when `<data_dir>/<SYMBOL>.parquet` exists, else a synthetic market
@@ -96,7 +76,6 @@ def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
                           stacklevel=2)
     synthetic = [s for s in symbols if markets[s].is_synthetic]
     if synthetic:
-        from envs.fetch import fetch_hint  # here, not at the top: envs.fetch builds on this module
         warnings.warn(fetch_hint(synthetic, data_dir), stacklevel=2)
     return markets
 
@@ -142,8 +121,3 @@ def _float_column(path: Path, table: pa.Table, name: str) -> np.ndarray:
     return column.to_numpy().astype(np.float64) if column.null_count == 0 else \
         pc.fill_null(pc.cast(column, pa.float64()), float("nan")).to_numpy()
 
-
-def _first_bad(where: str, name: str, bad: np.ndarray, problem: str) -> None:
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(f"{where}: row {row}: {name} {problem} ({int(bad.sum())} bad rows)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from envs.spec import KINDS, ActionTensors
+from envs.actions import KINDS, ActionTensors
 
 HOLD_KIND, BUY_KIND, SELL_KIND, ADD_KIND = (KINDS.index(k) for k in ("hold", "buy", "sell", "add"))
 

@@ -7,15 +7,10 @@ import torch
 from torch import Tensor
 
 from envs.accounts import Accounts, rolling_ratios
+from envs.actions import ActionTensors
 from envs.config import EnvConfig
 from envs.masking import HOLD_KIND
-from envs.spec import (
-    PORTFOLIO_FEATURES,
-    POSITION_FEATURES,
-    RULE_FEATURES,
-    ActionTensors,
-    TradingSpec,
-)
+from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
 
 
 def account_observation(acc: Accounts, close: Tensor, table: ActionTensors, config: EnvConfig,

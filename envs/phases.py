@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from envs.accounts import Accounts, Fill, rolling_ratios
+from envs.actions import ActionTensors
 from envs.config import EnvConfig
 from envs.masking import HOLD_KIND
 from envs.rewards import StepOutcome, components, weighted_sum
-from envs.spec import ActionTensors
 
 
 class Decision(NamedTuple):

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from envs import EnvConfig, VecTradingEnv, load_market
-from envs.fetch import fetch_hint, main, make_request
+from envs.fetch import main
+from envs.yahoo import fetch_hint, make_request
 from trainers import ppo
 
 ROOT = Path(__file__).resolve().parents[1]
