@@ -25,7 +25,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 
 from ppo_core import (EntropyController, EntropyScheduleConfig, GymVecAdapter, MLPActorCritic,
-                      PPOConfig, PPOLearner, RolloutBuffer, ppo_iteration, resolve_device)
+                      PPOConfig, PPOLearner, PPOParts, RolloutBuffer, ppo_iteration, resolve_device)
 
 RETURN_WINDOW = 20
 """mean_return averages the last this many finished episodes"""
@@ -75,7 +75,7 @@ def train(seed: int, total_steps: int, preset: Preset, device: torch.device) -> 
     learner = PPOLearner(policy, config, device)
     entropy = EntropyController(EntropyScheduleConfig(kind="constant", initial=preset.ent_coef))
     buffer = RolloutBuffer(num_steps, num_envs, {"obs": (obs_dim,)}, device)
-    generator = torch.Generator().manual_seed(seed)
+    parts = PPOParts(env, policy, learner, buffer, entropy, generator=torch.Generator().manual_seed(seed))
 
     batch_size = num_steps * num_envs
     num_iterations = math.ceil(total_steps / batch_size)
@@ -84,8 +84,7 @@ def train(seed: int, total_steps: int, preset: Preset, device: torch.device) -> 
     obs, _ = env.reset(seed=seed)
     start = time.perf_counter()
     for _ in range(num_iterations):
-        result = ppo_iteration(env, policy, learner, buffer, entropy, obs, global_step=global_step,
-                               total_steps=num_iterations * batch_size, generator=generator)
+        result = ppo_iteration(parts, obs, global_step=global_step, total_steps=num_iterations * batch_size)
         obs = result.next_obs
         global_step += batch_size
         finished = result.rollout.episode_returns.tolist()

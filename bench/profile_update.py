@@ -73,7 +73,7 @@ def run_update(session: Session, advantages: torch.Tensor, returns: torch.Tensor
     start = time.perf_counter()
     stats = session.learner.update(session.buffer, advantages, returns, ent_coef=0.01, progress=0.0,
                                    num_groups=len(session.config.run.symbols), generator=session.generator)
-    stats.to_dict()  # host sync point, as in ppo_iteration
+    stats.read()  # host sync point, as in ppo_iteration
     synchronize(session.device)
     return time.perf_counter() - start, stats.epochs_run
 

@@ -4,11 +4,12 @@ from ppo_core.buffer import CompactObservation, Minibatch, RolloutBuffer
 from ppo_core.device import resolve_device, synchronize
 from ppo_core.distributions import entropy_of, masked_log_probs, masked_logits
 from ppo_core.entropy import (AdaptiveEntropyConfig, EntropyCollapseError, EntropyConfig,
-                              EntropyController, EntropyGuardConfig, EntropyScheduleConfig)
+                              EntropyController, EntropyGuardConfig, EntropyScheduleConfig, EntropyState)
 from ppo_core.gae import compute_gae
-from ppo_core.learner import ActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, UpdateStats, resolve_amp
+from ppo_core.learner import (ActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, UpdateMetrics,
+                              UpdateStats, resolve_amp)
 from ppo_core.loss import LossMetrics, explained_variance, ppo_loss
-from ppo_core.iteration import IterationResult, ppo_iteration
+from ppo_core.iteration import IterationResult, PPOParts, ppo_iteration
 from ppo_core.mlp_policy import MLPActorCritic
 from ppo_core.normalize import RewardNormalizer
 from ppo_core.rollout import GymVecAdapter, RolloutResult, StepData, TensorVecEnv, collect_rollout
@@ -16,11 +17,11 @@ from ppo_core.schedules import scheduled
 
 __all__ = [
     "ActorCritic", "AdaptiveEntropyConfig", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
-    "EntropyGuardConfig", "EntropyScheduleConfig", "GymVecAdapter", "IterationResult", "LossMetrics",
+    "EntropyGuardConfig", "EntropyScheduleConfig", "EntropyState", "GymVecAdapter", "IterationResult", "LossMetrics",
     "MLPActorCritic",
-    "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "RewardNormalizer", "RolloutBuffer",
+    "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "PPOParts", "RewardNormalizer", "RolloutBuffer",
     "RolloutResult",
-    "StepData", "TensorVecEnv", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance",
+    "StepData", "TensorVecEnv", "UpdateMetrics", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance",
     "entropy_of", "masked_log_probs", "masked_logits", "ppo_iteration", "ppo_loss", "resolve_amp",
     "resolve_device", "scheduled", "synchronize",
 ]

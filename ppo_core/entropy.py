@@ -7,7 +7,7 @@ policy entropy (nats) that the trainer passes to `observe` once per iteration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 
 class EntropyCollapseError(RuntimeError):
@@ -105,6 +105,25 @@ class EntropyConfig:
     """emergency boost (and optional halt) on entropy collapse"""
 
 
+class EntropyState(NamedTuple):
+    """The entropy stack at one step (host values, logged as `entropy/<field>`)."""
+
+    coefficient: float
+    """the entropy bonus coefficient in the loss: schedule x adaptive x guard multipliers"""
+    schedule: float
+    adaptive_multiplier: float
+    guard_multiplier: float
+    guard_triggers: int
+    """guard triggers since the run started"""
+    guard_strikes: int
+    guard_cooldown_remaining: int
+    """account-steps until the guard may boost again"""
+
+    def scalars(self) -> dict[str, float]:
+        """`entropy/<field>` floats for TensorBoard."""
+        return {f"entropy/{name}": float(value) for name, value in zip(self._fields, self)}
+
+
 class EntropyController:
     """Entropy coefficient per env step, updated from one observed mean entropy per iteration.
 
@@ -193,18 +212,14 @@ class EntropyController:
         self.guard_multiplier = min(self.guard_multiplier * cfg.boost, cfg.max_multiplier)
         self.cooldown_until = step + cfg.cooldown_steps
 
-    def state(self) -> dict[str, float]:
-        """Flat floats for logging, at the last observed step."""
+    def state(self) -> EntropyState:
+        """The stack's values at the last observed step, as host floats for logging."""
         step = self.last_step
-        return {
-            "coefficient": self.coefficient(step),
-            "schedule": self.scheduled(step),
-            "adaptive_multiplier": self.adaptive_multiplier,
-            "guard_multiplier": self.guard_multiplier,
-            "guard_triggers": float(self.guard_triggers),
-            "guard_strikes": float(self.guard_strikes),
-            "guard_cooldown_remaining": float(max(self.cooldown_until - step, 0)),
-        }
+        return EntropyState(
+            coefficient=self.coefficient(step), schedule=self.scheduled(step),
+            adaptive_multiplier=self.adaptive_multiplier, guard_multiplier=self.guard_multiplier,
+            guard_triggers=self.guard_triggers, guard_strikes=self.guard_strikes,
+            guard_cooldown_remaining=max(self.cooldown_until - step, 0))
 
     def state_dict(self) -> dict[str, float | int]:
         """Mutable state for checkpoints (the configs travel with the run config)."""

@@ -134,14 +134,35 @@ class UpdateStats(NamedTuple):
     learning_rate: float
     clip_coef: float
 
-    def to_dict(self) -> dict[str, float]:
-        """Plain floats for logging. This is a host sync point (one read for all tensors)."""
+    def read(self) -> UpdateMetrics:
+        """The host values. This is a host sync point (one read for all tensors)."""
         names = [name for name, value in zip(self._fields, self) if isinstance(value, Tensor)]
-        values = torch.stack([getattr(self, n).float() for n in names]).tolist()
-        out = dict(zip(names, values))
-        out.update(epochs_run=float(self.epochs_run), stopped_early=float(self.stopped_early),
-                   learning_rate=self.learning_rate, clip_coef=self.clip_coef)
-        return out
+        values = dict(zip(names, torch.stack([getattr(self, n).float() for n in names]).tolist()))
+        return UpdateMetrics(**values, epochs_run=self.epochs_run, stopped_early=self.stopped_early,
+                             learning_rate=self.learning_rate, clip_coef=self.clip_coef)
+
+
+class UpdateMetrics(NamedTuple):
+    """UpdateStats read to the host (logged as `losses/<field>`)."""
+
+    policy_loss: float
+    value_loss: float
+    entropy: float
+    """mean policy entropy (nats) over the minibatches: what the entropy stack observes"""
+    approx_kl: float
+    clip_fraction: float
+    explained_variance: float
+    grad_norm: float
+    clipped_share: float
+    skipped_steps: float
+    epochs_run: int
+    stopped_early: bool
+    learning_rate: float
+    clip_coef: float
+
+    def scalars(self) -> dict[str, float]:
+        """`losses/<field>` floats for TensorBoard."""
+        return {f"losses/{name}": float(value) for name, value in zip(self._fields, self)}
 
 
 # metric rows accumulated on the device, one stack per minibatch

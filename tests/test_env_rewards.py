@@ -165,11 +165,11 @@ def test_reward_shares_on_a_scripted_trajectory() -> None:
         weighted = {name: torch.zeros(2) for name in info["weighted_reward_components"]}
         weighted.update({name: torch.tensor(v) for name, v in values.items()})
         stats.on_step(step, {**info, "weighted_reward_components": weighted})
-    summary = stats.summary()
-    assert abs(summary["reward_share/pnl"] - 0.75) < 1e-6
-    assert abs(summary["reward_share/cost"] - 0.25) < 1e-6
-    assert summary["reward_share/sharpe"] == 0.0
-    assert abs(sum(v for k, v in summary.items() if k.startswith("reward_share/")) - 1.0) < 1e-6
+    shares = stats.summary().reward_shares
+    assert abs(shares["pnl"] - 0.75) < 1e-6
+    assert abs(shares["cost"] - 0.25) < 1e-6
+    assert shares["sharpe"] == 0.0
+    assert abs(sum(shares.values()) - 1.0) < 1e-6
 
 
 def test_pnl_carries_most_of_the_default_reward_on_real_bars() -> None:
@@ -184,7 +184,6 @@ def test_pnl_carries_most_of_the_default_reward_on_real_bars() -> None:
         noise = torch.rand(env.num_envs, NUM_ACTIONS, generator=generator)
         _, _, _, _, info = env.step((noise * env.action_masks()).argmax(1))
         stats.on_step(step, info)
-    shares = {k.removeprefix("reward_share/"): v for k, v in stats.summary().items()
-              if k.startswith("reward_share/")}
+    shares = stats.summary().reward_shares
     assert shares["pnl"] >= 0.70, shares
     assert all(shares[name] < shares["pnl"] for name in shares if name != "pnl"), shares

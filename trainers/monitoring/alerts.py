@@ -22,7 +22,8 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from configs.alerts import ALERT_NAMES, AlertConfig
-from trainers.monitoring.rollout_stats import SymbolActions
+from ppo_core import EntropyState, UpdateMetrics
+from trainers.monitoring.rollout_stats import RolloutSummary, SymbolActions
 
 class IterationSignals(NamedTuple):
     """What the alerts read from one iteration (host values)."""
@@ -52,16 +53,13 @@ class Alert(NamedTuple):
     """short tag for the log line, e.g. `entropy 0.18<0.3`"""
 
 
-def iteration_signals(values: dict[str, float], actions: SymbolActions, global_step: int,
+def iteration_signals(rollout: RolloutSummary, update: UpdateMetrics, entropy: EntropyState, global_step: int,
                       total_steps: int) -> IterationSignals:
-    """Signals from one iteration's flat `group/name` values (RolloutStats.summary plus the update's
-    `losses/*` and `entropy/*`) and its per-symbol action counts."""
-    episodes = values["charts/episodes"]
+    """What the alerts read from one iteration's rollout summary, update and entropy stack."""
     return IterationSignals(
-        global_step=global_step, total_steps=total_steps, actions=actions,
-        entropy=values["losses/entropy"], repeat_limit_events=values["charts/repeat_limit_events"],
-        episodes=episodes, episode_steps=values.get("charts/episode_length", 0.0) * episodes,
-        guard_triggers=int(values.get("entropy/guard_triggers", 0)))
+        global_step=global_step, total_steps=total_steps, actions=rollout.actions, entropy=update.entropy,
+        repeat_limit_events=rollout.repeat_limit_events, episodes=rollout.episodes,
+        episode_steps=rollout.episode_steps, guard_triggers=entropy.guard_triggers)
 
 
 class CollapseAlerts:

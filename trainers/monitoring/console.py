@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from dataclasses import dataclass
+from typing import Callable, Sequence, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -18,18 +19,43 @@ from rich.table import Table
 from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
-# (metric key, column title, format) shown in the live table and the plain log line.
-SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("charts/episode_return", "ep ret", "{:+.4f}"),
-    ("charts/episode_sharpe_per_step", "sharpe/step", "{:+.2f}"),
-    ("reward_share/pnl", "pnl share", "{:.0%}"),
-    ("charts/policy_action_entropy_mean", "entropy", "{:.3f}"),
-    ("losses/approx_kl", "kl", "{:.4f}"),
-    ("losses/clip_fraction", "clip", "{:.3f}"),
-    ("losses/explained_variance", "ev", "{:+.2f}"),
-    ("entropy/coefficient", "ent coef", "{:.4f}"),
-    ("entropy/guard_multiplier", "guard x", "{:.2f}"),
+from ppo_core import EntropyState, UpdateMetrics
+from trainers.monitoring.rollout_stats import RolloutSummary
+
+@dataclass(frozen=True)
+class IterationMetrics:
+    """Everything one training iteration reports, on the host: what the console shows by field and
+    TensorBoard receives as `scalars()`."""
+
+    rollout: RolloutSummary
+    update: UpdateMetrics
+    entropy: EntropyState
+    alerts: dict[str, float]
+    """CollapseAlerts.scalars(): `alerts/<name>` counts and `alerts/<name>_active` flags"""
+    steps_per_second: float
+
+    def scalars(self) -> dict[str, float]:
+        """Every TensorBoard scalar of the iteration."""
+        return {**self.rollout.scalars(), **self.update.scalars(), **self.entropy.scalars(), **self.alerts,
+                "charts/policy_action_entropy_mean": self.update.entropy, "charts/SPS": self.steps_per_second}
+
+
+def _episode_mean(stat: str) -> Callable[[IterationMetrics], float | None]:
+    return lambda m: m.rollout.episode_means[stat] if m.rollout.episodes else None
+
+
+SUMMARY_COLUMNS: tuple[tuple[str, str, Callable[[IterationMetrics], float | None]], ...] = (
+    ("ep ret", "{:+.4f}", _episode_mean("return")),
+    ("sharpe/step", "{:+.2f}", _episode_mean("sharpe_per_step")),
+    ("pnl share", "{:.0%}", lambda m: m.rollout.reward_shares.get("pnl")),  # None when pnl is not a component
+    ("entropy", "{:.3f}", lambda m: m.update.entropy),
+    ("kl", "{:.4f}", lambda m: m.update.approx_kl),
+    ("clip", "{:.3f}", lambda m: m.update.clip_fraction),
+    ("ev", "{:+.2f}", lambda m: m.update.explained_variance),
+    ("ent coef", "{:.4f}", lambda m: m.entropy.coefficient),
+    ("guard x", "{:.2f}", lambda m: m.entropy.guard_multiplier),
 )
+"""(column title, format, value; None leaves the column out) of the live table and the plain log line"""
 
 
 class RunLogger:
@@ -88,40 +114,36 @@ class RunLogger:
         """Account-steps per second since this logger started (a resumed run counts from resume)."""
         return (step - self._start_step) / max(time.perf_counter() - self._start_time, 1e-9)
 
-    def iteration(self, iteration: int, step: int, values: dict[str, float],
-                  alerts: Sequence[str] = ()) -> None:
+    def iteration(self, iteration: int, step: int, metrics: IterationMetrics, alerts: Sequence[str] = ()) -> None:
         """Record one iteration: TensorBoard, progress bar, and the summary table or line, with an
         `ALERT <tag>` for each collapse alert that is on (trainers.monitoring.alerts)."""
-        self.scalars(step, values)
+        self.scalars(step, metrics.scalars())
         sps = self.steps_per_second(step)
         self._progress.update(self._task, completed=step, sps=sps)
+        shown = [(title, fmt.format(value)) for title, fmt, read in SUMMARY_COLUMNS
+                 if (value := read(metrics)) is not None]
+        mix = action_mix(metrics.rollout.executed_share())
         if self._live is not None:
-            self._table = self._summary_table(iteration, values)
+            table = Table(title=f"iteration {iteration}", title_justify="left", expand=False)
+            for title, _ in shown:
+                table.add_column(title, justify="right")
+            table.add_row(*[cell for _, cell in shown])
+            table.caption = f"executed actions: {mix}" + (f"\n{self._validation}" if self._validation else "")
+            table.caption_justify = "left"
+            self._table = table
             # one line each below the table: a long tag wraps at the terminal, not the table's width
-            shown = [Text(f"ALERT {tag}", style="bold red") for tag in alerts]
-            self._live.update(Group(self._progress, self._table, *shown))
+            lines = [Text(f"ALERT {tag}", style="bold red") for tag in alerts]
+            self._live.update(Group(self._progress, self._table, *lines))
         else:
             eta = max(self.total_steps - step, 0) / sps if sps > 0 else float("inf")
             cells = [f"it {iteration}", f"step {step:,}/{self.total_steps:,}", f"{sps:,.0f} sps",
                      f"eta {_fmt_seconds(eta)}"]
-            cells += [f"{title} {fmt.format(values[key])}" for key, title, fmt in SUMMARY_COLUMNS
-                      if key in values]
-            cells.append(f"actions {action_mix(values)}")
+            cells += [f"{title} {cell}" for title, cell in shown]
+            cells.append(f"actions {mix}")
             cells += [f"ALERT {tag}" for tag in alerts]
             if self._validation:
                 cells.append(self._validation)
             self.console.print(" | ".join(cells))
-
-    def _summary_table(self, iteration: int, values: dict[str, float]) -> Table:
-        table = Table(title=f"iteration {iteration}", title_justify="left", expand=False)
-        shown = [(key, title, fmt) for key, title, fmt in SUMMARY_COLUMNS if key in values]
-        for _, title, _ in shown:
-            table.add_column(title, justify="right")
-        table.add_row(*[fmt.format(values[key]) for key, _, fmt in shown])
-        table.caption = f"executed actions: {action_mix(values)}" + (
-            f"\n{self._validation}" if self._validation else "")
-        table.caption_justify = "left"
-        return table
 
     def close(self) -> None:
         """Stop the live display and flush TensorBoard."""
@@ -132,10 +154,9 @@ class RunLogger:
         self.writer.close()
 
 
-def action_mix(values: dict[str, float], prefix: str = "actions/executed_") -> str:
-    """Compact `HOLD 62% BUY_S 10% ...` string from `actions/executed_<NAME>` shares."""
-    parts = [f"{_abbreviate(key[len(prefix):])} {value:.0%}" for key, value in values.items()
-             if key.startswith(prefix) and value >= 0.005]
+def action_mix(shares: dict[str, float]) -> str:
+    """Compact `HOLD 62% BUY_S 10% ...` string from action name -> share."""
+    parts = [f"{_abbreviate(name)} {share:.0%}" for name, share in shares.items() if share >= 0.005]
     return " ".join(parts) or "-"
 
 
@@ -174,8 +195,7 @@ class QuietLog:
     def steps_per_second(self, step: int) -> float:
         return 0.0
 
-    def iteration(self, iteration: int, step: int, values: dict[str, float],
-                  alerts: Sequence[str] = ()) -> None:
+    def iteration(self, iteration: int, step: int, metrics: IterationMetrics, alerts: Sequence[str] = ()) -> None:
         pass
 
     def close(self) -> None:

@@ -1,10 +1,12 @@
 """Device-side tallies of what the environment reported during one rollout.
 
 `on_step` only adds tensors (no host sync); `summary` does the iteration's single host read and
-returns flat `group/name` floats for the console and TensorBoard.
+returns a RolloutSummary, which the alerts and the console read by field and which names its own
+TensorBoard scalars.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -25,8 +27,8 @@ class SymbolActions(NamedTuple):
 
 
 class RolloutStats:
-    """Accumulates actions, reward components, constraint events and finished-episode statistics.
-    After `summary`, `symbol_actions` holds that rollout's per-symbol action counts."""
+    """Accumulates actions, reward components, constraint events and finished-episode statistics
+    on the device; `summary` reads them to the host once per rollout."""
 
     def __init__(self, symbols: Sequence[str], envs_per_symbol: int, action_names: Sequence[str],
                  device: torch.device) -> None:
@@ -40,8 +42,6 @@ class RolloutStats:
         # account n trades symbol n // E: its (symbol, action) cell of a flattened (S, A) tally
         self._row_offsets = torch.arange(len(self.symbols) * envs_per_symbol, device=device) \
             // envs_per_symbol * num_actions
-        self.symbol_actions = SymbolActions(np.zeros((len(self.symbols), num_actions)),
-                                            np.zeros((len(self.symbols), num_actions)))
         self.events = torch.zeros(2, device=device)  # mask violations, repeat-limit holds
         self.reward_sums: dict[str, Tensor] = {}
         self.weighted_abs_sums: dict[str, Tensor] = {}
@@ -77,8 +77,8 @@ class RolloutStats:
         self.episode_sums += rearrange(stats, "k (s e) -> k s e", e=self.envs_per_symbol).sum(-1)
         self.episode_counts += rearrange(ended.float(), "(s e) -> s e", e=self.envs_per_symbol).sum(-1)
 
-    def summary(self) -> dict[str, float]:
-        """Flat `group/name` floats. This is the rollout's one host sync point."""
+    def summary(self) -> RolloutSummary:
+        """The rollout's figures on the host. This is the rollout's one host sync point."""
         account_steps = max(self.steps * len(self.symbols) * self.envs_per_symbol, 1)
         packed = torch.cat([
             self.policy_actions.flatten(), self.executed_actions.flatten(), self.events,
@@ -86,42 +86,85 @@ class RolloutStats:
             torch.stack(list(self.weighted_abs_sums.values())) if self.reward_sums else self.events[:0],
             self.episode_sums.flatten(), self.episode_counts,
         ]).tolist()
-        values: dict[str, float] = {}
         shape = tuple(self.policy_actions.shape)
         cells = shape[0] * shape[1]
-        self.symbol_actions = SymbolActions(np.reshape(packed[:cells], shape),
-                                            np.reshape(packed[cells:2 * cells], shape))
-        policy, executed = self.symbol_actions.policy.sum(0), self.symbol_actions.executed.sum(0)  # (A,)
+        actions = SymbolActions(np.reshape(packed[:cells], shape), np.reshape(packed[cells:2 * cells], shape))
         cursor = 2 * cells
-        for name, p, e in zip(self.action_names, policy, executed):
-            values[f"actions/policy_{name}"] = float(p) / account_steps
-            values[f"actions/executed_{name}"] = float(e) / account_steps
-        values["charts/mask_violation_rate"] = packed[cursor] / account_steps
-        values["charts/repeat_limit_events"] = packed[cursor + 1]
+        mask_violations, repeat_limit_events = packed[cursor:cursor + 2]
         cursor += 2
-        for name in self.reward_sums:
-            values[f"reward/{name}"] = packed[cursor] / account_steps
-            cursor += 1
         count = len(self.reward_sums)
-        values.update(reward_shares(dict(zip(self.reward_sums, packed[cursor:cursor + count]))))
-        cursor += count
+        reward_means = {name: value / account_steps
+                        for name, value in zip(self.reward_sums, packed[cursor:cursor + count])}
+        abs_sums = dict(zip(self.reward_sums, packed[cursor + count:cursor + 2 * count]))
+        cursor += 2 * count
         num_symbols = len(self.symbols)
-        sums = packed[cursor:cursor + len(EPISODE_STATS) * num_symbols]
-        counts = packed[cursor + len(EPISODE_STATS) * num_symbols:]
-        values["charts/episodes"] = float(sum(counts))
-        for k, stat in enumerate(EPISODE_STATS):
-            per_symbol = sums[k * num_symbols:(k + 1) * num_symbols]
-            for symbol, total, count in zip(self.symbols, per_symbol, counts):
-                if count > 0:
-                    values[f"episodes/{symbol}/{stat}"] = total / count
-            if sum(counts) > 0:
-                values[f"charts/episode_{stat}"] = sum(per_symbol) / sum(counts)
+        sums = np.reshape(packed[cursor:cursor + len(EPISODE_STATS) * num_symbols], (len(EPISODE_STATS), num_symbols))
+        counts = np.asarray(packed[cursor + len(EPISODE_STATS) * num_symbols:])  # (S,)
+        episode_means = ({stat: float(sums[k].sum() / counts.sum()) for k, stat in enumerate(EPISODE_STATS)}
+                         if counts.sum() > 0 else {})
+        symbol_episode_means = {symbol: {stat: float(sums[k, s] / counts[s]) for k, stat in enumerate(EPISODE_STATS)}
+                                for s, symbol in enumerate(self.symbols) if counts[s] > 0}
+        return RolloutSummary(
+            actions=actions, action_names=tuple(self.action_names), account_steps=account_steps,
+            mask_violation_rate=mask_violations / account_steps, repeat_limit_events=repeat_limit_events,
+            reward_means=reward_means, reward_shares=reward_shares(abs_sums), episodes=float(counts.sum()),
+            episode_means=episode_means, symbol_episode_means=symbol_episode_means)
+
+
+@dataclass(frozen=True)
+class RolloutSummary:
+    """One rollout's figures on the host, from RolloutStats.summary (TensorBoard names in `scalars`)."""
+
+    actions: SymbolActions
+    """(S, A) policy and executed action counts per symbol"""
+    action_names: tuple[str, ...]
+    account_steps: int
+    """T x N: the steps every share and mean is taken over"""
+    mask_violation_rate: float
+    """share of account-steps whose policy action was masked (0 unless masking is broken)"""
+    repeat_limit_events: float
+    """steps the repeat limit turned an action into HOLD"""
+    reward_means: dict[str, float]
+    """reward component -> its mean weighted value per account-step"""
+    reward_shares: dict[str, float]
+    """reward component -> its share of the summed absolute weighted reward (they add up to 1)"""
+    episodes: float
+    """episodes that finished during the rollout"""
+    episode_means: dict[str, float]
+    """EPISODE_STATS -> mean over the finished episodes of every symbol (empty when none finished)"""
+    symbol_episode_means: dict[str, dict[str, float]]
+    """symbol -> EPISODE_STATS -> mean over its finished episodes (symbols with none are absent)"""
+
+    def policy_share(self) -> dict[str, float]:
+        """action name -> share of account-steps the policy chose it"""
+        return dict(zip(self.action_names, (self.actions.policy.sum(0) / self.account_steps).tolist()))
+
+    def executed_share(self) -> dict[str, float]:
+        """action name -> share of account-steps it was executed"""
+        return dict(zip(self.action_names, (self.actions.executed.sum(0) / self.account_steps).tolist()))
+
+    @property
+    def episode_steps(self) -> float:
+        """summed length of the finished episodes"""
+        return self.episode_means["length"] * self.episodes if self.episodes else 0.0
+
+    def scalars(self) -> dict[str, float]:
+        """`actions/*`, `charts/*`, `reward/*`, `reward_share/*` and `episodes/<SYMBOL>/*` floats."""
+        values = {f"actions/policy_{name}": share for name, share in self.policy_share().items()}
+        values.update({f"actions/executed_{name}": share for name, share in self.executed_share().items()})
+        values["charts/mask_violation_rate"] = self.mask_violation_rate
+        values["charts/repeat_limit_events"] = self.repeat_limit_events
+        values.update({f"reward/{name}": value for name, value in self.reward_means.items()})
+        values.update({f"reward_share/{name}": value for name, value in self.reward_shares.items()})
+        values["charts/episodes"] = self.episodes
+        for symbol, stats in self.symbol_episode_means.items():
+            values.update({f"episodes/{symbol}/{stat}": value for stat, value in stats.items()})
+        values.update({f"charts/episode_{stat}": value for stat, value in self.episode_means.items()})
         return values
 
 
 def reward_shares(weighted_abs_sums: dict[str, float]) -> dict[str, float]:
-    """`reward_share/<component>`: each component's share of the summed absolute weighted reward,
-    sum over steps and accounts of |weight x value|; the shares add up to 1 (all 0 if no reward)."""
+    """Each component's share of the summed absolute weighted reward, sum over steps and accounts of
+    |weight x value|; the shares add up to 1 (all 0 if no reward)."""
     total = sum(weighted_abs_sums.values())
-    return {f"reward_share/{name}": (value / total if total > 0 else 0.0)
-            for name, value in weighted_abs_sums.items()}
+    return {name: (value / total if total > 0 else 0.0) for name, value in weighted_abs_sums.items()}

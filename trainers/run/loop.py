@@ -10,8 +10,9 @@ import signal
 import sys
 from typing import Any, Iterator
 
-from ppo_core import NonFiniteLossError
+from ppo_core import IterationResult, NonFiniteLossError
 from trainers.monitoring.alerts import iteration_signals
+from trainers.monitoring.console import IterationMetrics
 from trainers.run import checkpoints
 from trainers.run.session import Session
 
@@ -53,69 +54,77 @@ class StopRequest:
 def train(session: Session, stop: StopRequest | None = None) -> int:
     """Run PPO until `run.total_steps` account-steps or early stopping; returns a process exit code.
     `stop` is set by SIGINT/SIGTERM (or by a caller) and checked once per iteration."""
-    cfg, log = session.config, session.log
-    num_iterations, batch_size = session.num_iterations, session.batch_size
     stop = stop or StopRequest(repeat_aborts=not session.world.active, announce=session.world.is_main)
     if session.early_stop is not None:
-        log.message(f"{session.run_dir} was stopped early at step {session.early_stop['step']:,} "
-                    f"({session.early_stop['reason']}); resume with --total-steps above "
-                    f"{session.early_stop['total_steps']:,} to train on", style="bold yellow")
+        session.log.message(f"{session.run_dir} was stopped early at step {session.early_stop['step']:,} "
+                            f"({session.early_stop['reason']}); resume with --total-steps above "
+                            f"{session.early_stop['total_steps']:,} to train on", style="bold yellow")
         return EXIT_OK
-    log.set_total(num_iterations * batch_size)
-    processes = f" x {session.world.size} processes" if session.world.active else ""
-    log.message(f"{num_iterations} iterations x {batch_size:,} account-steps "
-                f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
-                f"{cfg.run.num_steps} steps{processes}); run dir {session.run_dir}")
+    announce(session)
     with stop.installed():
-        while session.iteration < num_iterations:
+        while session.iteration < session.num_iterations:
             # collect -> GAE -> update -> statistics, all accounts of all symbols together
             try:
                 result = session.iterate()
             except NonFiniteLossError as err:
                 session.fail(f"iteration {session.iteration + 1}: {err}. Training stopped")
                 return EXIT_FAILED
-
-            values = session.stats.summary()  # the rollout's one host read
-            values.update(result.stats)
-            values["charts/policy_action_entropy_mean"] = values["losses/entropy"]
-            if result.collapse is not None:
-                session.save()
-                session.fail(str(result.collapse))
-                return EXIT_FAILED
-
-            # validate every run.eval_every steps and at the end: a best-k score keeps its checkpoint
-            verdict = session.validate() if session.validation_due() else None
-            alerts = session.alerts.observe(iteration_signals(
-                values, session.stats.symbol_actions, session.global_step, num_iterations * batch_size))
-            values.update(session.alerts.scalars())
-            values["charts/SPS"] = log.steps_per_second(session.global_step)
-            log.iteration(session.iteration, session.global_step, values, [alert.text for alert in alerts])
-            halt = session.alerts.halt_reason()  # alerts.halt_on: stop, keeping this iteration's weights
-            if halt is not None:
-                session.save()
-                session.fail(halt)
-                return EXIT_FAILED
-            if verdict is not None and verdict.stop:
-                session.stop_early(verdict.stop)  # writes the final checkpoint
-                return EXIT_OK
-
-            # checkpoint every K iterations, at the end, when asked to stop and for a best-k score
-            last = session.iteration == num_iterations
-            kept = verdict is not None and verdict.kept
-            stopping = session.world.any(stop.requested)  # under torchrun: a signal to any rank stops all
-            if last or stopping or kept or session.iteration % cfg.run.checkpoint_every == 0:
-                session.save()
-            if stopping:
-                signal_name = stop.signal_name or "a signal to another rank"
-                log.message(f"{signal_name}: checkpoint saved at step {session.global_step:,}; "
-                            f"continue with: python -m trainers.ppo --resume {session.run_dir}",
-                            style="bold yellow")
-                return EXIT_INTERRUPTED
+            exit_code = finish_iteration(session, result, stop)
+            if exit_code is not None:
+                return exit_code
     top = session.best_k.best[0] if session.best_k.best else None
     best = (f"; best by mean val Sharpe: step {top.step:,} ({top.score:+.3f}), which trainers.evaluate uses"
             if top is not None else "")
-    log.message(f"done: {session.global_step:,} account-steps; weights in "
-                f"{checkpoints.latest(session.run_dir).weights}{best}", style="bold green")
+    session.log.message(f"done: {session.global_step:,} account-steps; weights in "
+                        f"{checkpoints.latest(session.run_dir).weights}{best}", style="bold green")
     return EXIT_OK
 
 
+def announce(session: Session) -> None:
+    """The run's size on the console; the progress bar's total."""
+    cfg, total = session.config, session.num_iterations * session.batch_size
+    session.log.set_total(total)
+    processes = f" x {session.world.size} processes" if session.world.active else ""
+    session.log.message(f"{session.num_iterations} iterations x {session.batch_size:,} account-steps "
+                        f"({len(cfg.run.symbols)} symbols x {cfg.run.envs_per_symbol} accounts x "
+                        f"{cfg.run.num_steps} steps{processes}); run dir {session.run_dir}")
+
+
+def finish_iteration(session: Session, result: IterationResult, stop: StopRequest) -> int | None:
+    """After an update: statistics, validation when due, alerts, logging and the checkpoint; the
+    exit code when the run must end here, else None."""
+    log = session.log
+    rollout = session.stats.summary()  # the rollout's one host read
+    if result.collapse is not None:
+        session.save()
+        session.fail(str(result.collapse))
+        return EXIT_FAILED
+
+    # validate every run.eval_every steps and at the end: a best-k score keeps its checkpoint
+    verdict = session.validate() if session.validation_due() else None
+    alerts = session.alerts.observe(iteration_signals(
+        rollout, result.update, result.entropy, session.global_step, session.num_iterations * session.batch_size))
+    metrics = IterationMetrics(rollout, result.update, result.entropy, session.alerts.scalars(),
+                               log.steps_per_second(session.global_step))
+    log.iteration(session.iteration, session.global_step, metrics, [alert.text for alert in alerts])
+    halt = session.alerts.halt_reason()  # alerts.halt_on: stop, keeping this iteration's weights
+    if halt is not None:
+        session.save()
+        session.fail(halt)
+        return EXIT_FAILED
+    if verdict is not None and verdict.stop:
+        session.stop_early(verdict.stop)  # writes the final checkpoint
+        return EXIT_OK
+
+    # checkpoint every K iterations, at the end, when asked to stop and for a best-k score
+    last = session.iteration == session.num_iterations
+    kept = verdict is not None and verdict.kept
+    stopping = session.world.any(stop.requested)  # under torchrun: a signal to any rank stops all
+    if last or stopping or kept or session.iteration % session.config.run.checkpoint_every == 0:
+        session.save()
+    if stopping:
+        signal_name = stop.signal_name or "a signal to another rank"
+        log.message(f"{signal_name}: checkpoint saved at step {session.global_step:,}; "
+                    f"continue with: python -m trainers.ppo --resume {session.run_dir}", style="bold yellow")
+        return EXIT_INTERRUPTED
+    return None

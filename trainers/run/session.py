@@ -18,8 +18,8 @@ import torch
 from configs.train import TrainConfig, as_dict
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy
-from ppo_core import (EntropyController, IterationResult, PPOLearner, RewardNormalizer, RolloutBuffer,
-                      ppo_iteration)
+from ppo_core import (EntropyController, IterationResult, PPOLearner, PPOParts, RewardNormalizer,
+                      RolloutBuffer, ppo_iteration)
 from ppo_core.files import atomic_write_bytes
 from trainers.backtest.best_k import BestK, Verdict
 from trainers.backtest.validation import ValidationResult, Validator, describe, summary
@@ -82,12 +82,12 @@ class Session:
         """One training iteration (ppo_core.ppo_iteration with this run's pieces); advances obs,
         global_step and iteration. Raises NonFiniteLossError from the update."""
         self.stats.reset()
-        result = ppo_iteration(
-            self.env, self.policy, self.learner, self.buffer, self.entropy, self.obs,
-            global_step=self.global_step, total_steps=self.num_iterations * self.batch_size,
-            num_groups=len(self.config.run.symbols), generator=self.generator,
-            on_step=self.stats.on_step, reward_scale=self.reward_normalizer, sync_timing=sync_timing,
-            world_size=self.world.size)
+        parts = PPOParts(self.env, self.policy, self.learner, self.buffer, self.entropy,
+                         num_groups=len(self.config.run.symbols), generator=self.generator,
+                         on_step=self.stats.on_step, reward_scale=self.reward_normalizer)
+        result = ppo_iteration(parts, self.obs, global_step=self.global_step,
+                               total_steps=self.num_iterations * self.batch_size, world_size=self.world.size,
+                               sync_timing=sync_timing)
         self._sum_rollout_stats()
         self.obs = result.next_obs
         self.global_step += self.batch_size
