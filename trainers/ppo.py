@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from configs.loader import ConfigError, flatten, load_toml, merge
-from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, explicit_settings
-from envs.fetch import FetchError, fetch_command, fetch_symbols, make_request
+from configs.loader import ConfigError
+from configs.train import TrainConfig, explicit_settings
+from envs.yahoo import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
 from trainers.run import checkpoints
 from trainers.run import distributed
 from trainers.run.loop import train
+from trainers.run.resolve import default_run_dir, new_run_config, resumed_config
 from trainers.run.build import open_session
 from trainers.run.session import Session
 from trainers.run.transfer import TransferRequest, preflight
@@ -73,18 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.compile", "run.checkpoint_every",
-             "run.eval_every", "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
-             "run.early_stop_target_sharpe")
-"""settings a resumed run may change: how long and where it runs and how it is validated and
-stopped, not what it learns"""
-TRANSFERABLE = ("run.symbols", "run.encoder_preset", "model.encoder.n_layers", "model.encoder.d_model",
-                "model.encoder.n_heads", "model.encoder.d_ff", "model.encoder.out_dim", "model.actor_hidden",
-                "model.critic_hidden")
-"""settings a resumed run may change by transferring its weights (models.transfer) when nothing
-outside RESUMABLE and these changed"""
-
-
 def cli_values(args: argparse.Namespace) -> dict[str, object]:
     """Dotted config keys set by the dedicated flags (ConfigError for an empty --symbols)."""
     symbols = None
@@ -101,33 +89,15 @@ def cli_values(args: argparse.Namespace) -> dict[str, object]:
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[TrainConfig, Path, bool]:
-    """(config, run_dir, resuming) from the command line. A resumed run takes RUN_DIR/config.toml;
-    flags that repeat its values are fine, a real difference is refused by name."""
+    """(config, run_dir, resuming) from the command line (trainers.run.resolve's rules)."""
     explicit = explicit_settings(args.config, args.overrides, cli_values(args))
     if args.resume is None:
-        config = apply_encoder_preset(build(TrainConfig, explicit), explicit)
-        run_dir = args.run_dir or Path("runs") / (time.strftime("%Y%m%d-%H%M%S") + "-"
-                                                   + "-".join(config.run.symbols))
-        return config, run_dir, False
+        config = new_run_config(explicit)
+        return config, args.run_dir or default_run_dir(config), False
     if args.run_dir is not None and args.run_dir.resolve() != args.resume.resolve():
         raise ConfigError(f"--run-dir {args.run_dir} differs from --resume {args.resume}; a resumed run "
                           "keeps writing to its own directory")
-    saved_path = args.resume / "config.toml"
-    if not saved_path.is_file():
-        raise ConfigError(f"{saved_path}: not found; --resume takes a run directory written by "
-                          "trainers.ppo")
-    saved_data = load_toml(saved_path)
-    saved = build(TrainConfig, saved_data)
-    requested = apply_encoder_preset(build(TrainConfig, merge(saved_data, explicit)), explicit)
-    before, after = flatten(as_dict(saved)), flatten(as_dict(requested))
-    changed = [key for key in after if key not in RESUMABLE and after[key] != before.get(key)]
-    if any(key not in TRANSFERABLE for key in changed):
-        details = "; ".join(f"{key}: the run has {before.get(key)!r}, given {after[key]!r}"
-                            for key in changed)
-        raise ConfigError(f"--resume {args.resume}: {details}. A resumed run keeps its settings; only "
-                          f"{', '.join(RESUMABLE)} may change, and the architecture and symbols by transfer "
-                          "(see --transfer-strategy); start a new run, or one --init-from this, for the others")
-    return requested, args.resume, True
+    return resumed_config(args.resume, explicit), args.resume, True
 
 
 def fetch_missing(symbols: list[str], data_dir: str) -> None:
