@@ -1,11 +1,13 @@
 """Vectorized trading environment: market data, causal features, masking, rewards, accounts, and
-the env-policy interface (`TradingSpec`: observation shapes and the action table)."""
+the env-policy interface (`TradingSpec`: observation shapes and the action table), and the
+symbol-major account layout (`AccountLayout`)."""
 from envs.actions import DEFAULT_ACTIONS, Action
 from envs.bars import Bars, DataError, validate_bars
 from envs.config import COMPONENTS as REWARD_COMPONENTS
 from envs.config import EnvConfig, RewardConfig
 from envs.features import REGIME_NAMES, TECHNICAL_NAMES, WARMUP_BARS, compute_features
 from envs.gym_wrapper import SingleAccountEnv
+from envs.layout import AccountLayout
 from envs.market_data import load_bars, load_market
 from envs.masking import action_mask
 from envs.spec import TradingSpec
@@ -18,8 +20,8 @@ DEFAULT_SPEC = TradingSpec.from_config(EnvConfig())
 
 __all__ = [
     "DEFAULT_ACTIONS", "DEFAULT_SPEC", "REGIME_NAMES", "REWARD_COMPONENTS", "TECHNICAL_NAMES",
-    "SPLITS", "WARMUP_BARS", "Action", "Bars", "DataError", "EnvConfig", "RewardConfig", "SingleAccountEnv",
-    "TradingSpec", "VecTradingEnv", "action_mask", "ar1_expected_return", "autocorrelated_bars",
+    "SPLITS", "WARMUP_BARS", "AccountLayout", "Action", "Bars", "DataError", "EnvConfig", "RewardConfig",
+    "SingleAccountEnv", "TradingSpec", "VecTradingEnv", "action_mask", "ar1_expected_return", "autocorrelated_bars",
     "compute_features", "derive_split_dates", "load_bars", "load_market", "parse_split_dates",
     "planted_signal_bars", "split_ranges", "synthetic_bars", "validate_bars",
 ]

@@ -1,8 +1,8 @@
 """Multi-symbol actor-critic: one shared encoder, every symbol's actor and critic in grouped matmuls.
 
-Batches are symbol-major: N = S * E rows, row n belongs to symbol n // E. The encoder runs once
-over all N rows; the heads see the features as (S, E, D), so each symbol's rows meet only that
-symbol's weights.
+Batches are symbol-major: N = S * E rows, row n belongs to symbol n // E (envs.layout's
+AccountLayout). The encoder runs once over all N rows; the heads see the features as (S, E, D), so
+each symbol's rows meet only that symbol's weights.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
+from envs.layout import AccountLayout
 from envs.spec import TradingSpec
 from models.encoder import EncoderConfig, FeatureEncoder
 from models.heads import ACTIVATIONS, GroupedMLP
@@ -122,24 +122,22 @@ class MultiSymbolPolicy(nn.Module):
         """Encoded observations grouped by symbol, (S, E, D)."""
         first = next(iter(obs.values()))
         n = first.shape[0]
-        if n % self.num_symbols:
-            raise ValueError(f"batch of {n} rows is not divisible by {self.num_symbols} symbols: expected "
-                             f"N = S * E rows, symbol-major (row n trades symbol n // E)")
+        layout = AccountLayout.of_batch(n, self.num_symbols)  # ValueError unless n = S x E
         chunk = self.cpu_inference_chunk
         if chunk is None or n <= chunk or torch.is_grad_enabled() or first.device.type != "cpu":
             features = self.encoder(obs)  # (N, D)
         else:  # rows are independent in the encoder, so chunks give the same features
             features = torch.cat([self.encoder({k: v[i:i + chunk] for k, v in obs.items()})
                                   for i in range(0, n, chunk)])  # (N, D)
-        return rearrange(features, "(s e) d -> s e d", s=self.num_symbols)  # (S, E, D)
+        return layout.by_symbol(features)  # (S, E, D)
 
     def _critic(self, features: Tensor) -> Tensor:
         """(S, E, D) -> float32 values (N,)."""
-        return rearrange(self.critic(features), "s e 1 -> (s e)").float()  # (N,)
+        return _layout(features).flat(self.critic(features)).squeeze(-1).float()
 
     def _masked_logits(self, features: Tensor, action_mask: Tensor | None) -> Tensor:
         """(S, E, D) -> float32 logits (N, A), masked actions at the most negative float32."""
-        return masked_logits(rearrange(self.actor(features), "s e a -> (s e) a"), action_mask)
+        return masked_logits(_layout(features).flat(self.actor(features)), action_mask)
 
     def forward(self, obs: dict[str, Tensor], action_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(masked float32 logits (N, A), float32 values (N,)) for a symbol-major batch."""
@@ -195,3 +193,8 @@ class MultiSymbolPolicy(nn.Module):
         total = encoder + heads
         return {"encoder": encoder, "heads_per_symbol": per_symbol, "heads": heads, "total": total,
                 "one_encoder_per_symbol": separate, "sharing_saving": 1.0 - total / separate}
+
+
+def _layout(features: Tensor) -> AccountLayout:
+    """The layout of grouped features (S, E, ...)."""
+    return AccountLayout(features.shape[0], features.shape[1])

@@ -1,0 +1,44 @@
+"""AccountLayout: the one statement of the symbol-major account order (account n trades symbol n // E)."""
+import pytest
+import torch
+
+from envs import AccountLayout, EnvConfig, VecTradingEnv, synthetic_bars
+
+
+@pytest.mark.parametrize("symbols, per_symbol", [(1, 1), (1, 5), (3, 1), (3, 4)])
+def test_indices_follow_n_div_e_and_n_mod_e(symbols: int, per_symbol: int) -> None:
+    layout = AccountLayout(symbols, per_symbol)
+    n = torch.arange(symbols * per_symbol)
+    assert layout.num_accounts == symbols * per_symbol
+    assert torch.equal(layout.symbol_of(), n // per_symbol)
+    assert torch.equal(layout.role(), n % per_symbol)
+    for s in range(symbols):
+        assert torch.equal(n[layout.accounts_of(s)], n[n // per_symbol == s])
+
+
+def test_by_symbol_and_flat_are_inverse_views() -> None:
+    layout = AccountLayout(3, 4)
+    x = torch.randn(12, 5, 2)
+    grouped = layout.by_symbol(x)
+    assert grouped.shape == (3, 4, 5, 2)
+    for n in range(12):
+        assert torch.equal(grouped[n // 4, n % 4], x[n])
+    assert torch.equal(layout.flat(grouped), x)
+    assert grouped.data_ptr() == x.data_ptr()  # no copy
+    per_symbol = torch.tensor([[10, 11], [20, 21], [30, 31]])
+    assert torch.equal(layout.per_account(per_symbol), per_symbol[layout.symbol_of()])
+
+
+def test_of_batch_and_bad_sizes_are_clear_errors() -> None:
+    assert AccountLayout.of_batch(12, 3) == AccountLayout(3, 4)
+    with pytest.raises(ValueError, match="not divisible by 5 symbols"):
+        AccountLayout.of_batch(12, 5)
+    with pytest.raises(ValueError, match="per_symbol >= 1"):
+        AccountLayout(2, 0)
+
+
+def test_env_layout_matches_its_symbols_and_tables() -> None:
+    markets = {s: synthetic_bars(s, num_bars=400) for s in ("A", "B", "C")}
+    env = VecTradingEnv(list(markets), 2, EnvConfig(episode_length=8, obs_noise=0.0), markets=markets, seed=0)
+    assert env.layout == AccountLayout(3, 2) and env.num_envs == env.layout.num_accounts
+    assert torch.equal(env._row, env.layout.symbol_of() * env.t_max)
