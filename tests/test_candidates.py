@@ -6,7 +6,7 @@ import numpy as np
 
 from helpers import BATCH, tiny_args
 from trainers.run import checkpoints
-from trainers.backtest.candidates import NUM_BLOCKS, describe, selection_stats
+from trainers.backtest.overfitting import NUM_BLOCKS, describe, selection_stats
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import main
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from trainers.backtest.metrics import equity_metrics, max_drawdown, periods_per_year, trade_metrics
+from trainers.backtest.metrics import equity_metrics, max_drawdown, periods_per_year, sharpe
 
 
 def test_equity_metrics_match_hand_computation():
@@ -39,11 +39,12 @@ def test_max_drawdown_uses_running_peak():
     assert max_drawdown(np.array([1.0, 2.0, 1.0, 3.0, 2.4])) == pytest.approx(0.5)
 
 
-def test_trade_metrics():
-    m = trade_metrics(np.array([10.0, -5.0, 20.0, -5.0]))
-    assert m == {"trades": 4.0, "win_rate": 0.5, "profit_factor": 3.0}
-    assert trade_metrics(np.array([]))["profit_factor"] == 0.0
-    assert trade_metrics(np.array([1.0]))["profit_factor"] == math.inf
+def test_sharpe_is_mean_over_sample_std_per_column_and_scales_with_root_frequency():
+    returns = np.random.default_rng(0).normal(0.001, 0.01, size=(50, 3))
+    by_hand = returns.mean(0) / returns.std(0, ddof=1)
+    assert sharpe(returns) == pytest.approx(by_hand, rel=1e-9)
+    assert sharpe(returns, 252.0) == pytest.approx(by_hand * math.sqrt(252.0), rel=1e-9)
+    assert sharpe(np.zeros(10)) == 0.0
 
 
 def test_periods_per_year_from_timestamps():

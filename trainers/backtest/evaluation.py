@@ -23,7 +23,7 @@ from configs.loader import load_toml
 from configs.train import TrainConfig, build
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy
-from trainers.backtest.candidates import checkpoint_selection, describe as describe_selection
+from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
 from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.backtest.report import plot_equity, print_tables, write_json
 from trainers.backtest.simulate import GREEDY, RANDOM, account_metrics, buy_and_hold, mean_defined, simulate

@@ -24,6 +24,30 @@ def periods_per_year(timestamps_ns: np.ndarray) -> float:
     return (len(timestamps_ns) - 1) / (span_s / SECONDS_PER_YEAR)
 
 
+def sharpe_from_sums(total: np.ndarray, squares: np.ndarray, count: np.ndarray | float,
+                     periods_per_year: float = 1.0) -> np.ndarray:
+    """The Sharpe ratio, the one formula every report uses: mean / std (ddof 1) of per-period
+    simple returns x sqrt(periods_per_year), 0 where the std is 0; from the returns' sums, sums of
+    squares and counts (any matching shapes), so split statistics need no re-slicing.
+
+    periods_per_year = 1 gives the per-period Sharpe (the selection statistics count periods);
+    the bars' measured frequency (`periods_per_year(timestamps)`) gives the annualised one of the
+    backtest tables. Not the env's `sharpe_per_step` episode statistic or its Sharpe reward term,
+    which are running per-step figures inside the environment."""
+    count = np.asarray(count, dtype=np.float64)
+    mean = total / count
+    variance = np.maximum((squares - total * mean) / (count - 1.0), 0.0)
+    std = np.sqrt(variance)
+    ratio = np.divide(mean, std, out=np.zeros_like(mean * std), where=std > 0)
+    return ratio * math.sqrt(periods_per_year)
+
+
+def sharpe(returns: np.ndarray, periods_per_year: float = 1.0) -> np.ndarray:
+    """Sharpe ratio (`sharpe_from_sums`) of each column of (T, N) per-period returns, or of one (T,) series."""
+    returns = np.asarray(returns, dtype=np.float64)
+    return sharpe_from_sums(returns.sum(axis=0), (returns * returns).sum(axis=0), len(returns), periods_per_year)
+
+
 def max_drawdown(equity: np.ndarray) -> float:
     """Largest peak-to-trough fall of (T + 1,) equity as a positive fraction (0 = never fell)."""
     peaks = np.maximum.accumulate(equity)
@@ -39,8 +63,7 @@ def equity_metrics(equity: np.ndarray, bars_per_year: float) -> dict[str, float]
     total = equity[-1] / equity[0] - 1.0
     years = len(returns) / bars_per_year
     annualised = (equity[-1] / equity[0]) ** (1.0 / years) - 1.0 if equity[-1] > 0 else -1.0
-    std = returns.std(ddof=1) if len(returns) > 1 else 0.0
-    sharpe = returns.mean() / std * math.sqrt(bars_per_year) if std > 0 else 0.0
+    ratio = float(sharpe(returns, bars_per_year)) if len(returns) > 1 else 0.0
     downside = np.sqrt(np.mean(np.minimum(returns, 0.0) ** 2))
     sortino = returns.mean() / downside * math.sqrt(bars_per_year) if downside > 0 else 0.0
     mdd = max_drawdown(equity)
@@ -48,31 +71,8 @@ def equity_metrics(equity: np.ndarray, bars_per_year: float) -> dict[str, float]
     return {
         "total_return": float(total),
         "annualised_return": float(annualised),
-        "sharpe_annualised": float(sharpe),
+        "sharpe_annualised": ratio,
         "sortino_annualised": float(sortino),
         "max_drawdown": mdd,
         "calmar": float(calmar),
     }
-
-
-def trade_metrics(trade_pnls: np.ndarray) -> dict[str, float]:
-    """Win rate and profit factor of closed trades' (K,) currency PnLs.
-
-    Profit factor is gross profit / gross loss; it is reported as inf when there were winning
-    trades and no losing ones, and 0 when there were no trades.
-    """
-    pnls = np.asarray(trade_pnls, dtype=np.float64)
-    if len(pnls) == 0:
-        return {"trades": 0.0, "win_rate": 0.0, "profit_factor": 0.0}
-    gross_profit = pnls[pnls > 0].sum()
-    gross_loss = -pnls[pnls < 0].sum()
-    if gross_loss > 0:
-        profit_factor = gross_profit / gross_loss
-    else:
-        profit_factor = math.inf if gross_profit > 0 else 0.0
-    return {
-        "trades": float(len(pnls)),
-        "win_rate": float(np.mean(pnls > 0)),
-        "profit_factor": float(profit_factor),
-    }
-

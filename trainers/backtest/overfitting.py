@@ -7,18 +7,32 @@ their returns on the same validation period. Host numpy, float64.
   Sharpe ratio"): the probability that the chosen candidate's true Sharpe exceeds the best Sharpe
   that N skill-less trials would show by luck.
 - `selection_report`: both for a dict name -> (T,) returns, as plain JSON-ready values.
+- `selection_stats` / `checkpoint_selection`: the same for a run's kept checkpoints (each
+  backtested on the val split exactly as validation during training does: greedy policy, whole
+  split, mean over symbols of the per-bar equity returns) or a study's trials, with the reason when
+  they cannot be measured.
 
-Sharpe ratios here are per period (mean / std of the period returns, ddof 1; 0 when the std is 0),
+Sharpe ratios here are per period (trainers.backtest.metrics.sharpe with periods_per_year = 1),
 not annualised: the formulas count periods.
 """
 from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+
+from configs.train import TrainConfig
+from envs import VecTradingEnv
+from models import MultiSymbolPolicy
+
+from trainers.backtest.metrics import sharpe, sharpe_from_sums
+from trainers.backtest.validation import Validator
+from trainers.run import checkpoints
 
 EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()
@@ -49,13 +63,6 @@ class DSRResult(NamedTuple):
     num_periods: int
 
 
-def sharpe(returns: np.ndarray) -> np.ndarray:
-    """Per-period Sharpe of each column of (T, N) returns (or of one (T,) series), ddof 1."""
-    returns = np.asarray(returns, dtype=np.float64)
-    std = returns.std(axis=0, ddof=1)
-    return np.divide(returns.mean(axis=0), std, out=np.zeros_like(std), where=std > 0)
-
-
 def pbo(returns: np.ndarray, num_blocks: int = 16) -> PBOResult:
     """Probability of backtest overfitting of selecting the best-Sharpe column of (T, N) `returns`.
 
@@ -79,9 +86,9 @@ def pbo(returns: np.ndarray, num_blocks: int = 16) -> PBOResult:
     combos = list(itertools.combinations(range(num_blocks), num_blocks // 2))
     in_sample = np.zeros((len(combos), num_blocks))                       # (K, S)
     in_sample[np.repeat(np.arange(len(combos)), num_blocks // 2), np.ravel(combos)] = 1.0
-    is_sharpe = _sharpe_from_sums(in_sample @ sums, in_sample @ squares, in_sample @ counts)
+    is_sharpe = sharpe_from_sums(in_sample @ sums, in_sample @ squares, (in_sample @ counts)[:, None])
     oos = 1.0 - in_sample
-    oos_sharpe = _sharpe_from_sums(oos @ sums, oos @ squares, oos @ counts)  # (K, N)
+    oos_sharpe = sharpe_from_sums(oos @ sums, oos @ squares, (oos @ counts)[:, None])  # (K, N)
     best = is_sharpe.argmax(axis=1)                                        # (K,)
     chosen = np.take_along_axis(oos_sharpe, best[:, None], axis=1)        # (K, 1)
     below = (oos_sharpe < chosen).sum(1)
@@ -164,15 +171,6 @@ def selection_report(returns: dict[str, np.ndarray], num_blocks: int = 16, chose
     }
 
 
-def _sharpe_from_sums(total: np.ndarray, squares: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Sharpe (ddof 1) from (K, N) sums and sums of squares over (K,) period counts."""
-    count = count[:, None]
-    mean = total / count
-    variance = np.maximum((squares - total * mean) / (count - 1.0), 0.0)
-    std = np.sqrt(variance)
-    return np.divide(mean, std, out=np.zeros_like(mean), where=std > 0)
-
-
 def _check_matrix(returns: np.ndarray) -> np.ndarray:
     returns = np.asarray(returns, dtype=np.float64)
     if returns.ndim != 2:
@@ -185,3 +183,58 @@ def _check_matrix(returns: np.ndarray) -> np.ndarray:
     if not np.isfinite(returns).all():
         raise ValueError("returns hold NaN or Inf")
     return returns
+
+
+# ---- applied to a run's kept checkpoints (trainers.evaluate) and a study's trials (trainers.tune) ----
+NUM_BLOCKS = 16
+"""CSCV blocks of the val period (C(16, 8) = 12,870 splits); needs at least 2 bars per block"""
+
+
+def selection_stats(returns: dict[str, np.ndarray], chosen: str,
+                    num_trials: int | None = None) -> dict[str, Any]:
+    """selection_report of choosing `chosen` among name -> (T,) per-bar returns (`num_trials`
+    defaults to the number of candidates), or {"skipped": why, "num_candidates": n} when there are
+    fewer than 2 candidates, too few bars for NUM_BLOCKS blocks, or degenerate returns."""
+    count = len(returns)
+    if count < 2:
+        return {"skipped": f"{count} candidate{'s' * (count != 1)}; selection bias needs at least 2",
+                "num_candidates": count}
+    bars = min(len(series) for series in returns.values())
+    if bars < 2 * NUM_BLOCKS:
+        return {"skipped": f"{bars} val bars are too few for {NUM_BLOCKS} CSCV blocks of at least 2 bars "
+                           f"(need {2 * NUM_BLOCKS})", "num_candidates": count}
+    try:
+        return selection_report(returns, NUM_BLOCKS, chosen=chosen, num_trials=num_trials)
+    except ValueError as err:  # e.g. NaN returns, or moments that give no Sharpe variance
+        return {"skipped": str(err), "num_candidates": count}
+
+
+def describe(stats: dict[str, Any], what: str) -> str:
+    """One console line: PBO and the deflated Sharpe of the chosen candidate, or why skipped."""
+    if "skipped" in stats:
+        return f"selection bias over {what}: skipped ({stats['skipped']})"
+    return (f"selection bias over {stats['num_candidates']} {what} (val split, per-bar returns, "
+            f"{stats['num_blocks']} blocks): PBO {stats['pbo']:.2f}; deflated Sharpe of {stats['chosen']} "
+            f"{stats['dsr']:.2f} (its per-bar Sharpe {stats['chosen_sharpe']:+.3f} against "
+            f"{stats['expected_max_sharpe']:+.3f} expected from the best of {stats['num_trials']} "
+            "skill-less trials)")
+
+
+def checkpoint_selection(run_dir: Path, config: TrainConfig, env: VecTradingEnv, policy: MultiSymbolPolicy,
+                         chosen: checkpoints.Checkpoint, device: torch.device, seed: int
+                         ) -> dict[str, Any]:
+    """Selection statistics of `chosen` among the run's kept checkpoints (best-k, latest and
+    `chosen`), each backtested on the val split. `env` is any env of the run (for its markets),
+    `policy` a policy over all its symbols, whose weights this overwrites."""
+    candidates = {c.weights.resolve(): c for c in
+                  [*checkpoints.best(run_dir), checkpoints.latest(run_dir), chosen]}
+    untradable = env.untradable("val")
+    symbols = [s for s in config.run.symbols if s not in untradable]
+    if not symbols:
+        return {"skipped": "no symbol can trade the val split", "num_candidates": len(candidates)}
+    validator = Validator(symbols, env.markets, config.env, config.model, device, seed)
+    returns = {}
+    for checkpoint in candidates.values():
+        checkpoints.load_weights(checkpoint, policy)
+        returns[checkpoint.weights.stem] = validator.run(policy).returns
+    return selection_stats(returns, chosen.weights.stem)

@@ -14,7 +14,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from trainers.backtest.candidates import describe, selection_stats
+from trainers.backtest.overfitting import describe, selection_stats
 from trainers.tuning.trial import RETURNS_FILE, SEARCHED, trial_dir
 
 SCORED = (TrialState.COMPLETE, TrialState.PRUNED)
