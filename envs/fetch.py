@@ -16,6 +16,7 @@ from envs.yahoo import FetchError, fetch_command  # noqa: F401  isort: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m envs.fetch`."""
     parser = argparse.ArgumentParser(
         prog="python -m envs.fetch",
         description="Download bars from Yahoo Finance (yfinance, an optional extra: "
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Fetch the symbols in `argv`; exit status 0, 1 when any symbol failed, 2 for bad arguments."""
     args = build_parser().parse_args(argv)
     symbols = list(dict.fromkeys(args.symbols))  # once each, in the order given
     bad = [s for s in symbols if not s or Path(s).name != s or s.startswith(".")]

@@ -1,9 +1,10 @@
 """VecTradingEnv: N = S x E long-only trading accounts stepped together as tensors on one device.
 
-Account n trades symbol n // E (symbol-major). All symbols' features live in one padded
-(S, T_max, F) table, so a step is a fixed set of gathers and elementwise ops: no Python loop over
-accounts or symbols, no host sync. Timing: the decision at bar t sees bars <= t, fills at bar
-t + 1's open (slippage + commission) and is marked at bar t + 1's close.
+Account n trades symbol n // E (symbol-major, `env.layout`: envs.layout). All symbols' features
+live in one padded (S, T_max, F) table, so a step is a fixed set of gathers and elementwise ops: no
+Python loop over accounts or symbols, no host sync. Timing: the decision at bar t sees bars <= t,
+fills at bar t + 1's open (slippage + commission) and is marked at bar t + 1's close. The step's
+phases live in envs.phases, the account part of the observation in envs.observation.
 """
 from __future__ import annotations
 
@@ -295,6 +296,7 @@ class VecTradingEnv(VectorEnv):
 
     # ---- observations and masks ---------------------------------------------------------------
     def _compute_mask(self) -> Tensor:
+        """Valid actions (N, A) bool of the current account state at the current close."""
         acc = self.accounts
         return action_mask(self._actions, acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
                            max_exposure=self.config.max_exposure,
@@ -344,6 +346,7 @@ class VecTradingEnv(VectorEnv):
                 "window_refs": self._window_refs.cpu()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict saved; the mask is recomputed from the accounts."""
         self.accounts = Accounts.from_state_dict(state["accounts"], self.device)
         self._generator.set_state(state["generator"])
         self._mask = self._compute_mask()

@@ -61,11 +61,14 @@ class FetchRequest:
 
     @property
     def span(self) -> str:
+        """The requested days as `start .. end` for messages."""
         return f"{self.start} .. {self.end or 'now'}"
 
 
 @dataclass(frozen=True)
 class FetchResult:
+    """What fetching one symbol did."""
+
     symbol: str
     path: Path
     status: Literal["written", "kept", "failed"]
@@ -97,6 +100,7 @@ def make_request(start: date | None = None, end: date | None = None, interval: s
 
 
 def yfinance_installed() -> bool:
+    """Whether the optional yfinance is importable (without importing it)."""
     return importlib.util.find_spec("yfinance") is not None
 
 
