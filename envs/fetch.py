@@ -11,9 +11,6 @@ from pathlib import Path
 
 from envs.yahoo import DEFAULT_START, HISTORY_DAYS, INSTALL, ExtraMissing, fetch_symbols, make_request
 
-# still importable from here until trainers.ppo imports them from envs.yahoo (a CLI module is no library)
-from envs.yahoo import FetchError, fetch_command  # noqa: F401  isort: skip
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `python -m envs.fetch`."""
