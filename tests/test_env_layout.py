@@ -14,6 +14,9 @@ def test_indices_follow_n_div_e_and_n_mod_e(symbols: int, per_symbol: int) -> No
     assert torch.equal(layout.role(), n % per_symbol)
     for s in range(symbols):
         assert torch.equal(n[layout.accounts_of(s)], n[n // per_symbol == s])
+        assert [layout.account(s, e) for e in range(per_symbol)] == n[n // per_symbol == s].tolist()
+    with pytest.raises(IndexError):
+        layout.account(0, per_symbol)
 
 
 def test_by_symbol_and_flat_are_inverse_views() -> None:
