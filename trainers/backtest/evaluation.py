@@ -48,7 +48,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         sim = simulate(env, policy, num_sampled, generator)
 
     results, curves_json = {}, {}
-    e, capital = env.envs_per_symbol, config.env.initial_capital
+    layout, capital = env.layout, config.env.initial_capital
     for s, symbol in enumerate(config.run.symbols):
         first, last = env.decision_range[symbol]
         steps = last - first
@@ -60,9 +60,9 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
 
         rows: dict[str, dict[str, float]] = {}
         curves: dict[str, np.ndarray] = {}
-        rows["agent (greedy)"], curves["agent (greedy)"] = account(s * e + GREEDY)
+        rows["agent (greedy)"], curves["agent (greedy)"] = account(layout.account(s, GREEDY))
         if num_sampled:
-            sampled = [account(s * e + 2 + k)[0] for k in range(num_sampled)]
+            sampled = [account(layout.account(s, RANDOM + 1 + k))[0] for k in range(num_sampled)]
             rows[f"agent (sampled, mean of {num_sampled})"] = {
                 key: mean_defined([m[key] for m in sampled]) for key in sampled[0]}
         agent_exposure = rows["agent (greedy)"]["exposure"]
@@ -71,7 +71,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
             rows[name] = {**equity_metrics(curve, per_year), "trades": 1.0, "exposure": fraction,
                           "turnover": fraction * capital / curve.mean()}
             curves[name] = curve
-        rows["random valid"], curves["random valid"] = account(s * e + RANDOM)
+        rows["random valid"], curves["random valid"] = account(layout.account(s, RANDOM))
         results[symbol] = rows
         curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
         plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves, stamps)

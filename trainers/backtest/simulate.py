@@ -20,8 +20,8 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
     """Run one full-split episode in every account; per-step (L, N) host arrays of equity,
     exposure and traded notional, plus (N,) episode statistics."""
     steps = max(last - first for first, last in env.decision_range.values())
-    n, e = env.num_envs, env.envs_per_symbol
-    role = torch.arange(n, device=env.device) % e  # (N,)
+    n, e = env.num_envs, env.layout.per_symbol
+    role = env.layout.role(env.device)  # (N,)
     equity = torch.zeros(steps, n, dtype=torch.float64, device=env.device)
     exposure = torch.zeros_like(equity)
     notional = torch.zeros_like(equity)

@@ -69,14 +69,14 @@ class Validator:
         self.policy.load_state_dict(policy.state_dict_for(self.symbols))
         with torch.no_grad():
             sim = simulate(self.env, self.policy, 0, self.generator)  # host copies once, at the end
-        capital, e = self.env.config.initial_capital, self.env.envs_per_symbol
+        capital, layout = self.env.config.initial_capital, self.env.layout
         per_symbol = {}
         for s, symbol in enumerate(self.symbols):
-            metrics, _ = account_metrics(sim, s * e + GREEDY, self.steps[symbol], capital,
+            metrics, _ = account_metrics(sim, layout.account(s, GREEDY), self.steps[symbol], capital,
                                          self.per_year[symbol])
             per_symbol[symbol] = {name: float(metrics[key]) for name, key in METRICS.items()}
         mean = {name: float(np.mean([m[name] for m in per_symbol.values()])) for name in METRICS}
-        equity = sim["equity"][:, [s * e + GREEDY for s in range(len(self.symbols))]]  # (L, S)
+        equity = sim["equity"][:, [layout.account(s, GREEDY) for s in range(len(self.symbols))]]  # (L, S)
         curves = np.concatenate([np.full((1, len(self.symbols)), capital), equity])  # (L + 1, S)
         returns = (curves[1:] / curves[:-1] - 1.0).mean(axis=1)  # (L,)
         return ValidationResult(per_symbol, mean, returns)

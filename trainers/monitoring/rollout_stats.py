@@ -11,8 +11,9 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import Tensor
+
+from envs import AccountLayout
 
 # Reported per symbol as episodes/<SYMBOL>/<stat> and averaged over symbols as charts/episode_<stat>.
 EPISODE_STATS = ("return", "sharpe_per_step", "max_drawdown", "trades", "win_rate", "profit_factor",
@@ -34,14 +35,13 @@ class RolloutStats:
                  device: torch.device) -> None:
         self.symbols = list(symbols)
         self.action_names = list(action_names)
-        self.envs_per_symbol = envs_per_symbol
         self.device = device
         num_actions = len(self.action_names)
         self.policy_actions = torch.zeros(len(self.symbols), num_actions, device=device)  # (S, A)
         self.executed_actions = torch.zeros(len(self.symbols), num_actions, device=device)  # (S, A)
-        # account n trades symbol n // E: its (symbol, action) cell of a flattened (S, A) tally
-        self._row_offsets = torch.arange(len(self.symbols) * envs_per_symbol, device=device) \
-            // envs_per_symbol * num_actions
+        self.layout = AccountLayout(len(self.symbols), envs_per_symbol)
+        # account n's (symbol, action) cell of a flattened (S, A) tally starts at its symbol's row
+        self._row_offsets = self.layout.symbol_of(device) * num_actions
         self.events = torch.zeros(2, device=device)  # mask violations, repeat-limit holds
         self.reward_sums: dict[str, Tensor] = {}
         self.weighted_abs_sums: dict[str, Tensor] = {}
@@ -74,12 +74,12 @@ class RolloutStats:
         ended = info["_episode"]
         stats = torch.stack([info["episode"][key].float() for key in EPISODE_STATS])  # (K, N)
         stats = torch.where(ended, torch.nan_to_num(stats, posinf=0.0, neginf=0.0), 0.0)
-        self.episode_sums += rearrange(stats, "k (s e) -> k s e", e=self.envs_per_symbol).sum(-1)
-        self.episode_counts += rearrange(ended.float(), "(s e) -> s e", e=self.envs_per_symbol).sum(-1)
+        self.episode_sums += self.layout.by_symbol(stats.T).sum(1).T  # (K, S)
+        self.episode_counts += self.layout.by_symbol(ended.float()).sum(1)
 
     def summary(self) -> RolloutSummary:
         """The rollout's figures on the host. This is the rollout's one host sync point."""
-        account_steps = max(self.steps * len(self.symbols) * self.envs_per_symbol, 1)
+        account_steps = max(self.steps * self.layout.num_accounts, 1)
         packed = torch.cat([
             self.policy_actions.flatten(), self.executed_actions.flatten(), self.events,
             torch.stack(list(self.reward_sums.values())) if self.reward_sums else self.events[:0],
