@@ -185,6 +185,7 @@ def scalars(run_dir: Path) -> dict[str, list[float]]:
     return {tag: [e.value for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_a_real_tiny_run_logs_alert_scalars(tmp_path):
     assert main(tiny(tmp_path, 3)) == 0
     logged = scalars(tmp_path / "run")

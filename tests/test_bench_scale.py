@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+@pytest.mark.slow
 def test_scale_bench_measures_both_storages_and_index_is_smaller():
     args = ["--symbols", "3", "--envs-per-symbol", "2", "--num-steps", "16", "--device", "cpu",
             "--threads", "1"]

@@ -4,9 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+@pytest.mark.slow
 def test_init_ablation_quick_reports_and_marks_the_default():
     # one thread: on a busy machine the default thread count made this 6x slower
     args = ["--quick", "--inits", "orthogonal", "--gains", "0.01", "--seeds", "1", "--device", "cpu",
@@ -22,6 +25,7 @@ def test_init_ablation_quick_reports_and_marks_the_default():
     assert "init x actor output gain" in out.stderr and "orthogonal *" in out.stderr
 
 
+@pytest.mark.slow
 def test_profile_update_reports_category_shares():
     args = ["--envs-per-symbol", "2", "--num-steps", "16", "--threads", "1", "--top", "5", "--device", "cpu"]
     out = subprocess.run([sys.executable, str(BENCH / "profile_update.py"), *args],

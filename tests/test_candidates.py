@@ -3,6 +3,7 @@ run's kept checkpoints."""
 import json
 
 import numpy as np
+import pytest
 
 from helpers import BATCH, tiny_args
 from trainers.run import checkpoints
@@ -30,6 +31,7 @@ def test_selection_reports_pbo_and_dsr_of_the_chosen_candidate():
     assert "deflated Sharpe of c3" in describe(stats, "trials")
 
 
+@pytest.mark.slow
 def test_evaluate_reports_selection_over_the_kept_checkpoints(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 3) + ["--set", f"run.eval_every={BATCH}", "--set", "run.keep_best=2"]) == 0

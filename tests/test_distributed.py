@@ -154,6 +154,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "straight_dir": root / "straight", "straight": straight}
 
 
+@pytest.mark.slow
 def test_ranks_share_weights_and_the_early_stop_and_count_a_global_batch(runs):
     records = [stopped["records"] + resumed["records"]
                for stopped, resumed in zip(runs["stopped"], runs["resumed"])]
@@ -175,6 +176,7 @@ def test_ranks_share_weights_and_the_early_stop_and_count_a_global_batch(runs):
         assert not torch.equal(a["obs_after"], b["obs_after"])
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_rank_stops_both_and_the_run_resumes_exactly_under_torchrun(runs):
     assert [r["code"] for r in runs["stopped"]] == [130, 130]  # rank 1 stopped at rank 0's iteration
     assert [len(r["records"]) for r in runs["stopped"]] == [STOP_AFTER, STOP_AFTER]
@@ -202,6 +204,7 @@ def test_a_signal_to_one_rank_stops_both_and_the_run_resumes_exactly_under_torch
             assert torch.equal(part["env"]["accounts"][key], value), key
 
 
+@pytest.mark.slow
 def test_a_two_rank_checkpoint_resumes_in_one_process_as_rank_0(runs, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(runs["run_dir"], run_dir)

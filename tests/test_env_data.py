@@ -134,6 +134,7 @@ def test_missing_data_dir_fails_naming_it_and_empty_dir_gives_synthetic(tmp_path
     np.testing.assert_array_equal(markets["SPY"].close, synthetic_bars("SPY", 3000).close)
 
 
+@pytest.mark.slow
 def test_planted_signal_oracle_beats_buy_and_hold() -> None:
     """Hold 9 % of equity exactly when sl_probs[t, 0] > 0.5 (fill at open t + 1) over the whole split."""
     bars = planted_signal_bars(2000, seed=0)

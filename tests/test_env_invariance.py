@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -37,6 +38,7 @@ def test_multiplying_prices_changes_no_observation_or_reward(factor: float,
         torch.testing.assert_close(reward_a, reward_b, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 @settings(max_examples=10, deadline=None)
 @given(st.integers(0, 2**31 - 1), st.integers(0, 7), st.integers(5, 70))
 def test_account_trajectory_is_the_same_alone_or_in_a_batch(seed: int, row: int, steps: int) -> None:

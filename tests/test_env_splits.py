@@ -196,6 +196,7 @@ TINY = ["run.symbols=['SPX', 'GOOGL']", "run.envs_per_symbol=2", "run.num_steps=
         "model.encoder.d_ff=32", "model.encoder.out_dim=16", "model.encoder.dropout=0.0"]
 
 
+@pytest.mark.slow
 def test_the_run_records_its_dates_and_resume_and_evaluation_reuse_them(tmp_path, monkeypatch):
     """config.toml holds the dates derived at the start; resume and the evaluator read them from
     there and never derive their own (they would move if the data folder changed)."""

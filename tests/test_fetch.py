@@ -74,6 +74,7 @@ def test_recorded_frame_gives_a_file_in_the_bundled_schema_that_loads(tmp_path, 
     env.reset(seed=0)
 
 
+@pytest.mark.slow
 def test_trainer_fetch_downloads_missing_symbols_then_trains_on_them(tmp_path, monkeypatch, capsys) -> None:
     fake_yfinance(monkeypatch, lambda ticker, kwargs: as_ticker(RECORDED, ticker))
     data = tmp_path / "data"

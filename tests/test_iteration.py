@@ -23,8 +23,11 @@ CUSTOM = ["run.encoder_preset='custom'", "model.encoder.n_layers=1", "model.enco
           "model.encoder.dropout=0.3"]
 
 
-@pytest.mark.parametrize("settings", [["run.encoder_preset='small'"], ["run.encoder_preset='full'"], CUSTOM],
-                         ids=["small", "full", "custom-dropout-0.3"])
+@pytest.mark.parametrize("settings", [
+    pytest.param(["run.encoder_preset='small'"], id="small"),
+    pytest.param(["run.encoder_preset='full'"], id="full", marks=pytest.mark.slow),
+    pytest.param(CUSTOM, id="custom-dropout-0.3"),
+])
 def test_ratio_is_one_before_the_first_gradient_step(tmp_path, monkeypatch, settings):
     """The update's first minibatch sees exactly the log-probs the rollout recorded: rollout and
     update run the same network (dropout in train mode would make them differ by ~dropout)."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from rich.console import Console
 from safetensors.torch import load_file
@@ -33,6 +34,7 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(checkpoints.latest(run_dir).weights)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_config_checkpoint_and_tensorboard(tmp_path):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 2)) == 0
@@ -43,6 +45,7 @@ def test_smoke_run_writes_config_checkpoint_and_tensorboard(tmp_path):
     assert main(tiny_args(run_dir, 2)) == 2
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert main(tiny_args(straight, 4)) == 0
@@ -76,6 +79,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(value, state_b["env"]["accounts"][key]), key
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 1)) == 0
@@ -84,6 +88,7 @@ def test_resume_refuses_other_settings(tmp_path, capsys):
     assert main(["--resume", str(tmp_path / "nowhere")]) == 2
 
 
+@pytest.mark.slow
 def test_resume_accepts_the_runs_own_settings_and_names_a_real_difference(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 1)) == 0
@@ -112,6 +117,7 @@ def test_empty_symbols_and_missing_data_dir_are_refused_before_anything_is_writt
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_truncated_latest_checkpoint_resumes_from_the_newest_intact_one(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 2)) == 0
@@ -156,6 +162,7 @@ def test_non_finite_loss_halts_and_keeps_last_good_checkpoint(tmp_path):
         fresh.close()
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_loadable_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -179,6 +186,7 @@ def test_sigint_saves_a_loadable_checkpoint(tmp_path):
     assert meta.step == checkpoint.step and meta.symbols == ["SPX", "GOOGL"]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_table_json_and_pictures(tmp_path):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 1)) == 0

@@ -205,6 +205,7 @@ def tiny_run(run_dir, *extra: str, steps: int = 128) -> list[str]:
             "--set", "run.eval_every=0", "--set", "run.torch_threads=1", *extra]
 
 
+@pytest.mark.slow
 def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_path, capsys):
     from trainers import checkpointing
     from trainers.ppo import main
@@ -223,6 +224,7 @@ def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_pa
     assert report["strategy"] == "zero_pad"
 
 
+@pytest.mark.slow
 def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp_path, capsys):
     from trainers import checkpointing
     from trainers.ppo import main
@@ -240,6 +242,7 @@ def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp
     assert not other.exists()
 
 
+@pytest.mark.slow
 def test_init_encoder_from_blends_only_the_encoder(tmp_path):
     from trainers import checkpointing
     from trainers.ppo import main

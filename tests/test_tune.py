@@ -26,6 +26,7 @@ def test_without_optuna_the_message_says_how_to_install(monkeypatch, capsys):
     assert 'pip install -e ".[tune]"' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_trials_in_two_workers_then_resume_to_three(tmp_path, capsys):
     optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
     (tmp_path / "empty").mkdir()  # a data folder without files: synthetic markets
@@ -55,6 +56,7 @@ def test_two_trials_in_two_workers_then_resume_to_three(tmp_path, capsys):
     assert "run.seed: the study has 1, given 9" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_pruned_trial_ends_with_a_checkpoint(tmp_path):
     optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
     from rich.console import Console

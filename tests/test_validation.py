@@ -156,6 +156,7 @@ def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_validation_writes_scalars_keeps_the_top_k_and_evaluate_picks_the_best(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert main(tiny_args(run_dir, 4) + EVERY_ITERATION + ["--set", "run.keep_best=2"]) == 0
@@ -195,6 +196,7 @@ def test_validation_writes_scalars_keeps_the_top_k_and_evaluate_picks_the_best(t
     assert [c.step for c in checkpoints.best(run_dir)] == [step for step, _ in top]
 
 
+@pytest.mark.slow
 def test_validation_leaves_training_exactly_as_it_was(tmp_path):
     plain, validated = tmp_path / "plain", tmp_path / "validated"
     assert main(tiny_args(plain, 3) + ["--set", "run.eval_every=0"]) == 0
@@ -206,6 +208,7 @@ def test_validation_leaves_training_exactly_as_it_was(tmp_path):
     assert checkpoints.best(plain) == [] and len(checkpoints.best(validated)) == 3
 
 
+@pytest.mark.slow
 def test_early_stop_writes_its_reason_and_trains_on_only_with_a_larger_budget(tmp_path, capsys):
     run_dir = tmp_path / "run"
     # any Sharpe reaches -100: the first validation stops the run
@@ -229,6 +232,7 @@ def test_early_stop_writes_its_reason_and_trains_on_only_with_a_larger_budget(tm
     assert checkpoints.latest(run_dir).step == 5 * BATCH and not (run_dir / STOPPED_FILE).exists()
 
 
+@pytest.mark.slow
 def test_patience_resume_continues_the_count(tmp_path):
     """Evaluations since the last improvement are trainer state: an interrupted run resumed
     stops at the same validation as an uninterrupted one."""
@@ -243,6 +247,7 @@ def test_patience_resume_continues_the_count(tmp_path):
     assert json.loads((interrupted / STOPPED_FILE).read_text())["step"] == 3 * BATCH
 
 
+@pytest.mark.slow
 def test_a_symbol_without_validation_bars_is_skipped(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
