@@ -47,10 +47,6 @@ class AccountLayout:
         return torch.arange(self.num_accounts, device=device) % self.per_symbol
 
     def account(self, symbol: int, role: int) -> int:
-        """The index n of account `role` (0 <= role < E) of symbol `symbol`: symbol x E + role."""
-        return symbol * self.per_symbol + role
-
-    def account(self, symbol: int, role: int) -> int:
         """The flat index n of account `role` (0 <= role < E) of symbol `symbol`: symbol x E + role."""
         if not (0 <= symbol < self.num_symbols and 0 <= role < self.per_symbol):
             raise IndexError(f"account ({symbol}, {role}) is outside {self.num_symbols} symbols x "
