@@ -40,7 +40,7 @@ are the comments: to change a default, edit the dataclass and run
 python -m configs.defaults --write (tests/test_configs.py fails while this file differs).
 "guide:" marks each value that differs from the training guide's Stage 5 baseline, with why;
 configs/seed_stage5.toml is that baseline as written. The differences were measured with
-python bench/learning.py (README: Learning).
+python bench/learning.py (docs/results.md, Learning; docs/design.md, The seed and the training guide).
 To change a run, copy this file, edit, and pass it with --config; or change single fields with
 --set section.key=value. Steps are account-steps (all accounts of all symbols count).
 Observation shapes and the action count are not settings here: they follow from [env]

@@ -5,9 +5,10 @@ to the env's current observation of that key (e.g. a bar index and a noise offse
 lookback window) and rebuilds the observation from them when a minibatch is drawn, so the buffer's
 size does not grow with the window.
 
-Minibatches either shuffle all T x N samples, or keep the symbol-major group layout of
-DESIGN.md section 3: accounts n belong to group n // E, and every minibatch holds an equal share
-of every group, laid out group-major so a grouped policy can view it as (S, b, ...).
+Minibatches either shuffle all T x N samples, or keep a group-major layout: the N envs form G
+equal consecutive groups (env n belongs to group n // (N / G)), and every minibatch holds an equal
+share of every group, laid out group-major so a grouped policy can view it as (G, b, ...) (the
+trainer's groups are its symbols: docs/design.md, "Account layout").
 """
 from __future__ import annotations
 
@@ -179,7 +180,7 @@ class RolloutBuffer:
             return perm.to(self.device).view(num_minibatches, -1)
         if num_groups < 1 or N % num_groups:
             raise ValueError(f"num_groups ({num_groups}) must divide the number of accounts N = {N} "
-                             "(accounts are symbol-major: N = S x E)")
+                             "(envs are group-major: N = G x E)")
         E = N // num_groups
         if (T * E) % num_minibatches:
             raise ValueError(f"num_minibatches ({num_minibatches}) must divide each group's share "

@@ -67,7 +67,7 @@ class EntropyGuardConfig:
     """boost the coefficient when mean entropy collapses below `threshold`"""
     threshold: float = 0.05
     """mean policy entropy (nats) below which the guard triggers (guide: 0.22; it reads the mean
-    over all symbols, and pushed every symbol back up as soon as one of them had learned)"""
+    over all groups of envs, and pushed every group back up as soon as one of them had learned)"""
     warmup_steps: int = 4_000
     """env steps before the guard may trigger"""
     boost: float = 1.7
@@ -95,7 +95,8 @@ class EntropyGuardConfig:
 @dataclass
 class EntropyConfig:
     """The entropy stack. The defaults are the trading trainer's: the guide's stack (its values
-    under "guide:", configs/seed_stage5.toml) at a lower pressure, measured with bench/learning.py."""
+    under "guide:", configs/seed_stage5.toml; docs/design.md, "The seed and the training guide") at
+    a lower pressure, measured with bench/learning.py."""
 
     schedule: EntropyScheduleConfig = field(default_factory=EntropyScheduleConfig)
     """base coefficient over training"""

@@ -20,7 +20,8 @@ class NonFiniteLossError(RuntimeError):
 @dataclass
 class PPOConfig:
     """The PPO update. The defaults are the trading trainer's, measured with bench/learning.py;
-    "guide:" gives the training guide's Stage 5 value where it differs (configs/seed_stage5.toml).
+    "guide:" gives the training guide's Stage 5 value where it differs (configs/seed_stage5.toml;
+    docs/design.md, "The seed and the training guide").
     Generic users pass their own: bench/cartpole.py's presets hold CleanRL's and RL Zoo's."""
 
     learning_rate: float = 1e-3
@@ -32,7 +33,7 @@ class PPOConfig:
     """minibatches per epoch; must divide the rollout (and each group's share of it) (guide:
     minibatches of 64 samples per agent; the default run's 2 x 16 x 128 samples make 16 of 256)"""
     minibatch_size: int = 0
-    """samples per group (symbol) in each minibatch; > 0 replaces num_minibatches by the group's
+    """samples per group (the trainer's symbol) in each minibatch; > 0 replaces num_minibatches by the group's
     share of the rollout / minibatch_size (the seed sizes minibatches per agent: 64)"""
     update_epochs: int = 4
     """passes over the rollout per update (fewer when KL early stopping fires) (guide: 10, with
@@ -52,8 +53,8 @@ class PPOConfig:
     norm_adv: bool = True
     """standardise advantages within each minibatch"""
     norm_adv_per_group: bool = False
-    """with norm_adv and grouped minibatches: standardise each group's (symbol's) advantages on its
-    own, so one symbol's reward scale does not set another's step size"""
+    """with norm_adv and grouped minibatches: standardise each group's advantages on its
+    own, so one group's reward scale (a symbol's, in the trainer) does not set another's step size"""
     gamma: float = 0.5
     """discount factor (guide: 0.99; the edge in a bar lasts a bar or two, longer horizons add
     noise)"""
@@ -196,7 +197,7 @@ class PPOLearner:
     """Owns the optimizer and GradScaler and runs PPO updates on a filled RolloutBuffer.
 
     `sync`, for data-parallel training, averages a tensor in place over the processes (e.g.
-    trainers.run.distributed.World.mean_). With it each minibatch's gradients are averaged before
+    a data-parallel World's mean_). With it each minibatch's gradients are averaged before
     clipping, and each epoch's metrics before the KL early-stop decision and the non-finite check,
     so every process takes the same steps and stops at the same epoch; None: a single process.
     """
@@ -265,8 +266,8 @@ class PPOLearner:
             return self.config.num_minibatches
         share = batch_size // (num_groups or 1)
         if share % size:
-            raise ValueError(f"ppo.minibatch_size ({size}) must divide each symbol's share of the rollout "
-                             f"({share} samples = num_steps x envs_per_symbol)")
+            raise ValueError(f"ppo.minibatch_size ({size}) must divide each group's share of the rollout "
+                             f"({share} samples = num_steps x envs per group)")
         return share // size
 
     def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor,

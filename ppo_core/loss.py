@@ -30,7 +30,7 @@ def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, new
 
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy. With `norm_adv` the
     advantages are standardised within this minibatch (needs B >= 2), or within each of
-    `adv_groups` equal consecutive blocks (a group-major minibatch: per symbol). With `clip_vloss` the
+    `adv_groups` equal consecutive blocks (a group-major minibatch). With `clip_vloss` the
     value loss is CleanRL's max(unclipped, clipped) with the value change clipped to +-clip_coef.
     Computed in float32 whatever autocast produced.
     """
