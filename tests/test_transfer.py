@@ -207,7 +207,7 @@ def tiny_run(run_dir, *extra: str, steps: int = 128) -> list[str]:
 
 @pytest.mark.slow
 def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_path, capsys):
-    from trainers import checkpointing
+    from trainers.run import checkpoints
     from trainers.ppo import main
     run_dir = tmp_path / "run"
     assert main(tiny_run(run_dir)) == 0
@@ -219,14 +219,14 @@ def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_pa
                 + ["--resume", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "transfer (zero_pad" in out and "optimizer state" in out
-    assert checkpointing.latest(run_dir).step == 256
+    assert checkpoints.latest(run_dir).step == 256
     report = json.loads((run_dir / "transfer.json").read_text())
     assert report["strategy"] == "zero_pad"
 
 
 @pytest.mark.slow
 def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp_path, capsys):
-    from trainers import checkpointing
+    from trainers.run import checkpoints
     from trainers.ppo import main
     source = tmp_path / "source"
     assert main(tiny_run(source)) == 0
@@ -234,7 +234,7 @@ def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp
     assert main(tiny_run(target, "--init-from", str(source)) + ["--symbols", "BBB,CCC"]) == 0
     report = json.loads((target / "transfer.json").read_text())
     assert report["symbols_added"] == ["CCC"] and report["symbols_dropped"] == ["AAA"]
-    assert checkpointing.latest(target).step == 128  # a fresh run: counters from 0
+    assert checkpoints.latest(target).step == 128  # a fresh run: counters from 0
     capsys.readouterr()
     other = tmp_path / "other"
     assert main(tiny_run(other, "--init-from", str(source), "--set", "env.lookback=12")) == 2
@@ -244,7 +244,7 @@ def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp
 
 @pytest.mark.slow
 def test_init_encoder_from_blends_only_the_encoder(tmp_path):
-    from trainers import checkpointing
+    from trainers.run import checkpoints
     from trainers.ppo import main
     source = tmp_path / "source"
     assert main(tiny_run(source)) == 0
@@ -252,4 +252,4 @@ def test_init_encoder_from_blends_only_the_encoder(tmp_path):
     assert main(tiny_run(target, "--init-encoder-from", str(source), "--encoder-blend", "0.5")) == 0
     report = json.loads((target / "transfer.json").read_text())
     assert any("alpha 0.5" in note for note in report["notes"])
-    assert checkpointing.latest(target).step == 128
+    assert checkpoints.latest(target).step == 128

@@ -61,7 +61,7 @@ def test_a_pruned_trial_ends_with_a_checkpoint(tmp_path):
     optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
     from rich.console import Console
 
-    from trainers import checkpointing
+    from trainers.run import checkpoints
     from trainers.tune import build_parser, run_study, study_spec
 
     (tmp_path / "empty").mkdir()
@@ -70,7 +70,7 @@ def test_a_pruned_trial_ends_with_a_checkpoint(tmp_path):
     report = run_study(spec, 1, 1, Console(), pruner=optuna.pruners.ThresholdPruner(lower=1e9))
     (row,) = report["trials"]
     assert row["state"] == "PRUNED" and row["rank"] is None and row["steps"] == 256
-    assert checkpointing.latest(tmp_path / "study" / "trial_0000").step == 256
+    assert checkpoints.latest(tmp_path / "study" / "trial_0000").step == 256
     assert "no completed trial" in report["selection"]["skipped"]
 
 
