@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from envs.actions import DEFAULT_ACTIONS, Action, check_actions
-from envs.splits import parse_split_dates
+from envs.splits import parse_split_dates, parse_trade_period
 
 
 def _check_range(obj: object, name: str, low: float, high: float = math.inf,
@@ -147,6 +147,14 @@ class EnvConfig:
     split_dates: tuple[str, ...] = ()
     """[first validation, first test] date ("YYYY-MM-DD", UTC), common to every symbol; empty =
     derive them from split_fractions (the run's config.toml records the dates used)"""
+    purge_bars: int = 0
+    """bars at the end of the train and the val split that are never traded or marked: a gap of at
+    least lookback + 1 keeps every train decision, its reward and its lookback window out of the
+    next split's observation windows (walk-forward sets it; 0 = the splits touch)"""
+    trade_period: tuple[str, ...] = ()
+    """[first, end) dates ("YYYY-MM-DD", UTC) outside which no split trades: train starts at
+    `first` (earlier bars still feed features and lookback windows: the past), test ends before
+    `end` (later bars are never seen); empty = the whole data (walk-forward sets it per fold)"""
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
     obs_noise: float = 1.0
@@ -194,6 +202,11 @@ class EnvConfig:
             self.split_dates = tuple(self.split_dates)
         if self.split_dates != ():
             parse_split_dates(self.split_dates)
+        _check_range(self, "purge_bars", 0, 1_000_000)
+        if isinstance(self.trade_period, list):
+            self.trade_period = tuple(self.trade_period)
+        if self.trade_period != ():
+            parse_trade_period(self.trade_period)
         self.actions = tuple(Action(**a) if isinstance(a, dict) else a for a in self.actions)
         check_actions(self.actions)
         if not isinstance(self.reward, RewardConfig):

@@ -43,6 +43,18 @@ def parse_split_dates(dates: Sequence[str]) -> tuple[int, int]:
     return bounds[0], bounds[1]
 
 
+def parse_trade_period(dates: Sequence[str]) -> tuple[int, int]:
+    """[first, end) of env.trade_period as int64 ns (UTC); a ValueError starting `trade_period:`."""
+    try:
+        first, end = parse_split_dates(dates)
+    except ValueError as err:
+        raise ValueError(str(err).replace("split_dates:", "trade_period:", 1)
+                         .replace("first validation", "first").replace("first test", "end")) from err
+    if first == end:
+        raise ValueError(f"trade_period: {list(dates)} is empty; give [first, end) with first < end")
+    return first, end
+
+
 def derive_split_dates(timestamps: Iterable[np.ndarray], fractions: Sequence[float]) -> tuple[str, str]:
     """The split_dates that cut the sorted union of every symbol's (T_s,) int64 ns timestamps at the
     cumulative train / val `fractions`, each moved back to the start of its UTC day: a daily bar
@@ -59,11 +71,19 @@ def derive_split_dates(timestamps: Iterable[np.ndarray], fractions: Sequence[flo
     return format_timestamp(int(bounds[0])), format_timestamp(int(bounds[1]))
 
 
-def split_ranges(timestamps: np.ndarray, bounds: tuple[int, int]) -> dict[str, tuple[int, int]]:
+def split_ranges(timestamps: np.ndarray, bounds: tuple[int, int], period: tuple[int, int] | None = None,
+                 purge: int = 0) -> dict[str, tuple[int, int]]:
     """[start, end) bar ranges of train / val / test for one symbol's (T,) sorted timestamps: the
-    bars before bounds[0], those in [bounds[0], bounds[1]), and the rest. They tile [0, T)."""
+    bars before bounds[0], those in [bounds[0], bounds[1]), and the rest, which tile [0, T); then
+    train starts at period[0] and test ends before period[1] (bars outside the trading period),
+    and train and val each end `purge` bars before the next split starts (the purge gap)."""
     val, test = (int(i) for i in np.searchsorted(timestamps, bounds, side="left"))
-    return {"train": (0, val), "val": (val, test), "test": (test, len(timestamps))}
+    first, end = (0, len(timestamps)) if period is None else \
+        (int(i) for i in np.searchsorted(timestamps, period, side="left"))
+    def clip(start: int, stop: int) -> tuple[int, int]:
+        return max(start, first), max(min(stop, end), max(start, first))
+    return {"train": clip(0, max(val - purge, 0)), "val": clip(val, max(test - purge, val)),
+            "test": clip(test, len(timestamps))}
 
 
 def format_timestamp(ns: int) -> str:

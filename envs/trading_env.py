@@ -45,6 +45,7 @@ from envs.splits import (
     derive_split_dates,
     format_timestamp,
     parse_split_dates,
+    parse_trade_period,
     split_ranges,
 )
 
@@ -135,11 +136,15 @@ class VecTradingEnv(VectorEnv):
             raise ValueError(f"markets: no Bars for {missing}")
         self.markets = {s: markets[s] for s in self.symbols}
         self._derived_dates = not cfg.split_dates  # messages say where the dates came from
+        period = parse_trade_period(cfg.trade_period) if cfg.trade_period else None
         if self._derived_dates:  # once, here, so that a run can record and reuse them
-            stamps = [b.timestamps for b in self.markets.values()]
+            stamps = [b.timestamps if period is None else
+                      b.timestamps[(b.timestamps >= period[0]) & (b.timestamps < period[1])]
+                      for b in self.markets.values()]
             self.config = cfg = replace(cfg, split_dates=derive_split_dates(stamps, cfg.split_fractions))
         bounds = parse_split_dates(cfg.split_dates)
-        self._split_ranges = {s: split_ranges(b.timestamps, bounds) for s, b in self.markets.items()}
+        self._split_ranges = {s: split_ranges(b.timestamps, bounds, period, cfg.purge_bars)
+                              for s, b in self.markets.items()}
         self.decision_range = {s: self._decision_range(bars, *self._split_ranges[s][self.split])
                                for s, bars in self.markets.items()}
         if self.split == "train":
