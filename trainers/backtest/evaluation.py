@@ -22,6 +22,7 @@ from rich.console import Console
 from configs.loader import load_toml
 from configs.train import TrainConfig, build
 from envs import VecTradingEnv
+from envs.splits import format_timestamp
 from models import MultiSymbolPolicy
 from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
 from trainers.backtest.metrics import equity_metrics, periods_per_year
@@ -47,13 +48,15 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     with torch.no_grad():
         sim = simulate(env, policy, num_sampled, generator)
 
-    results, curves_json = {}, {}
+    results, curves_json, periods = {}, {}, {}
     layout, capital = env.layout, config.env.initial_capital
     for s, symbol in enumerate(config.run.symbols):
         first, last = env.decision_range[symbol]
         steps = last - first
         stamps = env.markets[symbol].timestamps[first:last + 1]
         per_year = periods_per_year(stamps)
+        periods[symbol] = {"first": format_timestamp(int(stamps[0])), "last": format_timestamp(int(stamps[-1])),
+                           "bars_per_year": per_year}
 
         def account(n: int) -> tuple[dict[str, float | None], np.ndarray]:
             return account_metrics(sim, n, steps, capital, per_year)
@@ -84,7 +87,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
                "step": chosen.step, "weights": chosen.weights.name,
                "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
                               "val_sharpe": chosen.val_sharpe, "note": which},
-               "results": results, "selection": selection,
+               "results": results, "selection": selection, "periods": periods,
                "equity_curves": curves_json}
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")

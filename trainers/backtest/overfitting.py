@@ -125,22 +125,30 @@ def deflated_sharpe(returns: np.ndarray, chosen: int, num_trials: int | None = N
     if trials < num_candidates:
         raise ValueError(f"num_trials {trials} is below the {num_candidates} candidates given")
     sharpes = sharpe(returns)
-    variance = float(sharpes.var(ddof=1))
-    benchmark = expected_max_sharpe(trials, variance)
-    series = returns[:, chosen]
+    return deflated_sharpe_of(returns[:, chosen], trials, float(sharpes.var(ddof=1)))
+
+
+def deflated_sharpe_of(series: np.ndarray, num_trials: int, sharpe_variance: float) -> DSRResult:
+    """Deflated Sharpe ratio of one (T,) per-period return series chosen among `num_trials` trials
+    whose per-period Sharpe ratios have variance `sharpe_variance` (see deflated_sharpe)."""
+    series = np.asarray(series, dtype=np.float64)
+    num_periods = len(series)
+    if num_periods < 3 or not np.isfinite(series).all():
+        raise ValueError(f"need at least 3 finite periods, got {num_periods}")
+    benchmark = expected_max_sharpe(num_trials, sharpe_variance)
     centred = series - series.mean()
     std = centred.std()
     skewness = float(np.mean(centred ** 3) / std ** 3) if std > 0 else 0.0
     kurtosis = float(np.mean(centred ** 4) / std ** 4) if std > 0 else 3.0
-    sr = float(sharpes[chosen])
+    sr = float(sharpe(series))
     spread = 1.0 - skewness * sr + (kurtosis - 1.0) / 4.0 * sr * sr
     if spread <= 0:
         raise ValueError(f"the chosen series' moments (Sharpe {sr:.3f}, skewness {skewness:.2f}, kurtosis "
                          f"{kurtosis:.2f}) give a non-positive Sharpe variance; too few or degenerate "
                          "periods")
     z = (sr - benchmark) * math.sqrt(num_periods - 1) / math.sqrt(spread)
-    return DSRResult(dsr=_NORMAL.cdf(z), sharpe=sr, expected_max_sharpe=benchmark, sharpe_variance=variance,
-                     num_trials=trials, skewness=skewness, kurtosis=kurtosis, num_periods=num_periods)
+    return DSRResult(dsr=_NORMAL.cdf(z), sharpe=sr, expected_max_sharpe=benchmark, sharpe_variance=sharpe_variance,
+                     num_trials=num_trials, skewness=skewness, kurtosis=kurtosis, num_periods=num_periods)
 
 
 def selection_report(returns: dict[str, np.ndarray], num_blocks: int = 16, chosen: str | None = None,
