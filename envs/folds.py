@@ -67,7 +67,8 @@ def parse_span(text: str | int, name: str) -> Span:
 def plan_folds(timestamps: Iterable[np.ndarray], num_folds: int, mode: Literal["anchored", "rolling"] = "anchored",
                test_span: Span | None = None, val_span: Span | None = None, train_span: Span | None = None,
                embargo: int = 0) -> list[Fold]:
-    """`num_folds` walk-forward folds over the union of every symbol's (T_s,) int64 ns timestamps.
+    """`num_folds` walk-forward folds over the union of every symbol's (T_s,) int64 ns timestamps,
+    laid out in the period every symbol trades (from the latest first bar to the earliest last bar).
 
     Defaults: test_span = val_span = N // (num_folds + 3) bars of the union (the test windows
     cover the last num_folds of those, the first fold trains on at least a third of the data);
@@ -79,7 +80,13 @@ def plan_folds(timestamps: Iterable[np.ndarray], num_folds: int, mode: Literal["
         raise ValueError(f"mode: anchored or rolling, got {mode!r}")
     if embargo < 0:
         raise ValueError(f"embargo: bars between test windows must be >= 0, got {embargo}")
-    union = np.unique(np.concatenate([np.asarray(t, dtype=np.int64) for t in timestamps]))
+    stamps = [np.asarray(t, dtype=np.int64) for t in timestamps]
+    full = np.unique(np.concatenate(stamps))
+    # the folds are laid out inside the period every symbol trades, so each symbol has validation
+    # and test bars in every fold; anchored training still starts at the earliest bar of any symbol
+    union = full[(full >= max(int(t[0]) for t in stamps)) & (full <= min(int(t[-1]) for t in stamps))]
+    if len(union) < 2:
+        raise ValueError("the symbols' histories do not overlap: no period in which every symbol trades")
     default = len(union) // (num_folds + 3)
     if test_span is None or val_span is None:
         if default < 2:
@@ -94,14 +101,14 @@ def plan_folds(timestamps: Iterable[np.ndarray], num_folds: int, mode: Literal["
     for k in reversed(range(num_folds)):
         test_start = _back(union, end, test_span)
         val_start = _back(union, test_start, val_span)
-        train_start = int(union[0]) if mode == "anchored" else _back(union, val_start, train_span)
-        if not union[0] <= train_start < val_start < test_start < end:
+        train_start = int(full[0]) if mode == "anchored" else _back(union, val_start, train_span)
+        if not full[0] <= train_start < val_start < test_start < end or val_start < union[0]:
             raise ValueError(f"fold {k}: the spans (test {test_span}, val {val_span}"
                              f"{f', train {train_span}' if mode == 'rolling' else ''}) do not fit in the "
                              f"{len(union)} bars from {format_timestamp(int(union[0]))} to "
                              f"{format_timestamp(int(union[-1]))}: use fewer folds or shorter spans")
-        folds.append(Fold(k, *(_date(union, t) for t in (train_start, val_start, test_start)),
-                          test_end=_date(union, end) if end < after_last else
+        folds.append(Fold(k, *(_date(full, t) for t in (train_start, val_start, test_start)),
+                          test_end=_date(full, end) if end < after_last else
                           format_timestamp((int(union[-1]) // DAY_NS + 1) * DAY_NS)))
         end = _back(union, test_start, embargo) if embargo else test_start
     return folds[::-1]
