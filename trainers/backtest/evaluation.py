@@ -28,6 +28,7 @@ from trainers.backtest.overfitting import checkpoint_selection, describe as desc
 from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.backtest.report import plot_equity, print_tables, write_json
 from trainers.backtest.simulate import GREEDY, RANDOM, account_metrics, buy_and_hold, mean_defined, simulate
+from trainers.backtest.uncertainty import sharpe_interval, sharpe_standard_error
 from trainers.run import checkpoints
 
 
@@ -49,37 +50,20 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         sim = simulate(env, policy, num_sampled, generator)
 
     results, curves_json, periods = {}, {}, {}
-    layout, capital = env.layout, config.env.initial_capital
     for s, symbol in enumerate(config.run.symbols):
-        first, last = env.decision_range[symbol]
-        steps = last - first
-        stamps = env.markets[symbol].timestamps[first:last + 1]
-        per_year = periods_per_year(stamps)
-        periods[symbol] = {"first": format_timestamp(int(stamps[0])), "last": format_timestamp(int(stamps[-1])),
-                           "bars_per_year": per_year}
-
-        def account(n: int) -> tuple[dict[str, float | None], np.ndarray]:
-            return account_metrics(sim, n, steps, capital, per_year)
-
-        rows: dict[str, dict[str, float]] = {}
-        curves: dict[str, np.ndarray] = {}
-        rows["agent (greedy)"], curves["agent (greedy)"] = account(layout.account(s, GREEDY))
-        if num_sampled:
-            sampled = [account(layout.account(s, RANDOM + 1 + k))[0] for k in range(num_sampled)]
-            rows[f"agent (sampled, mean of {num_sampled})"] = {
-                key: mean_defined([m[key] for m in sampled]) for key in sampled[0]}
-        agent_exposure = rows["agent (greedy)"]["exposure"]
-        for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
-            curve = buy_and_hold(env, symbol, fraction)
-            rows[name] = {**equity_metrics(curve, per_year), "trades": 1.0, "exposure": fraction,
-                          "turnover": fraction * capital / curve.mean()}
-            curves[name] = curve
-        rows["random valid"], curves["random valid"] = account(layout.account(s, RANDOM))
+        rows, curves, periods[symbol] = symbol_results(env, sim, s, num_sampled)
         results[symbol] = rows
         curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
-        plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves, stamps)
+        first, last = env.decision_range[symbol]
+        plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves,
+                    env.markets[symbol].timestamps[first:last + 1])
 
     print_tables(results, split, console)
+    for symbol, period in periods.items():
+        interval = period["agent_sharpe"]
+        console.print(f"{symbol}: agent Sharpe/yr {interval['point']:+.2f}, 95 % interval [{interval['low']:+.2f}, "
+                      f"{interval['high']:+.2f}] ({interval['method']}); standard error {interval['standard_error']:.2f} "
+                      f"(Lo 2002) over {period['bars']} bars", markup=False)
     # the choice of checkpoint was made on val: how much of its val edge is selection luck
     selection = checkpoint_selection(run_dir, config, env, policy, chosen, device, seed)
     console.print(describe_selection(selection, "kept checkpoints"), markup=False)
@@ -92,3 +76,37 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
     return payload
+
+
+def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_sampled: int
+                   ) -> tuple[dict[str, dict[str, float | None]], dict[str, np.ndarray], dict[str, object]]:
+    """(metrics by strategy, (L + 1,) equity curves by strategy, the test period with the agent's
+    Sharpe interval) of symbol index `s` of a `simulate` result."""
+    symbol, layout, capital = env.symbols[s], env.layout, env.config.initial_capital
+    first, last = env.decision_range[symbol]
+    steps, stamps = last - first, env.markets[symbol].timestamps[first:last + 1]
+    per_year = periods_per_year(stamps)
+
+    def account(n: int) -> tuple[dict[str, float | None], np.ndarray]:
+        return account_metrics(sim, n, steps, capital, per_year)
+
+    rows: dict[str, dict[str, float | None]] = {}
+    curves: dict[str, np.ndarray] = {}
+    rows["agent (greedy)"], curves["agent (greedy)"] = account(layout.account(s, GREEDY))
+    if num_sampled:
+        sampled = [account(layout.account(s, RANDOM + 1 + k))[0] for k in range(num_sampled)]
+        rows[f"agent (sampled, mean of {num_sampled})"] = {
+            key: mean_defined([m[key] for m in sampled]) for key in sampled[0]}
+    agent_exposure = float(rows["agent (greedy)"]["exposure"] or 0.0)
+    for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
+        curve = buy_and_hold(env, symbol, fraction)
+        rows[name] = {**equity_metrics(curve, per_year), "trades": 1.0, "exposure": fraction,
+                      "turnover": fraction * capital / curve.mean()}
+        curves[name] = curve
+    rows["random valid"], curves["random valid"] = account(layout.account(s, RANDOM))
+    agent_returns = curves["agent (greedy)"][1:] / curves["agent (greedy)"][:-1] - 1.0
+    interval = sharpe_interval(agent_returns, per_year)
+    period = {"first": format_timestamp(int(stamps[0])), "last": format_timestamp(int(stamps[-1])),
+              "bars_per_year": per_year, "bars": steps,
+              "agent_sharpe": {**interval._asdict(), "standard_error": sharpe_standard_error(agent_returns, per_year)}}
+    return rows, curves, period
