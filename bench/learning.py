@@ -37,6 +37,7 @@ from configs.train import DEFAULT_CONFIG, resolve
 from envs import VecTradingEnv, ar1_expected_return
 from trainers.backtest.evaluation import evaluate
 from trainers.backtest.metrics import equity_metrics, periods_per_year
+from trainers.backtest.uncertainty import stratified_bootstrap_iqm
 from trainers.run.loop import train
 from trainers.run.build import open_session
 
@@ -113,8 +114,9 @@ def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:
 
 
 def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
-    """Per symbol: means over seeds of the Sharpes and the share, the lowest share, and in how many
-    seeds the agent beat matched buy-and-hold and random."""
+    """Per symbol: means over seeds of the Sharpes and the share, the median and lowest share, the
+    IQM of the agent's Sharpe over seeds with its bootstrap interval, and in how many seeds the
+    agent beat matched buy-and-hold and random."""
     out = []
     for symbol_rows in zip(*per_seed.values(), strict=True):
         def mean(key):
@@ -124,6 +126,8 @@ def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
         out.append({"symbol": symbol_rows[0]["symbol"], "agent_sharpe": mean("agent_sharpe"),
                     "oracle_sharpe": mean("oracle_sharpe"), "oracle_share": mean("oracle_share"),
                     "min_oracle_share": None if None in shares else min(shares),
+                    "median_oracle_share": None if None in shares else float(np.median(shares)),
+                    "agent_sharpe_iqm": interval([[r["agent_sharpe"]] for r in symbol_rows]),
                     "matched_bh_sharpe": mean("matched_bh_sharpe"), "random_sharpe": mean("random_sharpe"),
                     "agent_return": mean("agent_return"), "agent_exposure": mean("agent_exposure"),
                     "agent_trades": mean("agent_trades"),
@@ -131,10 +135,28 @@ def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
     return out
 
 
+def interval(scores: list[list[float]]) -> dict[str, float] | None:
+    """IQM of (seeds, tasks) scores with its stratified-bootstrap 95 % interval (None for one seed)."""
+    if len(scores) < 2:
+        return None
+    result = stratified_bootstrap_iqm(np.asarray(scores, dtype=np.float64))
+    return {"point": result.point, "low": result.low, "high": result.high}
+
+
+def market_verdict(per_seed: dict[int, list[dict]]) -> dict[str, dict[str, float] | None]:
+    """Over seeds (runs) x symbols (tasks): the IQM of the agent's test Sharpe and of its share of
+    the oracle, with stratified-bootstrap intervals."""
+    seeds = list(per_seed.values())
+    shares = [[r["oracle_share"] for r in rows] for rows in seeds]
+    return {"agent_sharpe": interval([[r["agent_sharpe"] for r in rows] for rows in seeds]),
+            "oracle_share": None if any(None in row for row in shares) else interval(shares)}
+
+
 def print_table(rows: list[dict], title: str) -> None:
     table = Table(title=title, title_justify="left")
     lowest = "min_oracle_share" in rows[0]
-    for column in ("symbol", "agent", "oracle", "share", *(["lowest share"] if lowest else []), "matched B&H",
+    for column in ("symbol", "agent", "oracle", "share", *(["median share", "lowest share", "agent IQM [95 %]"]
+                                                           if lowest else []), "matched B&H",
                    "random", "return", "exposure", "trades"):
         table.add_column(column, justify="right")
     def fmt(value, spec):
@@ -142,10 +164,22 @@ def print_table(rows: list[dict], title: str) -> None:
     for r in rows:
         table.add_row(r["symbol"], fmt(r["agent_sharpe"], "+.2f"), fmt(r["oracle_sharpe"], "+.2f"),
                       fmt(r["oracle_share"], ".0%"),
-                      *([fmt(r["min_oracle_share"], ".0%")] if lowest else []), fmt(r["matched_bh_sharpe"], "+.2f"),
+                      *([fmt(r["median_oracle_share"], ".0%"), fmt(r["min_oracle_share"], ".0%"),
+                         iqm_cell(r["agent_sharpe_iqm"])] if lowest else []), fmt(r["matched_bh_sharpe"], "+.2f"),
                       fmt(r["random_sharpe"], "+.2f"), fmt(r["agent_return"], "+.1%"),
                       fmt(r["agent_exposure"], ".0%"), fmt(r["agent_trades"], ".0f"))
-    Console(file=sys.stderr).print(table)
+    Console(file=sys.stderr, width=None if sys.stderr.isatty() else 160).print(table)
+
+
+def iqm_cell(value: dict[str, float] | None) -> str:
+    return "-" if value is None else f"{value['point']:+.2f} [{value['low']:+.2f}, {value['high']:+.2f}]"
+
+
+def print_verdict(market: str, verdict: dict[str, dict[str, float] | None]) -> None:
+    """One line: the market's IQM over seeds x symbols with intervals."""
+    cells = [f"{name} IQM {v['point']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}]"
+             for name, v in verdict.items() if v is not None]
+    Console(file=sys.stderr, width=None if sys.stderr.isatty() else 160).print(f"{market}: " + "; ".join(cells) + " (stratified bootstrap 95 %)", markup=False)
 
 
 def main() -> None:
@@ -197,10 +231,12 @@ def main() -> None:
                 checkpoints[name] = report["checkpoint"]
                 per_seed[seed] = summarise(report, oracle)
                 print_table(per_seed[seed], f"{title}, seed {seed}")
-            results[market] = {"per_seed": per_seed, "mean_over_seeds": mean_over_seeds(per_seed)}
+            results[market] = {"per_seed": per_seed, "mean_over_seeds": mean_over_seeds(per_seed),
+                               "iqm_over_seeds_and_symbols": market_verdict(per_seed)}
             if len(seeds) > 1:
                 print_table(results[market]["mean_over_seeds"],
                             f"{title}, mean over seeds {args.seeds} (beats: seeds that beat both baselines)")
+                print_verdict(market, results[market]["iqm_over_seeds_and_symbols"])
     emit({"bench": "learning", "seeds": seeds, "bars": args.bars, "overrides": args.overrides,
           "steps": args.steps, "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
