@@ -1,4 +1,4 @@
-"""Plain helpers that several test files call with arguments (fixtures live in conftest.py).
+"""Plain helpers that several test files call with arguments (plain values and functions, not fixtures).
 
 Tests import them as `from helpers import ...`: pytest puts tests/ on sys.path (rootdir-relative
 "prepend" import mode; tests/ is not a package)."""
