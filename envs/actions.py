@@ -1,5 +1,5 @@
 """The action table: what each discrete action id does (its kind and fractions), the default
-table of DESIGN.md section 4, and the table as device tensors for masks and fills. A config
+table of docs/design.md ("Actions"), and the table as device tensors for masks and fills. A config
 (`EnvConfig.actions`) holds it and the env-policy interface (`envs.spec.TradingSpec`) exposes it;
 it depends on neither.
 """
@@ -56,7 +56,7 @@ DEFAULT_ACTIONS: tuple[Action, ...] = (
     Action("SELL_ALL", "sell", sell_fraction=1.0),
     Action("ADD_TO_POSITION", "add", buy_fraction=0.03),
 )
-"""DESIGN.md section 4's Discrete(7) action set"""
+"""the original plan's Discrete(7) action set (docs/design.md, "Actions")"""
 
 
 def check_actions(actions: tuple[Action, ...]) -> None:

@@ -25,7 +25,7 @@ def _check_range(obj: object, name: str, low: float, high: float = math.inf,
 
 @dataclass
 class RewardConfig:
-    """Weights of the reward components (DESIGN.md section 4) and the parameters they need.
+    """Weights of the reward components (docs/design.md, "Reward components") and the parameters they need.
 
     Scale: pnl and cost are money, as fractions of initial capital times `money_scale` (1e4 by
     default: basis points); the shaping terms are unitless scores of about 0.1 to 1. In basis

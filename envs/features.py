@@ -1,4 +1,5 @@
-"""The 23 technical and 10 regime features of DESIGN.md, computed once per symbol on the device.
+"""The 23 technical and 10 regime features, computed once per symbol on the device
+(docs/design.md, "Features and no look-ahead").
 
 Every feature at bar t uses bars <= t only: rolling statistics are differences of cumulative sums
 or left-padded windows, EMAs run forward in time. Prices enter only through log prices and ratios,

@@ -1,4 +1,4 @@
-"""The mask rules of DESIGN.md section 4 as one pure tensor function of account state."""
+"""The mask rules (docs/design.md, "Mask rules") as one pure tensor function of account state."""
 from __future__ import annotations
 
 from torch import Tensor

@@ -1,4 +1,4 @@
-"""Reward components of DESIGN.md section 4 as pure tensor functions of account state.
+"""Reward components (docs/design.md, "Reward components") as pure tensor functions of account state.
 
 Each function maps (N,) tensors to an unweighted (N,) component; `weighted_sum` applies the
 RewardConfig weights. Documented ranges (tested): pnl finite, cost [-inf, 0], time [-1, 0],

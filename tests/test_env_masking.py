@@ -1,4 +1,4 @@
-"""Mask rules (DESIGN.md section 4) on generated states, forbidden actions in the env, masked sampling,
+"""Mask rules (docs/design.md, "Mask rules") on generated states, forbidden actions in the env, masked sampling,
 and the action table driving masks and fills."""
 from __future__ import annotations
 
