@@ -85,3 +85,30 @@ def _first_bad(where: str, name: str, bad: np.ndarray, problem: str) -> None:
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(f"{where}: row {row}: {name} {problem} ({int(bad.sum())} bad rows)")
+
+
+ROBUST_SIGMAS = 15.0
+"""a close-to-close move this many robust standard deviations (1.4826 x the median absolute
+deviation of the symbol's log returns) from the median is implausible for the symbol..."""
+MIN_IMPLAUSIBLE_MOVE = 0.2
+"""...when it is also at least this large (20 %): hourly news moves reach 25 robust sigmas at 1.6 %,
+an unadjusted 10:1 split is -90 % and a bad tick rarely less than this"""
+
+
+def implausible_moves(bars: Bars) -> list[str]:
+    """One line per bar whose close moved implausibly for the symbol (ROBUST_SIGMAS and
+    MIN_IMPLAUSIBLE_MOVE), naming the file, the row, the timestamp and the move: the signature of
+    an unadjusted split or a bad tick."""
+    log_returns = np.diff(np.log(bars.close))
+    if len(log_returns) < 10:
+        return []
+    median = np.median(log_returns)
+    robust_std = 1.4826 * np.median(np.abs(log_returns - median))
+    if robust_std <= 0:
+        return []
+    sigmas = np.abs(log_returns - median) / robust_std
+    moves = np.expm1(log_returns)
+    rows = np.flatnonzero((sigmas > ROBUST_SIGMAS) & (np.abs(moves) >= MIN_IMPLAUSIBLE_MOVE)) + 1
+    return [f"{bars.where}: row {row} ({np.datetime_as_string(np.datetime64(int(bars.timestamps[row]), 'ns'), unit='s')}) "
+            f"closes {moves[row - 1]:+.1%} from the bar before, {sigmas[row - 1]:.0f} robust standard deviations "
+            "of this symbol's moves: an unadjusted split or a bad tick?" for row in rows]

@@ -151,6 +151,9 @@ class EnvConfig:
     """bars at the end of the train and the val split that are never traded or marked: a gap of at
     least lookback + 1 keeps every train decision, its reward and its lookback window out of the
     next split's observation windows (walk-forward sets it; 0 = the splits touch)"""
+    strict_data: bool = False
+    """refuse data files with an implausible move (a close more than 15 robust standard deviations
+    and 20 % from the one before: an unadjusted split or a bad tick) instead of warning"""
     trade_period: tuple[str, ...] = ()
     """[first, end) dates ("YYYY-MM-DD", UTC) outside which no split trades: train starts at
     `first` (earlier bars still feed features and lookback windows: the past), test ends before

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from envs.bars import NUM_SL_PROBS, Bars, DataError, validate_bars
+from envs.bars import NUM_SL_PROBS, Bars, DataError, implausible_moves, validate_bars
 from envs.synthetic import synthetic_bars
 from envs.yahoo import fetch_hint
 
@@ -49,8 +49,19 @@ def load_bars(data_dir: str | Path, symbol: str, *, min_bars: int = 2) -> Bars:
     return bars
 
 
+def check_moves(markets: Iterable[Bars], strict: bool) -> None:
+    """Warn of implausible moves in real bars (envs.bars.implausible_moves); with `strict` (the
+    trainer's --strict-data), a DataError naming every one instead."""
+    found = [line for bars in markets for line in implausible_moves(bars)]
+    if found and strict:
+        raise DataError("; ".join(found) + " (--strict-data / env.strict_data refuses implausible moves; fix or "
+                        "adjust the file, e.g. python -m envs.fetch --adjusted --force)")
+    for line in found:
+        warnings.warn(line + " Pass --strict-data to refuse such files.", stacklevel=3)
+
+
 def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
-                min_bars: int = 2) -> dict[str, Bars]:
+                min_bars: int = 2, strict: bool = False) -> dict[str, Bars]:
     """Bars per symbol: the file when `<data_dir>/<SYMBOL>.parquet` exists, else a synthetic market
     (announced with a warning; Bars.source == "synthetic") whose daily bars end on the real files'
     last day when there are any, so that the common split dates cut them too. A `data_dir` that is
@@ -62,6 +73,7 @@ def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
                         "it empty to trade synthetic markets")
     real = {s: load_bars(data_dir, s, min_bars=min_bars) for s in symbols
             if (Path(data_dir) / f"{s}.parquet").is_file()}
+    check_moves(real.values(), strict)
     # generated bars end on the real files' last day, so the common split dates cut them too
     end = max((int(b.timestamps[-1]) for b in real.values()), default=None)
     markets = {}

@@ -130,7 +130,7 @@ class VecTradingEnv(VectorEnv):
         cfg = self.config
         min_bars = WARMUP_BARS + cfg.lookback + max(cfg.episode_length, 1) + 2
         if markets is None:
-            markets = load_market(self.symbols, data_dir, min_bars=min_bars)
+            markets = load_market(self.symbols, data_dir, min_bars=min_bars, strict=cfg.strict_data)
         missing = [s for s in self.symbols if s not in markets]
         if missing:
             raise ValueError(f"markets: no Bars for {missing}")

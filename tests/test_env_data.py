@@ -174,3 +174,21 @@ def test_bundled_real_data_loads_and_steps() -> None:
         start, end = split_ranges(env.markets["SPX"].timestamps, bounds)[split]
         first, last = env.decision_range["SPX"]
         assert start <= first < last == end - 1
+
+
+def test_an_unadjusted_split_is_named_and_strict_data_refuses_it(tmp_path: Path) -> None:
+    columns = good_columns(300)
+    for name in ("open", "high", "low", "close"):
+        columns[name] = np.where(np.arange(300) >= 200, columns[name] / 10.0, columns[name])  # a 10:1 split at row 200
+    write(tmp_path, columns, "SPLIT")
+    with pytest.warns(UserWarning, match=r"SPLIT\.parquet: row 200 .* closes -9\d\.\d% .*--strict-data"):
+        load_market(["SPLIT"], tmp_path)
+    with pytest.raises(DataError, match=r"SPLIT\.parquet: row 200 "):
+        load_market(["SPLIT"], tmp_path, strict=True)
+    with pytest.raises(DataError, match="row 200"):
+        VecTradingEnv(["SPLIT"], 1, EnvConfig(strict_data=True, episode_length=20), data_dir=str(tmp_path))
+
+
+def test_bundled_real_bars_have_no_implausible_move(recwarn) -> None:
+    load_market(["SPX", "GOOGL", "EURUSD"], DATA, strict=True)  # hourly EURUSD news moves stay below 20 %
+    assert not [w for w in recwarn if "robust standard deviations" in str(w.message)]

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first download the symbols without a file from Yahoo Finance into --data-dir "
                              "(daily, adjusted, since 2005-01-01: python -m envs.fetch with its defaults; "
                              'needs the data extra: pip install -e ".[data]")')
+    parser.add_argument("--strict-data", action="store_true",
+                        help="refuse data files with an implausible move (an unadjusted split, a bad tick) "
+                             "instead of warning (env.strict_data)")
     parser.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml)")
     parser.add_argument("--total-steps", type=int, help="account-steps to train for (all accounts count)")
     parser.add_argument("--envs-per-symbol", type=int, help="parallel accounts per symbol")
@@ -84,7 +87,8 @@ def cli_values(args: argparse.Namespace) -> dict[str, object]:
     mapping = {"run.symbols": symbols,
                "run.data_dir": args.data_dir, "run.total_steps": args.total_steps,
                "run.envs_per_symbol": args.envs_per_symbol, "run.device": args.device,
-               "run.seed": args.seed, "ppo.amp": args.amp}
+               "run.seed": args.seed, "ppo.amp": args.amp,
+               "env.strict_data": True if args.strict_data else None}
     return {key: value for key, value in mapping.items() if value is not None}
 
 

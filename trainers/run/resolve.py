@@ -10,7 +10,7 @@ from configs.loader import ConfigError, flatten, load_toml, merge
 from configs.train import TrainConfig, apply_encoder_preset, as_dict, build
 
 RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.compile", "run.checkpoint_every",
-             "run.eval_every", "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
+             "run.eval_every", "env.strict_data", "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
              "run.early_stop_target_sharpe")
 """settings a resumed run may change: how long and where it runs and how it is validated and
 stopped, not what it learns"""
