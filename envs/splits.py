@@ -59,8 +59,14 @@ def derive_split_dates(timestamps: Iterable[np.ndarray], fractions: Sequence[flo
     """The split_dates that cut the sorted union of every symbol's (T_s,) int64 ns timestamps at the
     cumulative train / val `fractions`, each moved back to the start of its UTC day: a daily bar
     stamped at midnight covers its whole day, so it must not train while an hourly bar of that
-    same day validates."""
-    union = np.unique(np.concatenate(list(timestamps)))
+    same day validates. The union is taken over the period every symbol trades (from the latest
+    first bar to the earliest last bar) when the histories overlap, so a symbol with a short
+    history still gets validation and test bars (training keeps every symbol's earlier bars)."""
+    stamps = [np.asarray(t, dtype=np.int64) for t in timestamps]
+    union = np.unique(np.concatenate(stamps))
+    common = union[(union >= max(int(t[0]) for t in stamps)) & (union <= min(int(t[-1]) for t in stamps))]
+    if len(common) >= 3:
+        union = common
     cuts = np.round(np.cumsum(fractions[:2]) * len(union)).astype(int)  # (2,) positions in union
     after_end = (union[-1] // DAY_NS + 1) * DAY_NS  # a cut at the very end (a zero fraction)
     exact = np.where(cuts < len(union), union[np.minimum(cuts, len(union) - 1)], after_end)

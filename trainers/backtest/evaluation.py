@@ -21,7 +21,7 @@ from rich.console import Console
 
 from configs.loader import load_toml
 from configs.train import TrainConfig, build
-from envs import VecTradingEnv
+from envs import DataError, VecTradingEnv, load_market
 from envs.splits import format_timestamp
 from models import MultiSymbolPolicy
 from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
@@ -39,18 +39,22 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
     chosen, which = checkpoints.choose(run_dir, checkpoint)
     console.print(which, markup=False)
-    env_config = config.env.backtest()
-    env = VecTradingEnv(config.run.symbols, 2 + num_sampled, env_config, device,
-                        data_dir=config.run.data_dir, split=split, seed=seed)
+    env, skipped = split_env(config, split, 2 + num_sampled, device, seed)
+    for symbol, reason in skipped.items():
+        console.print(f"skipped {symbol}: {reason}", markup=False)
     policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
     checkpoints.load_weights(chosen, policy)
+    actor = policy
+    if skipped:  # the heads of the symbols that trade this split
+        actor = MultiSymbolPolicy(env.symbols, config.model, env.trading_spec).to(device).eval()
+        actor.load_state_dict(policy.state_dict_for(env.symbols))
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.no_grad():
-        sim = simulate(env, policy, num_sampled, generator)
+        sim = simulate(env, actor, num_sampled, generator)
 
     results, curves_json, periods = {}, {}, {}
-    for s, symbol in enumerate(config.run.symbols):
+    for s, symbol in enumerate(env.symbols):
         rows, curves, periods[symbol] = symbol_results(env, sim, s, num_sampled)
         results[symbol] = rows
         curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
@@ -71,11 +75,34 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
                "step": chosen.step, "weights": chosen.weights.name,
                "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
                               "val_sharpe": chosen.val_sharpe, "note": which},
-               "results": results, "selection": selection, "periods": periods,
+               "results": results, "selection": selection, "periods": periods, "skipped": skipped,
                "equity_curves": curves_json}
     write_json(run_dir / "evaluation.json", payload)
     console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
     return payload
+
+
+def split_env(config: TrainConfig, split: str, per_symbol: int, device: torch.device, seed: int
+              ) -> tuple[VecTradingEnv, dict[str, str]]:
+    """A backtest env of `split` over the run's symbols that can trade it, and why each other
+    symbol cannot (a symbol without bars in the split must not stop the others' evaluation)."""
+    env_config = config.env.backtest()
+    try:
+        return VecTradingEnv(config.run.symbols, per_symbol, env_config, device, data_dir=config.run.data_dir,
+                             split=split, seed=seed), {}
+    except DataError:
+        markets = load_market(config.run.symbols, config.run.data_dir)
+    skipped = {}
+    for symbol in config.run.symbols:
+        try:
+            VecTradingEnv([symbol], 1, env_config, device, markets={symbol: markets[symbol]}, split=split, seed=seed)
+        except DataError as err:
+            skipped[symbol] = str(err)
+    symbols = [s for s in config.run.symbols if s not in skipped]
+    if not symbols:
+        raise DataError(f"no symbol of the run can trade its {split} split: " + "; ".join(skipped.values()))
+    markets = {s: markets[s] for s in symbols}
+    return VecTradingEnv(symbols, per_symbol, env_config, device, markets=markets, split=split, seed=seed), skipped
 
 
 def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_sampled: int

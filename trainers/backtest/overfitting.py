@@ -237,7 +237,7 @@ def checkpoint_selection(run_dir: Path, config: TrainConfig, env: VecTradingEnv,
     candidates = {c.weights.resolve(): c for c in
                   [*checkpoints.best(run_dir), checkpoints.latest(run_dir), chosen]}
     untradable = env.untradable("val")
-    symbols = [s for s in config.run.symbols if s not in untradable]
+    symbols = [s for s in env.symbols if s not in untradable]
     if not symbols:
         return {"skipped": "no symbol can trade the val split", "num_candidates": len(candidates)}
     validator = Validator(symbols, env.markets, config.env, config.model, device, seed)
