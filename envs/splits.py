@@ -59,14 +59,22 @@ def derive_split_dates(timestamps: Iterable[np.ndarray], fractions: Sequence[flo
     """The split_dates that cut the sorted union of every symbol's (T_s,) int64 ns timestamps at the
     cumulative train / val `fractions`, each moved back to the start of its UTC day: a daily bar
     stamped at midnight covers its whole day, so it must not train while an hourly bar of that
-    same day validates. The union is taken over the period every symbol trades (from the latest
-    first bar to the earliest last bar) when the histories overlap, so a symbol with a short
-    history still gets validation and test bars (training keeps every symbol's earlier bars)."""
+    same day validates. When that leaves a symbol without validation or test bars (a history that
+    ends early or starts late), the cut is made in the period every symbol trades instead (from the
+    latest first bar to the earliest last bar), so each gets validation and test bars; training
+    keeps every symbol's earlier bars."""
     stamps = [np.asarray(t, dtype=np.int64) for t in timestamps]
     union = np.unique(np.concatenate(stamps))
+    dates = _cut(union, fractions)
+    bounds = parse_split_dates(dates)
+    if all(min(_split_sizes(t, np.asarray(bounds))[1:]) >= 2 for t in stamps):
+        return dates
     common = union[(union >= max(int(t[0]) for t in stamps)) & (union <= min(int(t[-1]) for t in stamps))]
-    if len(common) >= 3:
-        union = common
+    return _cut(common, fractions) if len(common) >= 3 else dates
+
+
+def _cut(union: np.ndarray, fractions: Sequence[float]) -> tuple[str, str]:
+    """split_dates at the cumulative train / val `fractions` of the sorted (U,) timestamps."""
     cuts = np.round(np.cumsum(fractions[:2]) * len(union)).astype(int)  # (2,) positions in union
     after_end = (union[-1] // DAY_NS + 1) * DAY_NS  # a cut at the very end (a zero fraction)
     exact = np.where(cuts < len(union), union[np.minimum(cuts, len(union) - 1)], after_end)
