@@ -27,6 +27,7 @@ from trainers.monitoring.console import QuietLog, RunLog, RunLogger
 from trainers.monitoring.rollout_stats import RolloutStats
 from trainers.run import checkpoints
 from trainers.run.distributed import World
+from trainers.run.lock import RunLock
 from trainers.run.session import STOPPED_FILE, Session
 from trainers.run.transfer import (TransferRequest, differs, init_encoder_from, init_from, record,
                                    transfer_from)
@@ -48,13 +49,30 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
     request = transfer or TransferRequest()
     world = world or World()
     run_dir = Path(run_dir)
+    lock = RunLock(run_dir)  # one writer per run directory: rank 0 holds it until Session.close
+    try:
+        return _open(config, run_dir, resume, request, world, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open(config: TrainConfig, run_dir: Path, resume: bool, request: TransferRequest, world: World,
+          lock: RunLock) -> Session:
+    """open_session's steps, with `lock` taken as soon as the directory exists (or is made)."""
+    if world.is_main and run_dir.exists():
+        lock.acquire()
     resume_point = find_resume_point(run_dir, resume, world)
     device = set_up_process(config, world)
     env, config, warnings_seen = open_env(config, device, world.seed(config.run.seed))
+    if world.is_main:  # a new directory is made (and locked) once the data has loaded
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
     log = open_log(config, run_dir, resume_point, world)
     for warning in warnings_seen:
         log.message(f"warning: {warning}", style="bold yellow")
     session = assemble(config, run_dir, device, env, log, world)
+    session.lock = lock
     describe_setup(session)
     start_weights(session, resume_point, request)
     if world.active:
