@@ -117,11 +117,12 @@ class WalkForward:
 
 
 def check_plan(walk: WalkForward) -> bool:
-    """Write the plan to a new RUN_DIR, or confirm it equals the one there (True: continuing);
-    ConfigError naming what differs otherwise."""
+    """Write the plan to a new RUN_DIR (or one where nothing has trained yet), or confirm it equals
+    the one there (True: continuing); ConfigError naming what differs otherwise."""
     path = walk.run_dir / PLAN_FILE
     plan = json.loads(json.dumps(walk.plan(), default=str))
-    if not path.is_file():
+    started = any(walk.run_dir.glob("fold_*/seed_*/checkpoints"))
+    if not path.is_file() or not started:  # nothing trained yet: the plan may still change
         walk.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(plan, indent=2).encode())
         return False
