@@ -146,10 +146,11 @@ def run_folds(walk: WalkForward, jobs: int = 1, on_pair: Callable[[PairRun, dict
         if jobs > 1:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                results = list(pool.map(run_pair, pairs))
-        else:
-            results = [run_pair(pair) for pair in pairs]
-        for pair, result in zip(pairs, results):
+                results = pool.map(run_pair, pairs)
+                finished_pairs = list(zip(pairs, results))
+        else:  # one at a time, each reported as it ends
+            finished_pairs = ((pair, run_pair(pair)) for pair in pairs)
+        for pair, result in finished_pairs:
             if result is None:
                 return None
             payloads[(fold.index, pair.seed)] = result
