@@ -238,20 +238,23 @@ class VecTradingEnv(VectorEnv):
         random = self._first + (u * (latest - self._first + 1)).long().clamp_max(latest - self._first)
         return random if cfg.random_start else self._first.clone()
 
-    def _fresh_accounts(self) -> Accounts:
-        """New accounts at freshly drawn start bars; the template's other tensors are shared, never
-        written in place (replace_where builds new tensors)."""
+    def _fresh_accounts(self, at_last: bool = False) -> Accounts:
+        """New accounts at freshly drawn start bars (or each split's last bar); the template's other
+        tensors are shared, never written in place (replace_where builds new tensors)."""
         template = self._template
-        return Accounts(**{**template.__dict__, "t": self._draw_starts()})
+        return Accounts(**{**template.__dict__, "t": self._last.clone() if at_last else self._draw_starts()})
 
     # ---- gymnasium vector API -----------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Start a new episode in every account; obs is a dict of float32 (N, ...) tensors."""
+        """Start a new episode in every account; obs is a dict of float32 (N, ...) tensors.
+        `options={"at": "last"}` puts every flat account at its split's last bar instead: the
+        observation and mask of a decision on the newest bar (for predicting, not for stepping)."""
         if seed is not None:
             self._generator.manual_seed(seed)
+        at_last = (options or {}).get("at") == "last"
         # a private copy: steps update the ring buffers in place and must not touch the template
-        self.accounts = Accounts.from_state_dict(self._fresh_accounts().state_dict(), self.device)
+        self.accounts = Accounts.from_state_dict(self._fresh_accounts(at_last).state_dict(), self.device)
         self._mask = self._compute_mask()
         return self._observe(self._obs_memory[0]), {}
 

@@ -1,0 +1,1 @@
+"""Acting on a trained agent: its decision for the next bar (`python -m trainers.predict`)."""
