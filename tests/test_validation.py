@@ -254,7 +254,9 @@ def test_a_symbol_without_validation_bars_is_skipped(tmp_path, capsys):
     (data / "SPX.parquet").write_bytes((ROOT / "data" / "SPX.parquet").read_bytes())
     googl = pq.read_table(ROOT / "data" / "GOOGL.parquet")
     pq.write_table(googl.slice(0, 800), data / "GOOGL.parquet")  # ends in 2012: no val or test bars
-    args = tiny_args(tmp_path / "run", 1) + EVERY_ITERATION
+    # given dates (derived ones would move into the period both trade and give GOOGL val bars)
+    args = [*tiny_args(tmp_path / "run", 1), *EVERY_ITERATION,
+            "--set", "env.split_dates=['2013-01-03', '2015-12-31']"]
     args[args.index("--data-dir") + 1] = str(data)
     config, run_dir, _ = resolve_run(build_parser().parse_args(args))
     session = open_session(config, run_dir)
