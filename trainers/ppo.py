@@ -19,7 +19,7 @@ from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
 from trainers.run import checkpoints
 from trainers.run import distributed
 from trainers.run.loop import train
-from trainers.run.resolve import default_run_dir, new_run_config, resumed_config
+from trainers.run.resolve import default_run_dir, new_run_config, parse_symbols, resumed_config
 from trainers.run.build import open_session
 from trainers.run.session import Session
 from trainers.run.transfer import TransferRequest, preflight
@@ -78,12 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cli_values(args: argparse.Namespace) -> dict[str, object]:
     """Dotted config keys set by the dedicated flags (ConfigError for an empty --symbols)."""
-    symbols = None
-    if args.symbols is not None:
-        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-        if not symbols:
-            raise ConfigError(f"--symbols {args.symbols!r}: no symbol given; pass comma-separated "
-                              "symbols, e.g. --symbols SPY,AAPL")
+    symbols = parse_symbols(args.symbols) if args.symbols is not None else None
     mapping = {"run.symbols": symbols,
                "run.data_dir": args.data_dir, "run.total_steps": args.total_steps,
                "run.envs_per_symbol": args.envs_per_symbol, "run.device": args.device,

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from configs.loader import ConfigError, flatten
 from configs.train import as_dict
+from trainers.run.resolve import parse_symbols
 
 if TYPE_CHECKING:
     import optuna
@@ -66,10 +67,7 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
         raise ConfigError(f"--trials and --jobs must be >= 1, got {args.trials} and {args.jobs}")
     cli: dict[str, object] = {}
     if args.symbols is not None:
-        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-        if not symbols:
-            raise ConfigError(f"--symbols {args.symbols!r}: no symbol given, e.g. --symbols SPY,AAPL")
-        cli["run.symbols"] = symbols
+        cli["run.symbols"] = parse_symbols(args.symbols)
     if args.steps_per_trial is not None:
         cli["run.total_steps"] = args.steps_per_trial
     study_dir = args.study_dir

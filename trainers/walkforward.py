@@ -26,7 +26,7 @@ from trainers.folds.report import print_report, write_report
 from trainers.folds.runs import WalkForward, check_plan, run_folds
 from trainers.folds.stitch import summarize
 from trainers.run import checkpoints
-from trainers.run.resolve import new_run_config
+from trainers.run.resolve import new_run_config, parse_symbols
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 
@@ -67,10 +67,7 @@ def resolve(args: argparse.Namespace) -> WalkForward:
     """The walk-forward the command line asks for; ConfigError / ValueError naming the flag."""
     cli: dict[str, object] = {}
     if args.symbols is not None:
-        symbols = [s.strip() for s in args.symbols.split(",") if s.strip()]
-        if not symbols:
-            raise ConfigError(f"--symbols {args.symbols!r}: no symbol given")
-        cli["run.symbols"] = symbols
+        cli["run.symbols"] = parse_symbols(args.symbols)
     for key, value in (("run.data_dir", args.data_dir), ("run.device", args.device)):
         if value is not None:
             cli[key] = value

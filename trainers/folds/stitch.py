@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from envs.folds import Fold
-from trainers.backtest.metrics import equity_metrics, sharpe
+from trainers.backtest.metrics import equity_metrics, max_drawdown, sharpe
 from trainers.backtest.overfitting import deflated_sharpe_of
 from trainers.backtest.uncertainty import (Interval, probability_of_improvement_interval, sharpe_interval,
                                            stratified_bootstrap_iqm)
@@ -90,13 +90,12 @@ def _stitched(name: str, seed_value: int, folds: list[Fold], curves: dict, bars_
     for strategy in (AGENT, *BASELINES):
         pieces = [curves[(fold.index, seed_value)][name][strategy] for fold in folds]
         equity = stitch(pieces)
+        returns = equity[1:] / equity[:-1] - 1.0
         entry = {"total_return": float(equity[-1] / equity[0] - 1.0),
-                 "sharpe_annualised": float(sharpe(equity[1:] / equity[:-1] - 1.0, bars_per_year)),
-                 "max_drawdown": equity_metrics(equity, bars_per_year)["max_drawdown"],
+                 "sharpe_annualised": float(sharpe(returns, bars_per_year)), "max_drawdown": max_drawdown(equity),
                  "fold_lengths": [len(p) - 1 for p in pieces]}
         if strategy == AGENT:
-            entry["sharpe_interval"] = _interval(sharpe_interval(equity[1:] / equity[:-1] - 1.0, bars_per_year,
-                                                                  seed=seed))
+            entry["sharpe_interval"] = _interval(sharpe_interval(returns, bars_per_year, seed=seed))
             entry["equity"] = equity.tolist()
         out[strategy] = entry
     return out

@@ -21,6 +21,15 @@ TRANSFERABLE = ("run.symbols", "run.encoder_preset", "model.encoder.n_layers", "
 outside RESUMABLE and these changed"""
 
 
+def parse_symbols(text: str) -> list[str]:
+    """--symbols "SPY, AAPL" -> ["SPY", "AAPL"]; ConfigError when it names none."""
+    symbols = [s.strip() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise ConfigError(f"--symbols {text!r}: no symbol given; pass comma-separated symbols, e.g. "
+                          "--symbols SPY,AAPL")
+    return symbols
+
+
 def new_run_config(explicit: dict[str, Any]) -> TrainConfig:
     """The config of a new run from the nested table of the values the user gave."""
     return apply_encoder_preset(build(TrainConfig, explicit), explicit)
