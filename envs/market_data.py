@@ -84,7 +84,8 @@ def load_market(symbols: Sequence[str], data_dir: str | Path = "data", *,
             markets[symbol] = synthetic_bars(symbol, num_bars=max(3000, min_bars), end=end)
             dated = "" if end is None else ", dated to end on the real files' last day"
             warnings.warn(f"SYNTHETIC MARKET for {symbol}: no file {Path(data_dir) / symbol}.parquet, "
-                          f"trading a generated regime-switching market (seeded by the symbol name{dated})",
+                          f"trading a generated market: regimes with momentum, a learnable edge "
+                          f"(seeded by the symbol name{dated})",
                           stacklevel=2)
     synthetic = [s for s in symbols if markets[s].is_synthetic]
     if synthetic:

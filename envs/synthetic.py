@@ -1,16 +1,24 @@
-"""Generated markets: the deterministic default for symbols without a file, and a market with a
+"""Generated markets: the deterministic default for symbols without a file (regimes with momentum,
+a learnable edge in the price path), AR(1) markets for the learning bench, and a market with a
 planted, observable signal for end-to-end learning tests."""
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from envs.bars import NUM_SL_PROBS, Bars
 
 # (daily drift, daily volatility) of the regimes: calm uptrend, volatile downtrend, quiet range.
-_REGIMES = np.array([[0.0006, 0.009], [-0.0009, 0.022], [0.0001, 0.006]])
-_STAY = 0.985  # probability of staying in a regime each bar (mean regime length ~67 bars)
+REGIMES = np.array([[0.0006, 0.009], [-0.0009, 0.022], [0.0001, 0.006]])
+STAY = 0.985
+"""probability of staying in a regime each bar (mean regime length ~67 bars)"""
+MOMENTUM = 0.25
+"""AR(1) coefficient of the default market's daily returns around their regime's drift: the
+learnable edge (docs/data.md#the-generated-market-and-its-edge)"""
+SHOCK_CAP = 6.0
+"""largest shock of the default market, in standard deviations"""
 
 
 def symbol_seed(symbol: str) -> int:
@@ -42,23 +50,71 @@ def _ohlcv(rng: np.random.Generator, log_returns: np.ndarray, vol: np.ndarray, s
     return open_, high, low, close, volume
 
 
-def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None, *,
-                   end: int | None = None) -> Bars:
-    """A regime-switching market (T = num_bars daily bars); seed defaults to symbol_seed(symbol).
-    Bars start on 2005-01-03, or end on the business day on or before `end` (int64 ns) when given;
-    the prices do not depend on the dates."""
+@dataclass(frozen=True)
+class RegimeMomentum:
+    """The hidden state of a `synthetic_bars` market: enough to know E[r[t + 1] | the past].
+
+    Close-to-close log returns r[t] = drift[k[t]] + x[t], where k is a Markov chain over REGIMES
+    (stay with probability `stay`, else move to one of the other regimes uniformly) and x is an
+    AR(1), x[t] = phi x[t - 1] + vol[k[t]] sqrt(1 - phi^2) e[t], e fat-tailed with unit variance.
+    """
+
+    regime: np.ndarray
+    """(T,) int regime index of each bar"""
+    excess: np.ndarray
+    """(T,) x[t] = r[t] - drift[k[t]]"""
+    phi: float
+    stay: float
+    regimes: np.ndarray
+    """(K, 2) (daily drift, daily volatility) per regime"""
+
+    def expected_return(self) -> np.ndarray:
+        """(T,) E[r[t + 1] | bars <= t, k[t]]: the next bar's expected log return for someone who
+        knows the generating process and the current regime (the oracle's information)."""
+        drift = self.regimes[:, 0]
+        others = (drift.sum() - drift) / (len(drift) - 1)
+        next_drift = self.stay * drift + (1.0 - self.stay) * others  # (K,) E[drift[k[t + 1]] | k[t]]
+        return next_drift[self.regime] + self.phi * self.excess
+
+
+def synthetic_market(symbol: str, num_bars: int = 3000, seed: int | None = None, *,
+                     end: int | None = None) -> tuple[Bars, RegimeMomentum]:
+    """The bars of `synthetic_bars` and the process that generated them."""
     rng = np.random.default_rng(symbol_seed(symbol) if seed is None else seed)
-    num_regimes = len(_REGIMES)
-    switch = rng.random(num_bars) > _STAY
+    num_regimes = len(REGIMES)
+    switch = rng.random(num_bars) > STAY
     jumps = rng.integers(1, num_regimes, num_bars) * switch  # move to one of the other regimes
     regime = (rng.integers(num_regimes) + np.cumsum(jumps)) % num_regimes
-    drift, vol = _REGIMES[regime, 0], _REGIMES[regime, 1]
-    shocks = rng.standard_t(5, num_bars) / np.sqrt(5 / 3)  # fat tails with unit variance
-    log_returns = drift + vol * shocks
+    drift, vol = REGIMES[regime, 0], REGIMES[regime, 1]
+    # fat tails with unit variance, capped at SHOCK_CAP: the largest log return, below SHOCK_CAP x
+    # the highest volatility / (1 - MOMENTUM) = 0.18 (+19 %), stays under the loader's
+    # implausible-move threshold (20 %)
+    shocks = np.clip(rng.standard_t(5, num_bars) / np.sqrt(5 / 3), -SHOCK_CAP, SHOCK_CAP)
+    innovations = vol * shocks * np.sqrt(1.0 - MOMENTUM ** 2)
+    innovations[0] = vol[0] * shocks[0]  # x[0] from the stationary distribution
+    excess = np.empty(num_bars)
+    previous = 0.0
+    for t in range(num_bars):  # a recursion; runs once at generation
+        previous = excess[t] = MOMENTUM * previous + innovations[t]
+    log_returns = drift + excess
     start_price = float(np.exp(rng.uniform(np.log(20), np.log(500))))
     open_, high, low, close, volume = _ohlcv(rng, log_returns, vol, start_price, gap_scale=0.2)
-    return Bars(symbol=symbol, timestamps=_business_days(num_bars, end), open=open_, high=high, low=low,
+    bars = Bars(symbol=symbol, timestamps=_business_days(num_bars, end), open=open_, high=high, low=low,
                 close=close, volume=volume, source="synthetic")
+    return bars, RegimeMomentum(regime=regime, excess=excess, phi=MOMENTUM, stay=STAY, regimes=REGIMES)
+
+
+def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None, *,
+                   end: int | None = None) -> Bars:
+    """The default market (T = num_bars daily bars); seed defaults to symbol_seed(symbol).
+
+    Persistent regimes (REGIMES, STAY: calm uptrend, volatile downtrend, quiet range) and momentum:
+    daily returns around the regime's drift follow an AR(1) with coefficient MOMENTUM, so the last
+    return predicts the next one (`RegimeMomentum`). Each bar opens a small random gap away from the
+    previous close (noise: the closes do not depend on it). Bars start on 2005-01-03,
+    or end on the business day on or before `end` (int64 ns) when given; the prices do not depend
+    on the dates."""
+    return synthetic_market(symbol, num_bars, seed, end=end)[0]
 
 
 def autocorrelated_bars(symbol: str, num_bars: int = 3000, *, phi: float = 0.35, vol: float = 0.01,
