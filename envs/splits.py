@@ -25,22 +25,27 @@ def parse_split_dates(dates: Sequence[str]) -> tuple[int, int]:
     if not isinstance(dates, (list, tuple)) or len(dates) != 2:
         raise ValueError(f"split_dates: expected two dates [first validation, first test] such as "
                          f"{_EXAMPLE}, or [] to derive them from split_fractions; got {dates!r}")
-    bounds = []
-    for name, text in zip(("first validation", "first test"), dates):
-        if not isinstance(text, str) or not _ISO.fullmatch(text):
-            raise ValueError(f"split_dates: the {name} date {text!r} is not an ISO date string "
-                             f"(YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS], UTC), e.g. {_EXAMPLE}")
-        try:
-            value = np.datetime64(text.replace(" ", "T"), "ns")
-        except ValueError as err:
-            raise ValueError(f"split_dates: the {name} date {text!r} is not a calendar date ({err})") from err
-        if np.datetime_as_string(value, unit="D") != text[:10]:  # out of datetime64[ns]'s years, wrapped
-            raise ValueError(f"split_dates: the {name} date {text!r} is outside 1678..2261")
-        bounds.append(int(value.astype(np.int64)))
+    bounds = [parse_timestamp(text, f"split_dates: the {name} date", _EXAMPLE)
+              for name, text in zip(("first validation", "first test"), dates)]
     if bounds[0] > bounds[1]:
         raise ValueError(f"split_dates: the first validation date {dates[0]!r} is after the first test "
                          f"date {dates[1]!r}; give them in that order, e.g. {_EXAMPLE}")
     return bounds[0], bounds[1]
+
+
+def parse_timestamp(text: str, what: str, example: str = '"2019-01-01"') -> int:
+    """int64 ns since the epoch (UTC) of an ISO date or date-time ("2019-01-01", "2019-01-01T14:30");
+    a ValueError starting with `what` (the field and its role, e.g. "--from") otherwise."""
+    if not isinstance(text, str) or not _ISO.fullmatch(text):
+        raise ValueError(f"{what} {text!r} is not an ISO date string (YYYY-MM-DD or "
+                         f"YYYY-MM-DDTHH:MM[:SS], UTC), e.g. {example}")
+    try:
+        value = np.datetime64(text.replace(" ", "T"), "ns")
+    except ValueError as err:
+        raise ValueError(f"{what} {text!r} is not a calendar date ({err})") from err
+    if np.datetime_as_string(value, unit="D") != text[:10]:  # out of datetime64[ns]'s years, wrapped
+        raise ValueError(f"{what} {text!r} is outside 1678..2261")
+    return int(value.astype(np.int64))
 
 
 def parse_trade_period(dates: Sequence[str]) -> tuple[int, int]:

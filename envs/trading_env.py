@@ -117,6 +117,9 @@ class VecTradingEnv(VectorEnv):
         # a private copy: steps update the ring buffers in place and must not touch the template
         self.accounts = Accounts.from_state_dict(self._fresh_accounts().state_dict(), self.device)
         self._mask = self._compute_mask()
+        self.final_accounts = replace(self.accounts)
+        """the accounts as the last step left them, before its ended rows restarted (the state at a
+        symbol's last bar, which the auto-reset replaces); valid until the next step"""
 
     @property
     def observation_space(self) -> gym.spaces.Dict:  # type: ignore[override]
@@ -256,6 +259,7 @@ class VecTradingEnv(VectorEnv):
         # a private copy: steps update the ring buffers in place and must not touch the template
         self.accounts = Accounts.from_state_dict(self._fresh_accounts(at_last).state_dict(), self.device)
         self._mask = self._compute_mask()
+        self.final_accounts = replace(self.accounts)
         return self._observe(self._obs_memory[0]), {}
 
     def action_masks(self) -> Tensor:
@@ -299,21 +303,30 @@ class VecTradingEnv(VectorEnv):
         # "always" keeps the step free of host syncs
         if not self.final_obs_on_end or bool(done.any()):
             info["final_obs"] = self._observe(self._obs_memory[1])
+        # new tensors replace the restarted rows' (replace_where), so this copy of references keeps
+        # the ended state; the rings are updated in place, hence only until the next step
+        self.final_accounts = replace(self.accounts)
         self.accounts.replace_where(done, self._fresh_accounts())
         self._mask = self._compute_mask()
 
     # ---- observations and masks ---------------------------------------------------------------
-    def _compute_mask(self) -> Tensor:
-        """Valid actions (N, A) bool of the current account state at the current close."""
-        acc = self.accounts
+    def decision_inputs(self, accounts: Accounts) -> tuple[dict[str, Tensor], Tensor]:
+        """(observation, mask (N, A) bool) of a decision by `accounts` (N rows, this env's layout)
+        at their bars `accounts.t`: the step's own observation and mask code applied to any
+        account state, e.g. `final_accounts` at a symbol's last bar or given holdings."""
+        return self._observe(torch.empty_like(self._obs_memory[1]), accounts), self._compute_mask(accounts)
+
+    def _compute_mask(self, acc: Accounts | None = None) -> Tensor:
+        """Valid actions (N, A) bool of the account state (the current one by default) at its close."""
+        acc = acc if acc is not None else self.accounts
         return action_mask(self._actions, acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
                            max_exposure=self.config.max_exposure,
                            commission_rate=self.config.commission_bps * 1e-4)
 
-    def _observe(self, memory: Tensor) -> dict[str, Tensor]:
-        """The observation dict of the current state: float32 (N, ...) tensors; technical (N, L, F)
-        is written into `memory` when reuse_obs_memory is on."""
-        acc = self.accounts
+    def _observe(self, memory: Tensor, accounts: Accounts | None = None) -> dict[str, Tensor]:
+        """The observation dict of the current state (or of `accounts`): float32 (N, ...) tensors;
+        technical (N, L, F) is written into `memory` when reuse_obs_memory is on."""
+        acc = accounts if accounts is not None else self.accounts
         index = self._row + acc.t  # (N,) flat bar index
         first = index - (self.config.lookback - 1)  # window start, oldest bar first
         noise_at = (self._noise.offsets(self.num_envs, self._generator) if self._noise is not None
@@ -322,8 +335,8 @@ class VecTradingEnv(VectorEnv):
         regime = self._regime[index]
         if self._noise is not None:
             regime = regime + self.config.obs_noise * self._noise.slices(noise_at)[:, -NUM_REGIME:]
-        # the last call is the current observation's (step observes final_obs first)
-        self._window_refs = torch.stack([first, noise_at], dim=1)
+        if accounts is None:  # the last such call is the current observation's (final_obs comes first)
+            self._window_refs = torch.stack([first, noise_at], dim=1)
         account = account_observation(acc, self._close[index], self._actions, self.config, self.trading_spec)
         return {"technical": technical, "sl_probs": self._sl_probs[index], "position": account["position"],
                 "portfolio": account["portfolio"], "regime": regime, "rules": account["rules"]}
@@ -356,6 +369,7 @@ class VecTradingEnv(VectorEnv):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict saved; the mask is recomputed from the accounts."""
         self.accounts = Accounts.from_state_dict(state["accounts"], self.device)
+        self.final_accounts = replace(self.accounts)
         self._generator.set_state(state["generator"])
         self._mask = self._compute_mask()
         if "window_refs" in state:

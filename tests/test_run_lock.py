@@ -13,21 +13,21 @@ import pytest
 from helpers import ROOT, tiny_args
 
 from configs.loader import ConfigError
-from trainers.run.lock import LOCK_FILE, RunLock
+from trainers.run.lock import LOCK_FILE, run_lock
 
-HOLD = ("import sys, time; from trainers.run.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+HOLD = ("import sys, time; from trainers.run.lock import ProcessLock; run_lock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(60)")
 
 
 def try_lock(run_dir: Path) -> subprocess.CompletedProcess:
-    code = ("import sys; from trainers.run.lock import RunLock\n"
-            "try:\n    RunLock(sys.argv[1]).acquire()\nexcept Exception as err:\n    print(err); sys.exit(3)")
+    code = ("import sys; from trainers.run.lock import ProcessLock\n"
+            "try:\n    run_lock(sys.argv[1]).acquire()\nexcept Exception as err:\n    print(err); sys.exit(3)")
     return subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, cwd=ROOT,
                           timeout=60)
 
 
 def test_a_held_lock_refuses_another_process_naming_the_holder_and_is_freed_on_release(tmp_path):
-    lock = RunLock(tmp_path / "run").acquire()
+    lock = run_lock(tmp_path / "run").acquire()
     refused = try_lock(tmp_path / "run")
     assert refused.returncode == 3 and f"in use by process {os.getpid()}" in refused.stdout
     lock.release()
@@ -40,12 +40,12 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=f"in use by process {holder.pid}"):
-            RunLock(tmp_path / "run").acquire()
+            run_lock(tmp_path / "run").acquire()
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=30)
     assert (tmp_path / "run" / LOCK_FILE).exists()  # the file stays; the kernel's lock is gone
-    RunLock(tmp_path / "run").acquire().release()
+    run_lock(tmp_path / "run").acquire().release()
 
 
 @pytest.mark.slow

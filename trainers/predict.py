@@ -2,7 +2,8 @@
 
 For each symbol, from the newest bar in the data (features, window, observation and mask built by
 the env's own code): the greedy action, the probability of every action, the value estimate,
-which actions are masked and why, and the account it assumed (flat). Prints the data files'
+which actions are masked and why, and the account it assumed (flat, --positions FILE, or the
+account a paper-trading --ledger holds). Prints the data files'
 hashes and the checkpoint used; --json for programs."""
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from rich.console import Console
-from rich.table import Table
 
 from configs.loader import ConfigError
 from envs import DataError
 from models import CheckpointError
 from ppo_core import resolve_device
 from trainers.agent.decision import predict
+from trainers.agent.paper import paper_trade
+from trainers.agent.tables import decisions_table
 from trainers.run import checkpoints
 
 
@@ -32,13 +35,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-age", default="auto",
                         help="refuse data whose newest bar is older (5d, 36h; auto = 5 bar intervals, at least "
                              "4 days; 0 = no limit)")
+    parser.add_argument("--positions", type=Path, metavar="FILE",
+                        help='the account to assume instead of flat: JSON {"SYMBOL": {"shares": 10, "cash": 90000, '
+                             '"entry": 101.5}} (each key optional, symbols left out flat)')
+    parser.add_argument("--ledger", type=Path,
+                        help="assume the account a paper-trading ledger holds (trainers.paper), replayed to the "
+                             "newest bar without writing")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # a batch of one account per symbol: a thread pool only adds overhead
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    if args.positions and args.ledger:
+        parser.error("--positions and --ledger both give the account: choose one")
     try:
-        decisions, which = predict(args.run_dir, args.data_dir, args.checkpoint, symbols, args.max_age,
-                                   resolve_device(args.device))
+        if args.ledger:
+            result = paper_trade(args.run_dir, args.data_dir, args.ledger, None, args.checkpoint,
+                                 resolve_device(args.device), write=False, max_age=args.max_age)
+            decisions = [d for d in result.pending if not symbols or d.symbol in symbols]
+            which = f"{result.policy} (frozen by {args.ledger})"
+            for note in result.notes:
+                print(note, file=sys.stderr)
+        else:
+            decisions, which = predict(args.run_dir, args.data_dir, args.checkpoint, symbols, args.max_age,
+                                       resolve_device(args.device), positions=args.positions)
     except (ConfigError, DataError, checkpoints.ResumeError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -47,14 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(which, markup=False)
-    table = Table(title="decision for the next bar (greedy)", title_justify="left")
-    for column in ("symbol", "as of", "action", "probabilities", "value", "masked", "account"):
-        table.add_column(column)
-    for d in decisions:
-        table.add_row(d.symbol, d.as_of, d.action,
-                      " ".join(f"{name} {p:.0%}" for name, p in d.probabilities.items() if p >= 0.005),
-                      f"{d.value:+.3f}", "; ".join(f"{n}: {why}" for n, why in d.masked.items()) or "-", d.account)
-    console.print(table)
+    console.print(decisions_table(decisions))
     for d in decisions:
         console.print(f"{d.symbol}: {d.data_file} sha256 {d.data_sha256}", markup=False)
     return 0

@@ -27,7 +27,7 @@ from trainers.monitoring.console import QuietLog, RunLog, RunLogger
 from trainers.monitoring.rollout_stats import RolloutStats
 from trainers.run import checkpoints
 from trainers.run.distributed import World
-from trainers.run.lock import RunLock
+from trainers.run.lock import ProcessLock, run_lock
 from trainers.run.session import STOPPED_FILE, Session
 from trainers.run.transfer import (TransferRequest, differs, init_encoder_from, init_from, record,
                                    transfer_from)
@@ -49,7 +49,7 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
     request = transfer or TransferRequest()
     world = world or World()
     run_dir = Path(run_dir)
-    lock = RunLock(run_dir)  # one writer per run directory: rank 0 holds it until Session.close
+    lock = run_lock(run_dir)  # one writer per run directory: rank 0 holds it until Session.close
     try:
         return _open(config, run_dir, resume, request, world, lock)
     except BaseException:
@@ -58,7 +58,7 @@ def open_session(config: TrainConfig, run_dir: Path, *, resume: bool = False,
 
 
 def _open(config: TrainConfig, run_dir: Path, resume: bool, request: TransferRequest, world: World,
-          lock: RunLock) -> Session:
+          lock: ProcessLock) -> Session:
     """open_session's steps, with `lock` taken as soon as the directory exists (or is made)."""
     if world.is_main and run_dir.exists():
         lock.acquire()

@@ -1,8 +1,10 @@
-"""One writer per run directory: an OS file lock on RUN_DIR/.lock, held while a process trains in it.
+"""One writer per run directory and per paper-trading ledger: an OS file lock held while a process
+works in it (RUN_DIR/.lock, LEDGER.lock).
 
-A second process that opens the same directory to train or resume is refused with the holder's
-process id. The lock is the kernel's (flock), so it disappears with its process: a run killed
-with kill -9 leaves no stale lock behind. Where flock does not exist (Windows) nothing is locked.
+A second process that opens the same directory or ledger is refused with the holder's process id
+and what it is doing. The lock is the kernel's (flock), so it disappears with its process: a
+process killed with kill -9 leaves no stale lock behind. Where flock does not exist (Windows)
+nothing is locked.
 """
 from __future__ import annotations
 
@@ -17,17 +19,19 @@ except ImportError:  # pragma: no cover - not POSIX
     fcntl = None  # type: ignore[assignment]
 
 LOCK_FILE = ".lock"
+"""the lock file of a run directory"""
 
 
-class RunLock:
-    """The lock of one run directory; `release()` (or the process ending) frees it."""
+class ProcessLock:
+    """An exclusive lock on `path` for one process doing `activity` ("training", "paper trading");
+    `release()` (or the process ending) frees it. `owner` names what is locked in messages."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+    def __init__(self, path: Path, owner: str, activity: str) -> None:
+        self.path, self.owner, self.activity = Path(path), owner, activity
         self._fd: int | None = None
 
-    def acquire(self) -> RunLock:
-        """Take the lock or raise ConfigError naming the process that holds it."""
+    def acquire(self) -> ProcessLock:
+        """Take the lock or raise ConfigError naming the process that holds it and what it does."""
         if fcntl is None or self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,13 +39,13 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            pid, _, activity = os.read(fd, 256).decode(errors="replace").strip().partition(" ")
             os.close(fd)
-            raise ConfigError(f"{self.path.parent}: in use by process {holder}, which is training in it; "
-                              "wait for it to finish or stop it (Ctrl-C saves a checkpoint), or choose "
-                              "another --run-dir") from None
+            raise ConfigError(f"{self.owner}: in use by process {pid or 'unknown'}, which is "
+                              f"{activity or 'working'} in it; wait for it to finish or stop it (Ctrl-C "
+                              "keeps what it wrote), or choose another one") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{os.getpid()} {self.activity}\n".encode())
         self._fd = fd
         return self
 
@@ -50,3 +54,8 @@ class RunLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def run_lock(run_dir: Path, activity: str = "training") -> ProcessLock:
+    """The lock of one run directory (RUN_DIR/.lock)."""
+    return ProcessLock(Path(run_dir) / LOCK_FILE, str(run_dir), activity)

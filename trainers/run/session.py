@@ -28,7 +28,7 @@ from trainers.monitoring.console import RunLog
 from trainers.monitoring.rollout_stats import RolloutStats
 from trainers.run import checkpoints
 from trainers.run.distributed import World, rank_part, to_cpu, world_change_note
-from trainers.run.lock import RunLock
+from trainers.run.lock import ProcessLock
 
 STOPPED_FILE = "stopped.json"
 """RUN_DIR/stopped.json: why and where early stopping ended the run"""
@@ -66,7 +66,7 @@ class Session:
     on_validation: Callable[[int, ValidationResult], None] | None = None
     """called with (global_step, result) after each validation is scored and logged (trainers.tune
     reports to its trial here; an exception it raises ends the run like any other)"""
-    lock: RunLock | None = None
+    lock: ProcessLock | None = None
     """rank 0's lock on run_dir (trainers.run.lock), released by close"""
     world: World = field(default_factory=World)
     """this process among the data-parallel ones (a single process by default)"""

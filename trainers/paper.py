@@ -1,0 +1,93 @@
+"""Paper-trade a trained agent through a SQLite ledger: `python -m trainers.paper --run-dir RUN
+--data-dir D --ledger L [--from DATE]`; `python -m trainers.paper --report L`.
+
+Each run trades every bar newer than the ledger's newest one with the env's fills, costs and rules
+(greedy, the policy frozen when the ledger started) and records orders, fills, positions, cash and
+equity per symbol, one transaction per bar. Run again on the same data, it writes nothing; with
+new bars (python -m envs.fetch SYMBOL --force), it trades only those. `--from` starts a new ledger
+at a past date (a replay of history); without it a new ledger starts at the newest bar, flat.
+Prints what was written and each symbol's decision for the next bar. `--report` prints the
+equity, fills, Sharpe and drawdown so far (per symbol and for the equal-capital book) and writes
+a PNG of the equity curves."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from configs.loader import ConfigError
+from envs import DataError
+from models import CheckpointError
+from ppo_core import resolve_device
+from trainers.agent.paper import paper_trade
+from trainers.agent.paper_report import ledger_curves, plot, summarise
+from trainers.agent.tables import decisions_table, ledger_table
+from trainers.run import checkpoints
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trainers.paper", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, help="a run directory written by trainers.ppo")
+    parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: the run's)")
+    parser.add_argument("--ledger", type=Path, help="the SQLite ledger (made when missing)")
+    parser.add_argument("--from", dest="start", metavar="DATE",
+                        help="a new ledger starts here, flat (ISO date); default the newest bar")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
+                        help="the weights a new ledger freezes (default best)")
+    parser.add_argument("--report", type=Path, metavar="LEDGER", help="print what LEDGER holds and plot it")
+    parser.add_argument("--png", type=Path, help="--report's plot (default LEDGER with .png)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # a batch of one account per symbol: a thread pool only adds overhead
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    try:
+        if args.report:
+            return report(args.report, args.png, args.json, console)
+        if not (args.run_dir and args.ledger):
+            parser.error("--run-dir and --ledger are required (or --report LEDGER)")
+        result = paper_trade(args.run_dir, args.data_dir, args.ledger, args.start, args.checkpoint,
+                             resolve_device(args.device))
+    except (ConfigError, DataError, checkpoints.ResumeError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({**asdict(result), "ledger": str(args.ledger)}, indent=2))
+        return 0
+    console.print(f"ledger {args.ledger}: started {result.start}; {result.policy}", markup=False)
+    console.print(f"wrote {result.written} new bar(s), checked {result.checked} recorded one(s) against the replay",
+                  markup=False)
+    for symbol, (stamp, shares, cash, equity) in result.newest.items():
+        console.print(f"{symbol}: newest bar {stamp}, {shares:,.4f} shares, {cash:,.2f} cash, equity {equity:,.2f}",
+                      markup=False)
+    for note in result.notes:
+        console.print(note, markup=False)
+    if result.pending:
+        console.print(decisions_table(result.pending, "each account's decision for the next bar (greedy)"))
+    return 0
+
+
+def report(ledger: Path, png: Path | None, as_json: bool, console: Console) -> int:
+    """Print the ledger's summary (per symbol and the book) and write the equity PNG."""
+    curves, fills = ledger_curves(ledger)
+    if not curves:
+        print(f"{ledger}: no bar recorded yet", file=sys.stderr)
+        return 0
+    summary = summarise(curves, fills)
+    png = png or ledger.with_suffix(".png")
+    plot(png, curves, f"paper trading: {ledger.name}")
+    if as_json:
+        print(json.dumps({"ledger": str(ledger), "png": str(png), "summary": summary}, indent=2))
+        return 0
+    console.print(ledger_table(summary, f"paper trading so far: {ledger}"))
+    console.print(f"wrote {png}", markup=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
