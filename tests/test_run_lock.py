@@ -15,12 +15,12 @@ from helpers import ROOT, tiny_args
 from configs.loader import ConfigError
 from trainers.run.lock import LOCK_FILE, run_lock
 
-HOLD = ("import sys, time; from trainers.run.lock import ProcessLock; run_lock(sys.argv[1]).acquire(); "
+HOLD = ("import sys, time; from trainers.run.lock import run_lock; run_lock(sys.argv[1]).acquire(); "
         "print('held', flush=True); time.sleep(60)")
 
 
 def try_lock(run_dir: Path) -> subprocess.CompletedProcess:
-    code = ("import sys; from trainers.run.lock import ProcessLock\n"
+    code = ("import sys; from trainers.run.lock import run_lock\n"
             "try:\n    run_lock(sys.argv[1]).acquire()\nexcept Exception as err:\n    print(err); sys.exit(3)")
     return subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, cwd=ROOT,
                           timeout=60)
