@@ -45,3 +45,35 @@ def test_env_layout_matches_its_symbols_and_tables() -> None:
     env = VecTradingEnv(list(markets), 2, EnvConfig(episode_length=8, obs_noise=0.0), markets=markets, seed=0)
     assert env.layout == AccountLayout(3, 2) and env.num_envs == env.layout.num_accounts
     assert torch.equal(env._row, env.layout.symbol_of() * env.t_max)
+
+
+def test_final_accounts_keep_the_ended_state_and_decision_inputs_reproduce_the_steps_observation():
+    """env.final_accounts is the state an auto-reset replaced; decision_inputs of a state gives the
+    observation and mask the step itself gives for it (final_obs for ended rows, obs for the rest)."""
+    import torch
+
+    from envs import EnvConfig, VecTradingEnv, synthetic_bars
+
+    markets = {s: synthetic_bars(s, num_bars=300) for s in ("AAA", "BBB")}
+    env = VecTradingEnv(list(markets), 3, EnvConfig(episode_length=7, obs_noise=0.0), markets=markets, seed=1)
+    obs, _ = env.reset()
+    generator = torch.Generator().manual_seed(0)
+    ended_once = False
+    for _ in range(20):
+        actions = torch.multinomial(env.action_masks().float(), 1, generator=generator).squeeze(1)
+        obs, _, terminated, truncated, info = env.step(actions)
+        ended = terminated | truncated
+        final_obs, final_mask = env.decision_inputs(env.final_accounts)
+        assert torch.equal(env.final_accounts.equity, info["equity"])
+        assert torch.equal(env.final_accounts.t, info["bar"])
+        for key, value in final_obs.items():
+            assert torch.equal(value, info["final_obs"][key]), key
+        current_obs, current_mask = env.decision_inputs(env.accounts)
+        assert torch.equal(current_mask, env.action_masks())
+        for key, value in current_obs.items():
+            assert torch.equal(value, obs[key]), key
+        if ended.any():
+            ended_once = True
+            assert torch.all(env.accounts.steps[ended] == 0) and torch.all(env.final_accounts.steps[ended] > 0)
+            assert torch.equal(final_mask[~ended], env.action_masks()[~ended])
+    assert ended_once
