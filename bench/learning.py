@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -36,7 +35,7 @@ from markets import DRIFT, GENERATED, write_generated
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import VecTradingEnv, ar1_expected_return
 from trainers.backtest.evaluation import evaluate
-from trainers.backtest.metrics import equity_metrics, periods_per_year
+from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
 from trainers.backtest.uncertainty import stratified_bootstrap_iqm
 from trainers.run.loop import train
 from trainers.run.build import open_session
@@ -46,32 +45,10 @@ REAL = ("SPX", "GOOGL")
 
 
 def oracle_sharpe(run_config, data_dir: Path, phis: dict[str, float]) -> dict[str, float]:
-    """Test-split annualised Sharpe of the long-only oracle of each AR(1) symbol: hold (BUY_LARGE
-    from flat) while the next bar's expected return is positive, SELL_ALL otherwise."""
-    env_config = run_config.env.backtest()
-    symbols = list(phis)
-    env = VecTradingEnv(symbols, 1, env_config, data_dir=str(data_dir), split="test", seed=0)
-    spec = env.trading_spec
-    buy, sell, hold = spec.action_id("BUY_LARGE"), spec.action_id("SELL_ALL"), spec.hold_id
-    expected = torch.tensor(np.stack([ar1_expected_return(env.markets[s], phis[s], DRIFT) for s in symbols]))
-    steps = min(last - first for first, last in env.decision_range.values())
-    env.reset()
-    equity = [np.full(len(symbols), env_config.initial_capital)]
-    rows = torch.arange(len(symbols))
-    for _ in range(steps):
-        acc = env.accounts
-        up = expected[rows, acc.t] > 0
-        holding = acc.shares > 0
-        actions = torch.where(up & ~holding, buy, torch.where(~up & holding, sell, hold))
-        _, _, _, _, info = env.step(actions)
-        equity.append(info["equity"].numpy())
-    curves = np.stack(equity)  # (steps + 1, S)
-    out = {}
-    for s, symbol in enumerate(symbols):
-        first, last = env.decision_range[symbol]
-        per_year = periods_per_year(env.markets[symbol].timestamps[first:last + 1])
-        out[symbol] = equity_metrics(curves[:, s], per_year)["sharpe_annualised"]
-    return out
+    """Test-split annualised Sharpe of the long-only oracle (trainers.backtest.oracle) of each
+    AR(1) symbol, which knows its phi and the drift."""
+    env = VecTradingEnv(list(phis), 1, run_config.env.backtest(), data_dir=str(data_dir), split="test", seed=0)
+    return long_only_oracle_sharpe(env, {s: ar1_expected_return(env.markets[s], phi, DRIFT) for s, phi in phis.items()})
 
 
 def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, args: argparse.Namespace,

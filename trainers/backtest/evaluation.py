@@ -8,6 +8,8 @@ in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly
 policy, accounts 2.. the sampled policy (with --sampled K). Buy-and-hold (fully invested) and an
 exposure-matched buy-and-hold (the greedy agent's average exposure, bought at the same first fill
 and held) are computed from the same bars with the env's own cost model (envs.accounts.buy_fill).
+A generated symbol whose process is known (the default synthetic market) also gets the long-only
+oracle's row (trainers.backtest.oracle), traded in an env of its own over the same bars and dates.
 Sharpe and Sortino here are annualised with the bars' measured frequency (`sharpe_annualised`),
 unlike the per-step episode Sharpe of the training charts.
 """
@@ -24,12 +26,16 @@ from configs.train import TrainConfig, build
 from envs import DataError, VecTradingEnv, load_market
 from envs.splits import format_timestamp
 from models import MultiSymbolPolicy
+from trainers.backtest.oracle import known_expected_return, simulate_oracle
 from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
 from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.backtest.report import plot_equity, print_tables, write_json
 from trainers.backtest.simulate import GREEDY, RANDOM, account_metrics, buy_and_hold, mean_defined, simulate
 from trainers.backtest.uncertainty import sharpe_interval, sharpe_standard_error
 from trainers.run import checkpoints
+
+ORACLE = "oracle (long-only)"
+"""the row of the long-only oracle, for generated symbols whose process is known"""
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
@@ -53,9 +59,10 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     with torch.no_grad():
         sim = simulate(env, actor, num_sampled, generator)
 
+    oracle = oracle_results(env, device, seed)
     results, curves_json, periods = {}, {}, {}
     for s, symbol in enumerate(env.symbols):
-        rows, curves, periods[symbol] = symbol_results(env, sim, s, num_sampled)
+        rows, curves, periods[symbol] = symbol_results(env, sim, s, num_sampled, oracle.get(symbol))
         results[symbol] = rows
         curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
         first, last = env.decision_range[symbol]
@@ -105,10 +112,35 @@ def split_env(config: TrainConfig, split: str, per_symbol: int, device: torch.de
     return VecTradingEnv(symbols, per_symbol, env_config, device, markets=markets, split=split, seed=seed), skipped
 
 
-def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_sampled: int
+def oracle_results(env: VecTradingEnv, device: torch.device, seed: int
+                   ) -> dict[str, tuple[dict[str, float | None], np.ndarray]]:
+    """(metrics, (L + 1,) equity curve) of the long-only oracle of each symbol of `env` whose
+    generating process is known; the others (real files) have none and are left out."""
+    expected = {s: e for s in env.symbols if (e := known_expected_return(env.markets[s])) is not None}
+    if not expected:
+        return {}
+    markets = {s: env.markets[s] for s in expected}
+    # env.config holds the split dates env ran with, so this env cuts the split where env did
+    oracle_env = VecTradingEnv(list(expected), 1, env.config, device, markets=markets, split=env.split, seed=seed)
+    sim = simulate_oracle(oracle_env, expected)
+    out = {}
+    for s, symbol in enumerate(oracle_env.symbols):
+        first, last = oracle_env.decision_range[symbol]
+        if (first, last) != env.decision_range[symbol]:
+            raise RuntimeError(f"{symbol}: the oracle's decision range {(first, last)} differs from the "
+                               f"backtest's {env.decision_range[symbol]}")
+        per_year = periods_per_year(env.markets[symbol].timestamps[first:last + 1])
+        out[symbol] = account_metrics(sim, oracle_env.layout.account(s, 0), last - first,
+                                      env.config.initial_capital, per_year)
+    return out
+
+
+def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_sampled: int,
+                   oracle: tuple[dict[str, float | None], np.ndarray] | None = None
                    ) -> tuple[dict[str, dict[str, float | None]], dict[str, np.ndarray], dict[str, object]]:
     """(metrics by strategy, (L + 1,) equity curves by strategy, the test period with the agent's
-    Sharpe interval) of symbol index `s` of a `simulate` result."""
+    Sharpe interval) of symbol index `s` of a `simulate` result; `oracle` (metrics, curve) adds
+    the oracle's row after the agent's."""
     symbol, layout, capital = env.symbols[s], env.layout, env.config.initial_capital
     first, last = env.decision_range[symbol]
     steps, stamps = last - first, env.markets[symbol].timestamps[first:last + 1]
@@ -124,6 +156,8 @@ def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_s
         sampled = [account(layout.account(s, RANDOM + 1 + k))[0] for k in range(num_sampled)]
         rows[f"agent (sampled, mean of {num_sampled})"] = {
             key: mean_defined([m[key] for m in sampled]) for key in sampled[0]}
+    if oracle is not None:
+        rows[ORACLE], curves[ORACLE] = oracle
     agent_exposure = float(rows["agent (greedy)"]["exposure"] or 0.0)
     for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
         curve = buy_and_hold(env, symbol, fraction)

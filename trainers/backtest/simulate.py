@@ -4,6 +4,8 @@ valid policy, accounts 2.. the sampled policy; buy-and-hold curves are priced wi
 cost model (envs.accounts.buy_fill)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -19,9 +21,26 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
              generator: torch.Generator) -> dict[str, np.ndarray]:
     """Run one full-split episode in every account; per-step (L, N) host arrays of equity,
     exposure and traded notional, plus (N,) episode statistics."""
-    steps = max(last - first for first, last in env.decision_range.values())
-    n, e = env.num_envs, env.layout.per_symbol
+    e = env.layout.per_symbol
     role = env.layout.role(env.device)  # (N,)
+
+    def choose(obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        greedy = policy.act(obs, mask, deterministic=True)[0]
+        sampled = policy.act(obs, mask)[0] if num_sampled else greedy
+        # validation runs greedy accounts only (E = 1): no random draws to make then
+        random = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if e > RANDOM
+                  else greedy)
+        return torch.where(role == GREEDY, greedy, torch.where(role == RANDOM, random, sampled))
+
+    return run_episode(env, choose)
+
+
+def run_episode(env: VecTradingEnv, choose: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+                ) -> dict[str, np.ndarray]:
+    """One full-split episode in every account, `choose(obs, mask)` giving the (N,) actions of each
+    step; what `simulate` returns."""
+    steps = max(last - first for first, last in env.decision_range.values())
+    n = env.num_envs
     equity = torch.zeros(steps, n, dtype=torch.float64, device=env.device)
     exposure = torch.zeros_like(equity)
     notional = torch.zeros_like(equity)
@@ -29,13 +48,7 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
     stats: dict[str, torch.Tensor] = {}
     obs, _ = env.reset()
     for t in range(steps):
-        mask = env.action_masks()
-        greedy = policy.act(obs, mask, deterministic=True)[0]
-        sampled = policy.act(obs, mask)[0] if num_sampled else greedy
-        # validation runs greedy accounts only (E = 1): no random draws to make then
-        random = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if e > RANDOM
-                  else greedy)
-        actions = torch.where(role == GREEDY, greedy, torch.where(role == RANDOM, random, sampled))
+        actions = choose(obs, env.action_masks())
         obs, _, terminated, truncated, info = env.step(actions)
         # Accounts that already finished (a shorter split, or the equity floor) keep their last value.
         previous = equity[t - 1] if t else torch.full_like(equity[0], env.config.initial_capital)
