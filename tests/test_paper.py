@@ -166,6 +166,13 @@ def test_changed_inputs_and_held_ledgers_are_refused_with_one_line(run, tmp_path
     shutil.copytree(run["dir"], other, ignore=shutil.ignore_patterns(".lock"))
     refused(paper_main(["--run-dir", str(other), "--data-dir", str(data), "--ledger", str(ledger)]),
             "a ledger of run")
+    broken = run["root"] / "broken"
+    broken.mkdir(exist_ok=True)
+    shutil.copy(data / "GOOGL.parquet", broken)
+    (broken / "SPX.parquet").write_bytes((data / "SPX.parquet").read_bytes()[:3000])
+    refused(paper(run, tmp_path / "fresh.sqlite", "--from", run["test_start"], data=broken), "SPX.parquet",
+            "not a readable parquet")
+    assert not (tmp_path / "fresh.sqlite").exists()
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"not a database at all" * 100)
     refused(paper(run, corrupt), "not a paper-trading ledger")

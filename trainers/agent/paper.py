@@ -23,7 +23,7 @@ from configs.loader import ConfigError, load_toml
 from configs.train import TrainConfig, build
 from envs import VecTradingEnv, load_market
 from envs.accounts import Accounts
-from envs.bars import DataError
+from envs.bars import Bars, DataError
 from envs.splits import format_timestamp, parse_timestamp
 from models import MultiSymbolPolicy
 from trainers.agent.decision import Decision, check_age, data_files, decide, load_actor
@@ -65,15 +65,17 @@ def paper_trade(run_dir: Path, data_dir: str | None, ledger_path: Path, start: s
     try:
         for lock in locks:
             lock.acquire()
-        ledger = Ledger.open(ledger_path, create=write)
         config = build(TrainConfig, load_toml(run_dir / "config.toml"))
         data_dir = data_dir or config.run.data_dir
         data_files(list(config.run.symbols), data_dir)
-        meta = ledger.meta() or (_new_ledger(ledger, run_dir, config, data_dir, start_ns, checkpoint) if write else {})
+        # the bars are read (and checked) before a new ledger is made: a refused file writes nothing
+        markets = load_market(list(config.run.symbols), data_dir, strict=config.env.strict_data)
+        ledger = Ledger.open(ledger_path, create=write)
+        meta = ledger.meta() or (_new_ledger(ledger, run_dir, config, markets, start_ns, checkpoint) if write else {})
         if not meta:
             raise LedgerError(f"{ledger_path}: an empty ledger (no paper run has started it)")
         weights = _check_meta(meta, ledger_path, run_dir, start_ns)
-        env, notes = _paper_env(config, data_dir, meta["start"], device)
+        env, notes = _paper_env(config, markets, meta["start"], device)
         if env is None:
             return PaperResult(meta["start"], 0, 0, ledger.last_positions(), [], notes, meta["policy"])
         check_age(env, max_age, time.time_ns())
@@ -140,18 +142,17 @@ class Replay:
         self.final = final
 
 
-def _new_ledger(ledger: Ledger, run_dir: Path, config: TrainConfig, data_dir: str, start_ns: int | None,
-                checkpoint: str) -> dict[str, str]:
+def _new_ledger(ledger: Ledger, run_dir: Path, config: TrainConfig, markets: dict[str, Bars],
+                start_ns: int | None, checkpoint: str) -> dict[str, str]:
     """Start a ledger: freeze the chosen weights beside it and record the run, weights and start."""
     chosen, which = checkpoints.choose(run_dir, checkpoint)
     if start_ns is None:  # the newest bar every symbol has: each account starts flat there
-        markets = load_market(list(config.run.symbols), data_dir)
         start_ns = min(int(b.timestamps[-1]) for b in markets.values())
     frozen = ledger.path.with_name(ledger.path.stem + ".policy.safetensors")
     shutil.copyfile(chosen.weights, frozen)
     meta = {"run_dir": str(run_dir.resolve()), "start": format_timestamp(start_ns), "weights": frozen.name,
             "weights_sha256": _sha256(frozen), "policy": which, "symbols": ",".join(config.run.symbols),
-            "initial_capital": repr(config.env.initial_capital), "data_dir": str(data_dir),
+            "initial_capital": repr(config.env.initial_capital),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ledger.initialise(meta)
     return ledger.meta()
@@ -174,12 +175,11 @@ def _check_meta(meta: dict[str, str], ledger_path: Path, run_dir: Path, start_ns
     return weights
 
 
-def _paper_env(config: TrainConfig, data_dir: str, start: str, device: torch.device
+def _paper_env(config: TrainConfig, markets: dict[str, Bars], start: str, device: torch.device
                ) -> tuple[VecTradingEnv | None, list[str]]:
     """A one-account-per-symbol backtest env whose test split runs from `start` to the data's end,
     over the symbols that have a bar to trade there, and a note for each other one."""
     env_config = replace(config.env.backtest(), split_dates=(start, start), trade_period=(), purge_bars=0)
-    markets = load_market(list(config.run.symbols), data_dir, strict=config.env.strict_data)
     tradable, notes = [], []
     for symbol in config.run.symbols:
         try:
