@@ -161,6 +161,10 @@ class MultiSymbolPolicy(nn.Module):
             action = torch.multinomial(log_probs.exp(), num_samples=1).squeeze(-1)  # (N,)
         return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), value
 
+    def log_probs(self, obs: dict[str, Tensor], action_mask: Tensor | None = None) -> Tensor:
+        """float32 log-probabilities (N, A) of every action, differentiable (masked ones ~ -inf)."""
+        return self(obs, action_mask)[0].log_softmax(dim=-1)
+
     def evaluate(self, obs: dict[str, Tensor], actions: Tensor,
                  action_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(logprob (N,), entropy over valid actions (N,), value (N,)) of given actions, with grad."""

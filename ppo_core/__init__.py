@@ -1,5 +1,6 @@
 """Generic PPO machinery (knows nothing about trading): rollout buffer, GAE, loss, learner,
 entropy-coefficient stack, rollout collector and a small MLP actor-critic."""
+from ppo_core.anchor import KLAnchor, kl_divergence
 from ppo_core.buffer import CompactObservation, Minibatch, RolloutBuffer
 from ppo_core.device import resolve_device, synchronize
 from ppo_core.distributions import entropy_of, masked_log_probs, masked_logits
@@ -17,11 +18,11 @@ from ppo_core.schedules import scheduled
 
 __all__ = [
     "ActorCritic", "AdaptiveEntropyConfig", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
-    "EntropyGuardConfig", "EntropyScheduleConfig", "EntropyState", "GymVecAdapter", "IterationResult", "LossMetrics",
+    "EntropyGuardConfig", "EntropyScheduleConfig", "EntropyState", "GymVecAdapter", "IterationResult", "KLAnchor", "LossMetrics",
     "MLPActorCritic",
     "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "PPOParts", "RewardNormalizer", "RolloutBuffer",
     "RolloutResult",
-    "StepData", "TensorVecEnv", "UpdateMetrics", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance",
+    "StepData", "TensorVecEnv", "UpdateMetrics", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance", "kl_divergence",
     "entropy_of", "masked_log_probs", "masked_logits", "ppo_iteration", "ppo_loss", "resolve_amp",
     "resolve_device", "scheduled", "synchronize",
 ]

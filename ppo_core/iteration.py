@@ -81,9 +81,10 @@ def ppo_iteration(parts: PPOParts, obs: dict[str, Tensor], *, global_step: int, 
     advantages, returns = compute_gae(buffer.rewards, buffer.values, buffer.dones, rollout.last_values,
                                       cfg.gamma, cfg.gae_lambda)
     step_after = global_step + buffer.batch_size * world_size
+    anchor_coef = learner.anchor.coefficient(global_step) if learner.anchor is not None else 0.0
     update = learner.update(buffer, advantages, returns, ent_coef=entropy.coefficient(step_after),
                             progress=global_step / max(total_steps, 1), num_groups=parts.num_groups,
-                            generator=parts.generator).read()  # host sync point
+                            generator=parts.generator, anchor_coef=anchor_coef).read()  # host sync point
     updated = time.perf_counter()
     collapse = None
     try:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple, Protocol
 import torch
 from torch import Tensor, nn
 
+from ppo_core.anchor import KLAnchor
 from ppo_core.buffer import Minibatch, RolloutBuffer
 from ppo_core.loss import explained_variance, ppo_loss
 from ppo_core.schedules import scheduled
@@ -67,6 +68,13 @@ class PPOConfig:
     normalize_rewards: bool = True
     """divide rewards by the running std of the discounted return (ppo_core.RewardNormalizer)
     (guide: off)"""
+    kl_anchor: float = 0.0
+    """experimental: add kl_anchor x KL(initial policy || current policy) to the loss, the weight
+    decaying linearly to 0 over kl_anchor_steps env steps (ppo_core.anchor); 0 = off. While on,
+    each minibatch runs the reference policy and the current one's full distribution (about 2x
+    the update's forward cost)"""
+    kl_anchor_steps: int = 0
+    """env steps (account-steps) over which the KL anchor decays to 0; needed when kl_anchor > 0"""
 
     def __post_init__(self) -> None:
         positive = ("learning_rate", "clip_coef", "max_grad_norm", "adam_eps")
@@ -89,6 +97,10 @@ class PPOConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: must be one of {allowed}, got {getattr(self, name)!r}")
+        if not self.kl_anchor >= 0:
+            raise ValueError(f"kl_anchor: must be >= 0 (0 = off), got {self.kl_anchor}")
+        if self.kl_anchor > 0 and self.kl_anchor_steps < 1:
+            raise ValueError(f"kl_anchor_steps: must be >= 1 env steps when kl_anchor > 0, got {self.kl_anchor_steps}")
         if math.isnan(self.target_kl):
             raise ValueError("target_kl: must be a number (<= 0 disables early stopping), got nan")
 
@@ -107,6 +119,10 @@ class ActorCritic(Protocol):
 
     def value(self, obs: dict[str, Tensor]) -> Tensor:
         """Critic values."""
+        ...
+
+    def log_probs(self, obs: dict[str, Tensor], action_mask: Tensor | None) -> Tensor:
+        """(B, A) log-probabilities of every action, differentiable (only the KL anchor calls it)."""
         ...
 
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
@@ -129,18 +145,23 @@ class UpdateStats(NamedTuple):
     """share of minibatches whose gradient norm exceeded max_grad_norm"""
     skipped_steps: Tensor
     """optimizer steps the fp16 GradScaler skipped for inf/NaN gradients"""
+    anchor_kl: Tensor
+    """mean KL(initial policy || current) over the minibatches while the KL anchor is on, else 0"""
     epochs_run: int
     stopped_early: bool
     """True when KL early stopping skipped the epochs after `epochs_run`"""
     learning_rate: float
     clip_coef: float
+    anchor_coef: float
+    """the KL anchor's weight in this update (0 when off or decayed)"""
 
     def read(self) -> UpdateMetrics:
         """The host values. This is a host sync point (one read for all tensors)."""
         names = [name for name, value in zip(self._fields, self) if isinstance(value, Tensor)]
         values = dict(zip(names, torch.stack([getattr(self, n).float() for n in names]).tolist()))
         return UpdateMetrics(**values, epochs_run=self.epochs_run, stopped_early=self.stopped_early,
-                             learning_rate=self.learning_rate, clip_coef=self.clip_coef)
+                             learning_rate=self.learning_rate, clip_coef=self.clip_coef,
+                             anchor_coef=self.anchor_coef)
 
 
 class UpdateMetrics(NamedTuple):
@@ -156,10 +177,12 @@ class UpdateMetrics(NamedTuple):
     grad_norm: float
     clipped_share: float
     skipped_steps: float
+    anchor_kl: float
     epochs_run: int
     stopped_early: bool
     learning_rate: float
     clip_coef: float
+    anchor_coef: float
 
     def scalars(self) -> dict[str, float]:
         """`losses/<field>` floats for TensorBoard."""
@@ -168,7 +191,7 @@ class UpdateMetrics(NamedTuple):
 
 # metric rows accumulated on the device, one stack per minibatch
 _METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
-            "grad_norm", "finite_grad", "clipped")
+            "grad_norm", "finite_grad", "clipped", "anchor_kl")
 _CHECKED = ("policy_loss", "value_loss", "entropy", "grad_norm")
 _CHECKED_ROWS = [_METRICS.index(name) for name in _CHECKED]
 _KL = _METRICS.index("approx_kl")
@@ -210,15 +233,19 @@ class PPOLearner:
         self.params = [p for p in policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.anchor = KLAnchor(config.kl_anchor, config.kl_anchor_steps) if config.kl_anchor > 0 else None
+        """set when config.kl_anchor > 0; its reference is captured by the caller once the starting
+        weights are in place (`anchor.capture(policy)`) or restored by load_state_dict"""
 
     def update(self, buffer: RolloutBuffer, advantages: Tensor, returns: Tensor, *, ent_coef: float,
                progress: float, num_groups: int | None = None,
-               generator: torch.Generator | None = None) -> UpdateStats:
+               generator: torch.Generator | None = None, anchor_coef: float = 0.0) -> UpdateStats:
         """Run up to `update_epochs` epochs of minibatch PPO on the buffer's (T, N) rollout.
 
         `progress` in [0, 1] drives the lr and clip schedules. After each epoch the epoch's mean
         approx KL is read once (with the non-finite check); the loop stops when it exceeds
-        target_kl. Raises NonFiniteLossError naming the non-finite quantity; the policy may then
+        target_kl. `anchor_coef` > 0 adds that x the KL anchor's divergence to every minibatch's
+        loss (needs `self.anchor` captured). Raises NonFiniteLossError naming the non-finite quantity; the policy may then
         hold non-finite weights, so the caller should fall back to its last checkpoint.
         """
         cfg = self.config
@@ -233,7 +260,7 @@ class PPOLearner:
         for epoch in range(cfg.update_epochs):
             epoch_totals = torch.zeros(len(_METRICS), device=self.device)
             for mb in buffer.minibatches(advantages, returns, per_epoch, num_groups, generator):
-                epoch_totals += self._step(mb, ent_coef, clip_coef, skipped, num_groups)
+                epoch_totals += self._step(mb, ent_coef, clip_coef, skipped, num_groups, anchor_coef)
             if self.sync is not None:
                 self.sync(epoch_totals)  # every process reads the same KL and stops together
             totals += epoch_totals
@@ -257,7 +284,8 @@ class PPOLearner:
             approx_kl=means["approx_kl"], clip_fraction=means["clip_fraction"],
             explained_variance=ev,
             grad_norm=grad_norm, clipped_share=means["clipped"], skipped_steps=skipped,
-            epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr, clip_coef=clip_coef)
+            anchor_kl=means["anchor_kl"], epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr,
+            clip_coef=clip_coef, anchor_coef=anchor_coef)
 
     def minibatches_per_epoch(self, batch_size: int, num_groups: int | None) -> int:
         """num_minibatches, or each group's share of `batch_size` samples / minibatch_size."""
@@ -271,7 +299,7 @@ class PPOLearner:
         return share // size
 
     def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor,
-              num_groups: int | None = None) -> Tensor:
+              num_groups: int | None = None, anchor_coef: float = 0.0) -> Tensor:
         """One optimizer step on a minibatch; returns the (len(_METRICS),) metric row."""
         cfg = self.config
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
@@ -281,6 +309,12 @@ class PPOLearner:
                                entropy, clip_coef=clip_coef, vf_coef=cfg.vf_coef, ent_coef=ent_coef,
                                clip_vloss=cfg.clip_vloss, norm_adv=cfg.norm_adv,
                                adv_groups=(num_groups or 1) if cfg.norm_adv_per_group else 1)
+            anchor_kl = torch.zeros((), device=self.device)
+            if anchor_coef > 0:
+                if self.anchor is None:
+                    raise RuntimeError("anchor_coef > 0 needs a learner built with config.kl_anchor > 0")
+                anchor_kl = self.anchor.divergence(self.policy, mb.obs, mb.masks)
+                loss = loss + anchor_coef * anchor_kl
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.sync is not None:
@@ -300,7 +334,8 @@ class PPOLearner:
         self.scaler.update()
         return torch.stack([m.policy_loss, m.value_loss, m.entropy, m.approx_kl, m.clip_fraction,
                             checked_norm, finite_grad.float(),
-                            (finite_grad & (grad_norm > cfg.max_grad_norm)).float()]).float()
+                            (finite_grad & (grad_norm > cfg.max_grad_norm)).float(),
+                            anchor_kl.detach().float()]).float()
 
     @staticmethod
     def _raise_if_non_finite(finite: list[float], epoch: int) -> None:
@@ -309,10 +344,16 @@ class PPOLearner:
             raise NonFiniteLossError(f"non-finite {', '.join(bad)} in PPO update epoch {epoch + 1}")
 
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer and GradScaler state (the policy's weights are checkpointed separately)."""
-        return {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        """Optimizer and GradScaler state, and the KL anchor's reference weights when it has one
+        (the policy's weights are checkpointed separately)."""
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()}
+        if self.anchor is not None:
+            state["anchor"] = self.anchor.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
+        if self.anchor is not None and "anchor" in state:
+            self.anchor.load_state_dict(state["anchor"], self.policy)

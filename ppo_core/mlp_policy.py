@@ -41,6 +41,10 @@ class MLPActorCritic(nn.Module):
         action = torch.multinomial(log_probs.exp(), 1)  # (B, 1)
         return action.squeeze(-1), log_probs.gather(-1, action).squeeze(-1), self.value(obs)
 
+    def log_probs(self, obs: dict[str, Tensor], action_mask: Tensor | None = None) -> Tensor:
+        """float32 log-probabilities (B, A) of every action, differentiable."""
+        return masked_log_probs(self.actor(obs["obs"]), action_mask)
+
     def evaluate(self, obs: dict[str, Tensor], actions: Tensor,
                  action_mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Log-probs of `actions` (B,), entropy over valid actions (B,) and values (B,)."""

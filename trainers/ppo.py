@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(transferred) encoder + (1 - ALPHA) x a fresh one; heads start fresh")
     parser.add_argument("--encoder-blend", type=float, default=1.0, metavar="ALPHA",
                         help="experimental: alpha in [0, 1] for --init-encoder-from (default 1)")
+    parser.add_argument("--kl-anchor", type=float, metavar="COEF",
+                        help="experimental: add COEF x KL(initial policy || current) to the PPO loss "
+                             "(ppo.kl_anchor), e.g. 0.01 after --init-encoder-from")
+    parser.add_argument("--kl-anchor-steps", type=int, metavar="N",
+                        help="account-steps over which the KL anchor decays linearly to 0 (ppo.kl_anchor_steps)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override any config field (repeatable)")
     return parser
@@ -82,7 +87,8 @@ def cli_values(args: argparse.Namespace) -> dict[str, object]:
     mapping = {"run.symbols": symbols,
                "run.data_dir": args.data_dir, "run.total_steps": args.total_steps,
                "run.envs_per_symbol": args.envs_per_symbol, "run.device": args.device,
-               "run.seed": args.seed, "ppo.amp": args.amp,
+               "run.seed": args.seed, "ppo.amp": args.amp, "ppo.kl_anchor": args.kl_anchor,
+               "ppo.kl_anchor_steps": args.kl_anchor_steps,
                "env.strict_data": True if args.strict_data else None}
     return {key: value for key, value in mapping.items() if value is not None}
 

@@ -54,6 +54,7 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, Callable[[IterationMetrics], float | None
     ("ev", "{:+.2f}", lambda m: m.update.explained_variance),
     ("ent coef", "{:.4f}", lambda m: m.entropy.coefficient),
     ("guard x", "{:.2f}", lambda m: m.entropy.guard_multiplier),
+    ("anchor kl", "{:.4f}", lambda m: m.update.anchor_kl if m.update.anchor_coef > 0 else None),
 )
 """(column title, format, value; None leaves the column out) of the live table and the plain log line"""
 

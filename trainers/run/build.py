@@ -80,7 +80,22 @@ def _open(config: TrainConfig, run_dir: Path, resume: bool, request: TransferReq
         log.message(f"data-parallel: {world.size} processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
                     f"each {env.num_envs} accounts; {session.batch_size:,} account-steps per iteration, "
                     "gradients averaged over all")
+    anchor_to_start(session)
     return session
+
+
+def anchor_to_start(session: Session) -> None:
+    """With ppo.kl_anchor > 0: freeze the starting policy as the KL anchor's reference (a resume has
+    restored its own) and say so in the log."""
+    anchor, ppo = session.learner.anchor, session.config.ppo
+    if anchor is None:
+        return
+    if anchor.reference is None:
+        anchor.capture(session.policy)
+    left = max(ppo.kl_anchor_steps - session.global_step, 0)
+    session.log.message(f"experimental KL anchor: {ppo.kl_anchor:g} x KL(initial policy || current) in the loss, "
+                        f"decaying linearly to 0 at step {ppo.kl_anchor_steps:,} ({left:,} account-steps left; "
+                        "ppo.kl_anchor, ppo.kl_anchor_steps)")
 
 
 def find_resume_point(run_dir: Path, resume: bool, world: World) -> ResumePoint | None:
