@@ -235,6 +235,49 @@ def transfer_weights(old_state: Mapping[str, Tensor], old_symbols: Sequence[str]
     return report
 
 
+SL_ENCODER_KIND = "sl_encoder"
+"""the `kind` metadata of a supervised encoder checkpoint (trainers.pretrain's encoder.safetensors)"""
+
+
+def map_sl_encoder(tensors: Mapping[str, Tensor], model: MultiSymbolPolicy, source: str = "") -> TransferReport:
+    """Map a supervised encoder checkpoint onto `model`'s encoder, key by key: `encoder.K` -> the
+    policy's `encoder.K`, shapes equal (no resizing: a supervised encoder of another size is
+    refused, not stretched). The supervised prediction head (`head.*`) and anything else outside
+    `encoder.` is dropped. TransferError listing every key the policy's encoder needs but the
+    checkpoint lacks and every shape that differs; the report lists what mapped (apply it with
+    blend_encoder)."""
+    wanted = {f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}
+    missing = [k for k in wanted if k not in tensors]
+    mismatched = [f"{k}: checkpoint {tuple(tensors[k].shape)}, policy {tuple(v.shape)}"
+                  for k, v in wanted.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or mismatched:
+        raise TransferError(
+            f"{source or 'the supervised encoder'} does not fit this policy's encoder (train it with the same "
+            "model.encoder settings and observation keys as the run):\n  "
+            + "\n  ".join([*(f"{k}: missing from the checkpoint" for k in missing), *mismatched]))
+    entries = [TensorTransfer(k, "copied", tuple(v.shape), tuple(v.shape), "mapped from the supervised encoder")
+               for k, v in wanted.items()]
+    entries += [TensorTransfer(k, "dropped", tuple(v.shape), None, "not part of the policy's encoder")
+                for k, v in tensors.items() if k not in wanted]
+    dropped = [k for k in tensors if k not in wanted]
+    return TransferReport(strategy="sl_encoder key mapping", new_symbol_heads="fresh", symbols_kept=[],
+                          symbols_added=list(model.symbols), symbols_dropped=[], changes=[], tensors=entries,
+                          source=source,
+                          notes=[f"mapped all {len(wanted)} encoder tensors one to one (encoder.* -> encoder.*)",
+                                 f"dropped {len(dropped)}: {', '.join(dropped) or 'none'}"])
+
+
+def is_sl_encoder(path: str | Path) -> bool:
+    """Whether `path` is a supervised encoder checkpoint (metadata kind = SL_ENCODER_KIND)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("kind") == SL_ENCODER_KIND
+    except Exception:  # not a safetensors file: the caller's own loader names the problem
+        return False
+
+
 def blend_encoder(model: MultiSymbolPolicy, transferred: Mapping[str, Tensor], alpha: float) -> None:
     """Experimental: encoder <- alpha * transferred + (1 - alpha) * the model's own (fresh) encoder,
     tensor by tensor; `transferred` holds `encoder.*` tensors of this model's shapes."""

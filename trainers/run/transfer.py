@@ -17,8 +17,8 @@ from configs.loader import ConfigError, build
 from configs.train import TrainConfig
 from envs.spec import TradingSpec
 from models import CheckpointError, MultiSymbolPolicy, read_checkpoint_meta
-from models.transfer import (TRANSFER_STRATEGIES, TransferReport, architecture_changes, blend_encoder,
-                             check_compatible, transfer_weights)
+from models.transfer import (TRANSFER_STRATEGIES, TransferError, TransferReport, architecture_changes,
+                             blend_encoder, check_compatible, is_sl_encoder, map_sl_encoder, transfer_weights)
 from trainers.monitoring.console import RunLog
 from trainers.run import checkpoints
 
@@ -41,9 +41,17 @@ class TransferRequest:
     """--encoder-blend alpha: encoder = alpha * transferred + (1 - alpha) * fresh"""
 
 
+SL_ENCODER_FILE = "encoder.safetensors"
+"""the supervised encoder trainers.pretrain writes into its --out-dir"""
+
+
 def source_weights(path: Path) -> tuple[Path, str]:
-    """(weights file, a line saying which) for --init-from: a run directory gives its best
-    checkpoint by validation (its latest when it has no scores), a file is taken as it is."""
+    """(weights file, a line saying which) for --init-from / --init-encoder-from: a run directory
+    gives its best checkpoint by validation (its latest when it has no scores), a pretrain output
+    directory its supervised encoder, a file is taken as it is."""
+    if Path(path).is_dir() and (Path(path) / SL_ENCODER_FILE).is_file() and \
+            not checkpoints.checkpoint_dir(Path(path)).is_dir():
+        return Path(path) / SL_ENCODER_FILE, f"supervised encoder {Path(path) / SL_ENCODER_FILE}"
     if Path(path).is_dir():
         checkpoint, line = checkpoints.choose(Path(path), "best")
         return checkpoint.weights, f"{path}: {line}"
@@ -70,6 +78,11 @@ def preflight(config: TrainConfig, run_dir: Path, resuming: bool, request: Trans
                           "--resume or --init-from")
     source = request.source or request.encoder_source
     if source is None and not resuming:
+        return
+    if request.encoder_source is not None and is_sl_encoder(source_weights(request.encoder_source)[0]):
+        with torch.random.fork_rng(devices=[]):  # a throwaway model must not shift the run's streams
+            policy = MultiSymbolPolicy(config.run.symbols, config.model, TradingSpec.from_config(config.env))
+        sl_encoder_mapping(source_weights(request.encoder_source)[0], policy)
         return
     if source is not None:
         weights = source_weights(source)[0]
@@ -132,13 +145,32 @@ def init_from(policy: MultiSymbolPolicy, request: TransferRequest, seed: int, lo
                 "start at 0", style="bold yellow")
 
 
+def sl_encoder_mapping(weights: Path, policy: MultiSymbolPolicy) -> tuple[dict[str, torch.Tensor], TransferReport]:
+    """The `encoder.*` tensors of a supervised encoder checkpoint and the key-mapping report onto
+    `policy`'s encoder; ConfigError naming each missing key or shape that differs."""
+    tensors = load_file(str(weights))
+    try:
+        report = map_sl_encoder(tensors, policy, str(weights))
+    except TransferError as err:
+        raise ConfigError(f"--init-encoder-from {err}") from None
+    return {k: v for k, v in tensors.items() if k.startswith("encoder.")}, report
+
+
 def init_encoder_from(policy: MultiSymbolPolicy, request: TransferRequest, seed: int, log: RunLog,
                       run_dir: Path) -> None:
     """Experimental --init-encoder-from: the encoder becomes alpha * transferred + (1 - alpha) * its
-    fresh init; the heads stay fresh."""
+    fresh init; the heads stay fresh. The source is another run's policy (transferred to this
+    architecture) or a supervised encoder from trainers.pretrain (mapped key by key)."""
     assert request.encoder_source is not None, "init_encoder_from needs request.encoder_source"
     weights, line = source_weights(request.encoder_source)
     log.message(f"experimental encoder blend (alpha {request.encoder_blend:g}) from {line}")
+    if is_sl_encoder(weights):
+        device = next(policy.parameters()).device
+        tensors, report = sl_encoder_mapping(weights, policy)
+        report.notes.append(f"encoder only, blended with alpha {request.encoder_blend:g}; heads fresh")
+        blend_encoder(policy, {k: v.to(device) for k, v in tensors.items()}, request.encoder_blend)
+        record(log, run_dir, report)
+        return
     with torch.random.fork_rng(devices=[]):  # the donor's init must not shift the run's random streams
         donor = MultiSymbolPolicy(policy.symbols, policy.config, policy.spec)
     report = transfer_from(weights, donor, request, seed)
