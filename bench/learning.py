@@ -32,13 +32,10 @@ from rich.table import Table
 
 from common import emit
 from markets import DRIFT, GENERATED, write_generated
+from training import interval, summarise, train_and_evaluate
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import VecTradingEnv, ar1_expected_return
-from trainers.backtest.evaluation import evaluate
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
-from trainers.backtest.uncertainty import stratified_bootstrap_iqm
-from trainers.run.loop import train
-from trainers.run.build import open_session
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ("SPX", "GOOGL")
@@ -57,37 +54,7 @@ def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, ar
     config = resolve(DEFAULT_CONFIG, args.overrides, cli={
         "run.symbols": symbols, "run.data_dir": str(data_dir), "run.total_steps": steps,
         "run.seed": seed, "run.device": args.device})
-    run_dir = work / f"{name}_seed{seed}"
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):
-        session = open_session(config, run_dir)
-        try:
-            code = train(session)
-        finally:
-            session.close()
-        if code != 0:
-            sys.exit(f"{name}: training failed (exit code {code}); see the messages above")
-        report = evaluate(run_dir, "test", 0, session.device, seed=seed,
-                          console=Console(file=sys.stderr, width=150))
-    return report, time.perf_counter() - start
-
-
-def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:
-    rows = []
-    for symbol, strategies in report["results"].items():
-        agent = strategies["agent (greedy)"]
-        matched = next(v for k, v in strategies.items() if k.startswith("buy & hold x"))
-        row = {"symbol": symbol, "agent_sharpe": agent["sharpe_annualised"],
-               "oracle_sharpe": oracle.get(symbol), "matched_bh_sharpe": matched["sharpe_annualised"],
-               "random_sharpe": strategies["random valid"]["sharpe_annualised"],
-               "agent_return": agent["total_return"], "agent_exposure": agent["exposure"],
-               "agent_trades": agent["trades"]}
-        row["oracle_share"] = (row["agent_sharpe"] / row["oracle_sharpe"]
-                               if row["oracle_sharpe"] and row["oracle_sharpe"] > 0 else None)
-        row["beats_matched_and_random"] = (row["agent_sharpe"] > row["matched_bh_sharpe"]
-                                           and row["agent_sharpe"] > row["random_sharpe"])
-        rows.append(row)
-    return rows
+    return train_and_evaluate(config, work / f"{name}_seed{seed}")
 
 
 def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
@@ -110,14 +77,6 @@ def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
                     "agent_trades": mean("agent_trades"),
                     "beats_matched_and_random": sum(r["beats_matched_and_random"] for r in symbol_rows)})
     return out
-
-
-def interval(scores: list[list[float]]) -> dict[str, float] | None:
-    """IQM of (seeds, tasks) scores with its stratified-bootstrap 95 % interval (None for one seed)."""
-    if len(scores) < 2:
-        return None
-    result = stratified_bootstrap_iqm(np.asarray(scores, dtype=np.float64))
-    return {"point": result.point, "low": result.low, "high": result.high}
 
 
 def market_verdict(per_seed: dict[int, list[dict]]) -> dict[str, dict[str, float] | None]:

@@ -1,0 +1,66 @@
+"""What the learning benches share: train one run with the trainer's own code and backtest it on the
+test split, one row per symbol against the oracle and the baselines, and the IQM of (seeds, tasks)
+scores with its stratified-bootstrap interval."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from configs.train import TrainConfig
+from trainers.backtest.evaluation import evaluate
+from trainers.backtest.uncertainty import stratified_bootstrap_iqm
+from trainers.run.build import open_session
+from trainers.run.loop import train
+from trainers.run.transfer import TransferRequest
+
+
+def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferRequest | None = None
+                       ) -> tuple[dict, float]:
+    """Train `config` in `run_dir` (from `transfer` when given), then backtest its chosen checkpoint
+    on the test split; (evaluation payload, seconds). Exits naming the run when training fails."""
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):
+        session = open_session(config, run_dir, transfer=transfer)
+        try:
+            code = train(session)
+        finally:
+            session.close()
+        if code != 0:
+            sys.exit(f"{run_dir.name}: training failed (exit code {code}); see the messages above")
+        report = evaluate(run_dir, "test", 0, session.device, seed=config.run.seed,
+                          console=Console(file=sys.stderr, width=150))
+    return report, time.perf_counter() - start
+
+
+def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:
+    """One row per symbol of an evaluation payload: the greedy agent's test Sharpe beside the oracle's
+    (when known), exposure-matched buy-and-hold and random valid; its share of the oracle; whether
+    it beat both baselines."""
+    rows = []
+    for symbol, strategies in report["results"].items():
+        agent = strategies["agent (greedy)"]
+        matched = next(v for k, v in strategies.items() if k.startswith("buy & hold x"))
+        row = {"symbol": symbol, "agent_sharpe": agent["sharpe_annualised"],
+               "oracle_sharpe": oracle.get(symbol), "matched_bh_sharpe": matched["sharpe_annualised"],
+               "random_sharpe": strategies["random valid"]["sharpe_annualised"],
+               "agent_return": agent["total_return"], "agent_exposure": agent["exposure"],
+               "agent_trades": agent["trades"]}
+        row["oracle_share"] = (row["agent_sharpe"] / row["oracle_sharpe"]
+                               if row["oracle_sharpe"] and row["oracle_sharpe"] > 0 else None)
+        row["beats_matched_and_random"] = (row["agent_sharpe"] > row["matched_bh_sharpe"]
+                                           and row["agent_sharpe"] > row["random_sharpe"])
+        rows.append(row)
+    return rows
+
+
+def interval(scores: list[list[float]]) -> dict[str, float] | None:
+    """IQM of (seeds, tasks) scores with its stratified-bootstrap 95 % interval (None for one seed)."""
+    if len(scores) < 2:
+        return None
+    result = stratified_bootstrap_iqm(np.asarray(scores, dtype=np.float64))
+    return {"point": result.point, "low": result.low, "high": result.high}
