@@ -9,6 +9,7 @@ from models.checkpoint import (
     read_checkpoint_meta,
     save_checkpoint,
 )
+from models.ensemble import PolicyEnsemble
 from models.encoder import EncoderConfig, FeatureEncoder, count_tokens, sinusoidal_positions
 from models.heads import ACTIVATIONS, GroupedMLP
 from models.init import (
@@ -26,7 +27,7 @@ from models.policy import MultiSymbolPolicy, PolicyConfig
 __all__ = [
     "ACTIVATIONS", "FORMAT_VERSION", "STRATEGIES",
     "CheckpointError", "CheckpointMeta", "CheckpointMismatchError", "EncoderConfig", "FeatureEncoder",
-    "GroupedMLP", "MultiSymbolPolicy", "PolicyConfig",
+    "GroupedMLP", "MultiSymbolPolicy", "PolicyConfig", "PolicyEnsemble",
     "atomic_write_bytes", "count_tokens", "init_actor_", "init_critic_", "init_encoder_", "init_grouped_mlp_",
     "init_linear_", "init_matrix_", "load_checkpoint", "read_checkpoint_meta", "save_checkpoint",
     "sinusoidal_positions", "weight_stats",

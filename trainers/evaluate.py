@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run K accounts with the sampled (stochastic) policy")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
-    parser.add_argument("--checkpoint", default="best", metavar="latest|best|PATH",
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|ensemble|PATH",
                         help="which weights: the run's best by mean validation Sharpe (default; the latest "
-                             "when the run has no validation scores), its latest, or a .safetensors file")
+                             "when the run has no validation scores), its latest, the ensemble of its best "
+                             "list (mean of their action probabilities), or a .safetensors file")
     args = parser.parse_args(argv)
     if args.sampled < 0:
         parser.error("--sampled must be >= 0")

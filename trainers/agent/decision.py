@@ -71,18 +71,6 @@ def data_files(symbols: list[str], data_dir: str) -> dict[str, Path]:
     return files
 
 
-def load_actor(config: TrainConfig, checkpoint: checkpoints.Checkpoint, env: VecTradingEnv) -> MultiSymbolPolicy:
-    """The run's policy with `checkpoint`'s weights, holding the heads of `env.symbols` (a subset of
-    the run's symbols when some cannot trade), in eval mode on the env's device."""
-    policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(env.device).eval()
-    checkpoints.load_weights(checkpoint, policy)
-    if list(env.symbols) == list(config.run.symbols):
-        return policy
-    actor = MultiSymbolPolicy(env.symbols, config.model, env.trading_spec).to(env.device).eval()
-    actor.load_state_dict(policy.state_dict_for(env.symbols))
-    return actor
-
-
 def decide(env: VecTradingEnv, policy: MultiSymbolPolicy, accounts: Accounts, account: dict[str, str],
            data_dir: str) -> list[Decision]:
     """The greedy decision of each symbol's account (one per symbol, E = 1) in state `accounts` at
@@ -126,7 +114,7 @@ def predict(run_dir: Path, data_dir: str | None, checkpoint: str, symbols: list[
     env_config = replace(config.env.backtest(), trade_period=(), purge_bars=0)
     env = VecTradingEnv(trained, 1, env_config, device, data_dir=data_dir, split="test", seed=0)
     check_age(env, max_age, now_ns if now_ns is not None else time.time_ns())
-    policy = load_actor(config, chosen, env)
+    policy = checkpoints.load_policy(config, [chosen], env.symbols, env.trading_spec, env.device)
     env.reset(options={"at": "last"})
     accounts, account = env.accounts, {s: f"flat: {config.env.initial_capital:,.0f} cash, no position"
                                        for s in trained}

@@ -26,7 +26,7 @@ from envs.accounts import Accounts
 from envs.bars import Bars, DataError
 from envs.splits import format_timestamp, parse_timestamp
 from models import MultiSymbolPolicy
-from trainers.agent.decision import Decision, check_age, data_files, decide, load_actor
+from trainers.agent.decision import Decision, check_age, data_files, decide
 from trainers.agent.ledger import BarRecord, Ledger, LedgerError, Start, check_recorded
 from trainers.run import checkpoints
 from trainers.run.lock import ProcessLock, run_lock
@@ -80,7 +80,7 @@ def paper_trade(run_dir: Path, data_dir: str | None, ledger_path: Path, start: s
             return PaperResult(meta["start"], 0, 0, ledger.last_positions(), [], notes, meta["policy"])
         check_age(env, max_age, time.time_ns())
         chosen, _ = checkpoints.choose(run_dir, str(weights))
-        actor = load_actor(config, chosen, env)
+        actor = checkpoints.load_policy(config, [chosen], env.symbols, env.trading_spec, env.device)
         steps = Replay(env, actor)
         written, checked = _record(ledger, steps, data_dir, write)
         final = steps.final

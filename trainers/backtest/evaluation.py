@@ -1,7 +1,9 @@
 """Backtest a trained run on a whole split (what `python -m trainers.evaluate` runs).
 
-The checkpoint is the run's best by mean validation Sharpe unless `--checkpoint latest` or a
-weights file is given (a run without validation scores falls back to its latest checkpoint).
+The checkpoint is the run's best by mean validation Sharpe unless `--checkpoint latest`,
+`ensemble` (every checkpoint of the best list, trading the mean of their action probabilities:
+models.PolicyEnsemble) or a weights file is given (a run without validation scores falls back to
+its latest checkpoint).
 
 Every symbol's accounts start at the split's first tradable bar and trade to its end, side by side
 in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
@@ -40,20 +42,18 @@ ORACLE = "oracle (long-only)"
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
              console: Console, checkpoint: str = "best") -> dict:
-    """Backtest one of the run's checkpoints on `split` ("best", "latest" or a weights file, see
-    checkpoints.choose); writes evaluation.json (which names the checkpoint) and PNGs."""
+    """Backtest one of the run's checkpoints on `split` ("best", "latest", "ensemble" or a weights
+    file, see checkpoints.choose_members); writes evaluation.json (which names the checkpoint) and PNGs."""
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
-    chosen, which = checkpoints.choose(run_dir, checkpoint)
+    members, which = checkpoints.choose_members(run_dir, checkpoint)
+    chosen = members[0]
     console.print(which, markup=False)
     env, skipped = split_env(config, split, 2 + num_sampled, device, seed)
     for symbol, reason in skipped.items():
         console.print(f"skipped {symbol}: {reason}", markup=False)
+    # the heads of the symbols that trade this split
+    actor = checkpoints.load_policy(config, members, env.symbols, env.trading_spec, device)
     policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
-    checkpoints.load_weights(chosen, policy)
-    actor = policy
-    if skipped:  # the heads of the symbols that trade this split
-        actor = MultiSymbolPolicy(env.symbols, config.model, env.trading_spec).to(device).eval()
-        actor.load_state_dict(policy.state_dict_for(env.symbols))
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -81,7 +81,8 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
                "step": chosen.step, "weights": chosen.weights.name,
                "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
-                              "val_sharpe": chosen.val_sharpe, "note": which},
+                              "val_sharpe": chosen.val_sharpe, "note": which,
+                              "members": [str(m.weights) for m in members]},
                "results": results, "selection": selection, "periods": periods, "skipped": skipped,
                "equity_curves": curves_json}
     write_json(run_dir / "evaluation.json", payload)

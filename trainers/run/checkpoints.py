@@ -37,7 +37,10 @@ from typing import Any
 import safetensors.torch
 import torch
 
+from configs.train import TrainConfig
+from envs.spec import TradingSpec
 from ppo_core.files import atomic_write_bytes
+from models import MultiSymbolPolicy, PolicyEnsemble
 from models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from trainers.backtest.best_k import Scored
 
@@ -135,6 +138,37 @@ def choose(run_dir: Path, choice: str) -> tuple[Checkpoint, str]:
     checkpoint = Checkpoint(path, _state_path(path), step, scores.get(path.resolve()))
     score = "" if checkpoint.val_sharpe is None else f", val Sharpe {checkpoint.val_sharpe:+.3f}"
     return checkpoint, f"checkpoint: {path}, step {step:,}{score}"
+
+
+def choose_members(run_dir: Path, choice: str) -> tuple[list[Checkpoint], str]:
+    """Like `choose`, plus "ensemble": every checkpoint of the best list (best first), traded as
+    one policy (models.PolicyEnsemble); a run without validation scores gives its latest alone."""
+    if choice != "ensemble":
+        checkpoint, line = choose(run_dir, choice)
+        return [checkpoint], line
+    listed = best(run_dir)
+    if not listed:
+        checkpoint, line = choose(run_dir, "best")
+        return [checkpoint], line + "; no best list, so no ensemble"
+    steps = ", ".join(f"{c.step:,}" for c in listed)
+    return listed, (f"checkpoint: ensemble of the {len(listed)} best by mean validation Sharpe (steps {steps}): "
+                    "mean of their action probabilities")
+
+
+def load_policy(config: TrainConfig, members: Sequence[Checkpoint], symbols: Sequence[str], spec: TradingSpec,
+                device: torch.device) -> MultiSymbolPolicy | PolicyEnsemble:
+    """The run's policy with `members`' weights (several: their PolicyEnsemble), holding the heads
+    of `symbols` (the run's, or a subset when some cannot trade), in eval mode on `device`."""
+    policies = []
+    for member in members:
+        policy = MultiSymbolPolicy(config.run.symbols, config.model, spec).to(device).eval()
+        load_weights(member, policy)
+        if list(symbols) != list(config.run.symbols):
+            subset = MultiSymbolPolicy(symbols, config.model, spec).to(device).eval()
+            subset.load_state_dict(policy.state_dict_for(symbols))
+            policy = subset
+        policies.append(policy)
+    return policies[0] if len(policies) == 1 else PolicyEnsemble(policies).eval()
 
 
 def resume_point(run_dir: Path) -> tuple[Checkpoint, dict[str, Any], list[str]]:
