@@ -2,6 +2,7 @@
 backtest the greedy policy on the unseen test split against an oracle and two baselines.
 
     python bench/learning.py [--quick] [--steps 300000] [--real-steps 150000] [--seeds 1,2,...]
+                             [--checkpoint best|ensemble]
                              [--bars 3000] [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Two runs, both with configs/default.toml (plus any --set):
@@ -54,7 +55,7 @@ def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, ar
     config = resolve(DEFAULT_CONFIG, args.overrides, cli={
         "run.symbols": symbols, "run.data_dir": str(data_dir), "run.total_steps": steps,
         "run.seed": seed, "run.device": args.device})
-    return train_and_evaluate(config, work / f"{name}_seed{seed}")
+    return train_and_evaluate(config, work / f"{name}_seed{seed}", checkpoint=args.checkpoint)
 
 
 def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
@@ -129,6 +130,9 @@ def main() -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override on top of configs/default.toml (repeatable)")
+    parser.add_argument("--checkpoint", choices=("best", "ensemble"), default="best",
+                        help="what the backtest trades: the best checkpoint by validation (default) or the "
+                             "ensemble of the best list (trainers.evaluate --checkpoint ensemble)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the generated data and both run directories here (default: a temp dir)")
@@ -173,7 +177,7 @@ def main() -> None:
                 print_table(results[market]["mean_over_seeds"],
                             f"{title}, mean over seeds {args.seeds} (beats: seeds that beat both baselines)")
                 print_verdict(market, results[market]["iqm_over_seeds_and_symbols"])
-    emit({"bench": "learning", "seeds": seeds, "bars": args.bars, "overrides": args.overrides,
+    emit({"bench": "learning", "checkpoint": args.checkpoint, "seeds": seeds, "bars": args.bars, "overrides": args.overrides,
           "steps": args.steps, "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
           "wall_seconds": round(time.perf_counter() - start, 1), "phi": GENERATED,

@@ -19,10 +19,11 @@ from trainers.run.loop import train
 from trainers.run.transfer import TransferRequest
 
 
-def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferRequest | None = None
-                       ) -> tuple[dict, float]:
-    """Train `config` in `run_dir` (from `transfer` when given), then backtest its chosen checkpoint
-    on the test split; (evaluation payload, seconds). Exits naming the run when training fails."""
+def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferRequest | None = None,
+                       checkpoint: str = "best") -> tuple[dict, float]:
+    """Train `config` in `run_dir` (from `transfer` when given), then backtest `checkpoint` ("best",
+    "latest", "ensemble") on the test split; (evaluation payload, seconds). Exits naming the run
+    when training fails."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
         session = open_session(config, run_dir, transfer=transfer)
@@ -33,7 +34,7 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferReq
         if code != 0:
             sys.exit(f"{run_dir.name}: training failed (exit code {code}); see the messages above")
         report = evaluate(run_dir, "test", 0, session.device, seed=config.run.seed,
-                          console=Console(file=sys.stderr, width=150))
+                          console=Console(file=sys.stderr, width=150), checkpoint=checkpoint)
     return report, time.perf_counter() - start
 
 
