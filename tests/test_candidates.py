@@ -1,5 +1,5 @@
 """Selection bias over candidates: skip reasons, and evaluate's PBO / deflated Sharpe over a real
-run's kept checkpoints."""
+run's kept checkpoints (and the same run's best list traded as one policy, --checkpoint ensemble)."""
 import json
 
 import numpy as np
@@ -44,3 +44,10 @@ def test_evaluate_reports_selection_over_the_kept_checkpoints(tmp_path, capsys):
     assert selection["chosen"] == checkpoints.best(run_dir)[0].weights.stem
     assert 0.0 <= selection["pbo"] <= 1.0 and 0.0 <= selection["dsr"] <= 1.0
     assert selection["num_periods"] >= 2 * selection["num_blocks"]
+
+    # the same run's best list traded as one policy (models.PolicyEnsemble)
+    assert evaluate_main(["--run-dir", str(run_dir), "--device", "cpu", "--checkpoint", "ensemble"]) == 0
+    assert "ensemble of the 2 best" in capsys.readouterr().out
+    checkpoint = json.loads((run_dir / "evaluation.json").read_text())["checkpoint"]
+    assert checkpoint["choice"] == "ensemble"
+    assert checkpoint["members"] == [str(c.weights) for c in checkpoints.best(run_dir)]

@@ -1,19 +1,13 @@
 """models.PolicyEnsemble trades the mean of its members' action probabilities (masked actions stay
-masked), and `trainers.evaluate --checkpoint ensemble` trades a run's best list as one policy."""
+masked). `trainers.evaluate --checkpoint ensemble` on a real run: tests/test_candidates.py."""
 from __future__ import annotations
 
-import json
-
-import pytest
 import torch
-from helpers import tiny_args
 
 from envs.spec import TradingSpec
 from envs import EnvConfig
 from models import MultiSymbolPolicy, PolicyConfig, PolicyEnsemble
 from models.encoder import EncoderConfig
-from trainers.evaluate import main as evaluate_main
-from trainers.ppo import main as train_main
 
 
 def small_policy(seed: int) -> MultiSymbolPolicy:
@@ -47,14 +41,3 @@ def test_the_ensemble_trades_the_mean_of_its_members_probabilities():
     single = PolicyEnsemble(members[:1])
     with torch.no_grad():
         torch.testing.assert_close(single(obs, mask)[0].softmax(-1), members[0](obs, mask)[0].softmax(-1))
-
-
-@pytest.mark.slow
-def test_evaluate_trades_the_best_list_as_one_policy(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    assert train_main(tiny_args(run_dir, 2) + ["--set", "run.eval_every=1", "--set", "run.keep_best=2"]) == 0
-    capsys.readouterr()
-    assert evaluate_main(["--run-dir", str(run_dir), "--checkpoint", "ensemble", "--device", "cpu"]) == 0
-    assert "ensemble of the 2 best" in capsys.readouterr().out
-    report = json.loads((run_dir / "evaluation.json").read_text())
-    assert len(report["checkpoint"]["members"]) == 2 and report["checkpoint"]["choice"] == "ensemble"

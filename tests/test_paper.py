@@ -69,6 +69,7 @@ def truncated(run: dict, name: str, keep_after_start: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_replaying_the_test_split_gives_evaluates_greedy_curve_and_a_second_run_writes_nothing(run, tmp_path,
                                                                                                capsys):
     ledger = tmp_path / "paper.sqlite"
@@ -94,6 +95,7 @@ def test_replaying_the_test_split_gives_evaluates_greedy_curve_and_a_second_run_
     assert "sharpe_annualised" in summary["SPX"] and ledger.with_suffix(".png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_new_bars_are_the_only_ones_traded_and_predict_on_a_truncated_ledger_takes_the_backtests_action(
         run, tmp_path, capsys):
     full = tmp_path / "full.sqlite"
@@ -115,6 +117,7 @@ def test_new_bars_are_the_only_ones_traded_and_predict_on_a_truncated_ledger_tak
     assert rows(growing)["orders"] == rows(full)["orders"] and rows(growing)["fills"] == rows(full)["fills"]
 
 
+@pytest.mark.slow
 def test_a_paper_run_killed_mid_way_resumes_without_a_duplicated_or_missing_bar(run, tmp_path):
     whole = tmp_path / "whole.sqlite"
     assert paper(run, whole, "--from", run["test_start"]) == 0
@@ -142,6 +145,7 @@ def test_a_paper_run_killed_mid_way_resumes_without_a_duplicated_or_missing_bar(
     assert rows(ledger) == {**rows(whole), "meta": rows(ledger)["meta"]}
 
 
+@pytest.mark.slow
 def test_changed_inputs_and_held_ledgers_are_refused_with_one_line(run, tmp_path, capsys):
     ledger = tmp_path / "paper.sqlite"
     data = truncated(run, "short", 30)
@@ -199,6 +203,7 @@ def test_changed_inputs_and_held_ledgers_are_refused_with_one_line(run, tmp_path
     assert paper(run, ledger, data=data) == 0  # a killed holder leaves no lock behind
 
 
+@pytest.mark.slow
 def test_predict_assumes_the_positions_a_file_gives(run, tmp_path, capsys):
     positions = tmp_path / "positions.json"
     positions.write_text(json.dumps({"SPX": {"shares": 10, "cash": 75000, "entry": 2500.0}}))
