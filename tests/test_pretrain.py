@@ -287,7 +287,7 @@ def test_more_than_three_models_write_the_first_three(market: Path, tmp_path: Pa
 @pytest.mark.parametrize("change, message", [
     (["--models", "mlp,xgboost"], "--models: unknown xgboost"),
     (["--horizon", "0"], "--horizon: must be >= 1"),
-    (["--data-dir", "/no/such/folder"], "no such folder"),
+    (["--data-dir", "no-such-folder"], "no such folder"),
     (["--set", "env.lookback=0"], "env.lookback"),
 ])
 def test_bad_input_is_one_line_and_exit_2(market: Path, tmp_path: Path, capsys, change: list[str], message: str) -> None:

@@ -25,8 +25,9 @@ from envs import DataError
 from models import CheckpointError
 from ppo_core import resolve_device
 from trainers.agent.paper import paper_trade
-from trainers.agent.paper_report import ledger_curves, plot, summarise
+from trainers.agent.paper_report import ledger_curves, summarise
 from trainers.agent.tables import decisions_table, ledger_table
+from trainers.backtest.report import plot_curves
 from trainers.run import checkpoints
 
 
@@ -80,7 +81,7 @@ def report(ledger: Path, png: Path | None, as_json: bool, console: Console) -> i
         return 0
     summary = summarise(curves, fills)
     png = png or ledger.with_suffix(".png")
-    plot(png, curves, f"paper trading: {ledger.name}")
+    plot_curves(png, f"paper trading: {ledger.name}", curves)
     if as_json:
         print(json.dumps({"ledger": str(ledger), "png": str(png), "summary": summary}, indent=2))
         return 0

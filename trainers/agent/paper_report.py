@@ -1,19 +1,15 @@
 """What a paper-trading ledger says so far: per symbol and for the equal-capital book, the equity,
-return, annualised Sharpe (trainers.backtest.metrics, the one formula), drawdown and fills; and a
-PNG of the equity curves."""
+return, annualised Sharpe (trainers.backtest.metrics, the one formula), drawdown and fills (the PNG:
+trainers.backtest.report.plot_curves)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from envs.splits import format_timestamp  # noqa: E402
-from trainers.agent.ledger import Ledger  # noqa: E402
-from trainers.backtest.metrics import equity_metrics, periods_per_year  # noqa: E402
+from envs.splits import format_timestamp
+from trainers.agent.ledger import Ledger
+from trainers.backtest.metrics import equity_metrics, periods_per_year
 
 BOOK = "book (equal capital)"
 
@@ -55,18 +51,3 @@ def summarise(curves: dict[str, tuple[np.ndarray, np.ndarray]], fills: dict[str,
             row.update(equity_metrics(equity, periods_per_year(stamps)))
         out[name] = row
     return out
-
-
-def plot(path: Path, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
-    """One PNG: each symbol's equity over its own bar times."""
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
-    for symbol, (stamps, equity) in curves.items():
-        ax.plot(stamps.astype("datetime64[ns]"), equity, label=symbol, linewidth=1.2)
-    ax.set_title(title)
-    ax.set_ylabel("equity")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -33,22 +33,30 @@ def simulate_oracle(env: VecTradingEnv, expected: dict[str, np.ndarray]) -> dict
     """One full-split episode of the long-only oracle in every account of `env` (whose symbols are
     the keys of `expected`, each a (T,) expected next-bar return over that symbol's bars);
     `simulate`'s arrays."""
+    width = max(len(env.markets[s]) for s in env.symbols)
+    table = np.zeros((env.num_envs, width), dtype=bool)  # (N, T_max); bars past a symbol's end never trade
+    for s, symbol in enumerate(env.symbols):
+        for e in range(env.layout.per_symbol):
+            table[env.layout.account(s, e), :len(expected[symbol])] = expected[symbol] > 0
+    return hold_while_long(env, table)
+
+
+def hold_while_long(env: VecTradingEnv, long: np.ndarray) -> dict[str, np.ndarray]:
+    """One full-split episode in which account n holds BUY_LARGE from flat while `long[n, t]` (an
+    (N, T_max) bool table over its symbol's bars) and sells everything otherwise; a buy the mask
+    forbids (cash rules) waits. `simulate`'s arrays."""
     spec = env.trading_spec
     buy, sell, hold = spec.action_id("BUY_LARGE"), spec.action_id("SELL_ALL"), spec.hold_id
-    width = max(len(env.markets[s]) for s in env.symbols)
-    table = np.zeros((len(env.symbols), width))  # (S, T_max); bars past a symbol's end never trade
-    for s, symbol in enumerate(env.symbols):
-        table[s, :len(expected[symbol])] = expected[symbol]
-    up_table = torch.as_tensor(table > 0, device=env.device)
-    symbol_of = torch.arange(env.num_envs, device=env.device) // env.layout.per_symbol  # (N,)
+    long_table = torch.as_tensor(long, device=env.device)
+    rows = torch.arange(env.num_envs, device=env.device)
 
     def choose(obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         acc = env.accounts
-        up = up_table[symbol_of, acc.t.long()]
+        up = long_table[rows, acc.t.long()]
         holding = acc.shares > 0
         actions = torch.where(up & ~holding, buy, torch.where(~up & holding, sell, hold))
         valid = mask.gather(1, actions.unsqueeze(1)).squeeze(1)
-        return torch.where(valid, actions, hold)  # e.g. a buy the cash rules forbid: wait
+        return torch.where(valid, actions, hold)
 
     return run_episode(env, choose)
 

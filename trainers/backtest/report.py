@@ -55,11 +55,17 @@ def write_json(path: Path, payload: dict) -> None:
 def plot_equity(path: Path, symbol: str, split: str, curves: dict[str, np.ndarray],
                 timestamps_ns: np.ndarray) -> None:
     """One PNG: each strategy's (T + 1,) equity curve over the split's bar timestamps."""
-    dates = timestamps_ns.astype("datetime64[ns]")
+    plot_curves(path, f"{symbol}: equity on the {split} split",
+                {name: (timestamps_ns[: len(equity)], equity) for name, equity in curves.items()})
+
+
+def plot_curves(path: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """One PNG of equity curves, each over its own (T,) int64 ns timestamps; agent lines bolder."""
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
-    for name, equity in curves.items():
-        ax.plot(dates[: len(equity)], equity, label=name, linewidth=1.6 if name.startswith("agent") else 1.0)
-    ax.set_title(f"{symbol}: equity on the {split} split")
+    for name, (stamps, equity) in curves.items():
+        ax.plot(stamps.astype("datetime64[ns]"), equity, label=name,
+                linewidth=1.6 if name.startswith("agent") else 1.0)
+    ax.set_title(title)
     ax.set_ylabel("equity")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)

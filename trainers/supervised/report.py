@@ -20,7 +20,8 @@ from rich.table import Table
 
 from envs import Bars, DataError, EnvConfig, VecTradingEnv
 from trainers.backtest.metrics import periods_per_year
-from trainers.backtest.simulate import account_metrics, run_episode
+from trainers.backtest.oracle import hold_while_long
+from trainers.backtest.simulate import account_metrics
 
 SPLIT_NAMES = {"train": "train (walk-forward)", "val": "val", "test": "test"}
 
@@ -47,8 +48,6 @@ def backtest(env: VecTradingEnv, signals: Sequence[dict[str, np.ndarray]]) -> li
     """Trade each of `signals` (strategy -> {symbol: (T,) probability}) in its own account of every
     symbol of `env` (env.envs_per_symbol == len(signals)); per strategy, per symbol the backtest
     metrics (trainers.backtest.simulate.account_metrics)."""
-    spec = env.trading_spec
-    buy, sell, hold = spec.action_id("BUY_LARGE"), spec.action_id("SELL_ALL"), spec.hold_id
     per_symbol = env.envs_per_symbol
     if per_symbol != len(signals):
         raise ValueError(f"backtest: {len(signals)} signals for {per_symbol} accounts per symbol")
@@ -57,18 +56,7 @@ def backtest(env: VecTradingEnv, signals: Sequence[dict[str, np.ndarray]]) -> li
     for s, symbol in enumerate(env.symbols):
         for e, signal in enumerate(signals):
             table[env.layout.account(s, e), :len(signal[symbol])] = signal[symbol] > 0.5
-    long_table = torch.as_tensor(table, device=env.device)
-    rows = torch.arange(env.num_envs, device=env.device)
-
-    def choose(obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        acc = env.accounts
-        up = long_table[rows, acc.t.long()]
-        holding = acc.shares > 0
-        actions = torch.where(up & ~holding, buy, torch.where(~up & holding, sell, hold))
-        valid = mask.gather(1, actions.unsqueeze(1)).squeeze(1)
-        return torch.where(valid, actions, hold)
-
-    sim = run_episode(env, choose)
+    sim = hold_while_long(env, table)
     out: list[dict[str, dict]] = [{} for _ in signals]
     for s, symbol in enumerate(env.symbols):
         first, last = env.decision_range[symbol]
