@@ -1,30 +1,35 @@
 """Does the default configuration learn to trade? Train through the trainer's own code, then
 backtest the greedy policy on the unseen test split against an oracle and two baselines.
 
-    python bench/learning.py [--quick] [--steps 300000] [--real-steps 150000] [--seeds 1,2,...]
-                             [--checkpoint best|ensemble]
+    python bench/learning.py [--quick] [--steps 500000] [--real-steps 150000] [--seeds 1,2,...]
+                             [--checkpoint best,ensemble]
                              [--bars 3000] [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Two runs, both with configs/default.toml (plus any --set):
-  generated: three markets whose only edge is in the price path (AR(1) daily returns, momentum and
-      mean reversion, every bar opening at the previous close, no informative extra column). The
-      long-only oracle knows the process and holds exactly when the next bar's expected return is
-      positive; it trades in the same env with the same costs.
+  generated: one market per family (bench/markets.py), whose only edge is in the price path: AR(1)
+      daily returns (momentum, mean reversion, weak momentum), a slow trend (bull and bear regimes
+      lasting weeks) and the trainer's default generated market (regimes with momentum); no
+      informative extra column. The long-only oracle knows the process (and the current regime)
+      and holds exactly when the next bar's expected return is positive; it trades in the same env
+      with the same costs.
   real: the bundled daily bars (SPX, GOOGL); no oracle is known.
 Per symbol: test-split annualised Sharpe of the greedy agent, the oracle, buy-and-hold matched to
 the agent's exposure, a random valid policy, and the share of the oracle's Sharpe the agent
 reached. With several --seeds (training seeds; the markets stay the same), a table per seed and
 one of the means over seeds: a 450-bar test split gives one Sharpe a standard error of ~0.75, so
-one seed's share of the oracle is rough. Tables on stderr, JSON on stdout. About 6 minutes per
-seed on a 2-core CPU (generated and real); --quick is a smoke run.
+one seed's share of the oracle is rough. With several --checkpoint kinds, each run is backtested
+with each (the same training, another choice of weights). Tables on stderr, JSON on stdout. About
+12 minutes per seed on a quiet 2-core CPU (generated and real); --quick is a smoke run.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,30 +37,31 @@ from rich.console import Console
 from rich.table import Table
 
 from common import emit
-from markets import DRIFT, GENERATED, write_generated
+from markets import GENERATED, write_generated
 from training import interval, summarise, train_and_evaluate
 from configs.train import DEFAULT_CONFIG, resolve
-from envs import VecTradingEnv, ar1_expected_return
+from envs import VecTradingEnv
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ("SPX", "GOOGL")
 
 
-def oracle_sharpe(run_config, data_dir: Path, phis: dict[str, float]) -> dict[str, float]:
+def oracle_sharpe(run_config, data_dir: Path, expected: dict[str, np.ndarray]) -> dict[str, float]:
     """Test-split annualised Sharpe of the long-only oracle (trainers.backtest.oracle) of each
-    AR(1) symbol, which knows its phi and the drift."""
-    env = VecTradingEnv(list(phis), 1, run_config.env.backtest(), data_dir=str(data_dir), split="test", seed=0)
-    return long_only_oracle_sharpe(env, {s: ar1_expected_return(env.markets[s], phi, DRIFT) for s, phi in phis.items()})
+    generated symbol, given its (T,) expected next-bar returns."""
+    env = VecTradingEnv(list(expected), 1, run_config.env.backtest(), data_dir=str(data_dir), split="test", seed=0)
+    return long_only_oracle_sharpe(env, expected)
 
 
 def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, args: argparse.Namespace,
-        work: Path) -> tuple[dict, float]:
-    """Train with the default config on `symbols`, evaluate on test; (evaluation payload, seconds)."""
+        work: Path) -> tuple[dict[str, dict], float]:
+    """Train with the default config on `symbols`, evaluate on test with each --checkpoint kind;
+    ({kind: evaluation payload}, seconds)."""
     config = resolve(DEFAULT_CONFIG, args.overrides, cli={
         "run.symbols": symbols, "run.data_dir": str(data_dir), "run.total_steps": steps,
         "run.seed": seed, "run.device": args.device})
-    return train_and_evaluate(config, work / f"{name}_seed{seed}", checkpoint=args.checkpoint)
+    return train_and_evaluate(config, work / f"{name}_seed{seed}", checkpoints=args.checkpoints)
 
 
 def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
@@ -121,18 +127,23 @@ def print_verdict(market: str, verdict: dict[str, dict[str, float] | None]) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=300_000, help="account-steps on generated markets")
+    parser.add_argument("--steps", type=int, default=100_000 * len(GENERATED),
+                        help="account-steps on generated markets (default 100,000 per market)")
     parser.add_argument("--real-steps", type=int, default=150_000, help="account-steps on real bars")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 iteration each")
     parser.add_argument("--markets", default="generated,real", help="which runs: generated, real or both")
     parser.add_argument("--bars", type=int, default=3000, help="bars per generated market")
     parser.add_argument("--seeds", default="1", help="comma-separated training seeds, e.g. 1,2,3")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once, each in its own process (give each one torch thread: "
+                             "--set run.torch_threads=1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override on top of configs/default.toml (repeatable)")
-    parser.add_argument("--checkpoint", choices=("best", "ensemble"), default="best",
-                        help="what the backtest trades: the best checkpoint by validation (default) or the "
-                             "ensemble of the best list (trainers.evaluate --checkpoint ensemble)")
+    parser.add_argument("--checkpoint", default="best", dest="checkpoints", metavar="KINDS",
+                        help="what the backtest trades, comma-separated: best (the best checkpoint by "
+                             "validation, trainers.evaluate's default) and/or ensemble (the best list as one "
+                             "policy, trainers.evaluate --checkpoint ensemble)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the generated data and both run directories here (default: a temp dir)")
@@ -143,46 +154,57 @@ def main() -> None:
     markets = set(args.markets.split(","))
     if not markets or markets - {"generated", "real"}:
         parser.error(f"--markets: expected generated, real or both, got {args.markets!r}")
+    args.checkpoints = args.checkpoints.split(",")
+    if not args.checkpoints or set(args.checkpoints) - {"best", "ensemble"}:
+        parser.error(f"--checkpoint: expected best, ensemble or both, got {','.join(args.checkpoints)!r}")
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:
         parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive count, got {args.jobs}")
     start = time.perf_counter()
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    checkpoints: dict[str, dict] = {}  # which checkpoint each run's evaluation used
+    evaluated: dict[str, dict] = {}  # which checkpoint each run's evaluation used, per kind
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         work = Path(tmp)
-        plans = []  # (market, symbols, data dir, steps, oracle Sharpes)
+        plans = []  # (market, symbols, data dir, steps, oracle Sharpes, title)
         if "generated" in markets:
             data_dir = work / "data"
-            write_generated(data_dir, args.bars)
-            oracle = oracle_sharpe(resolve(DEFAULT_CONFIG, args.overrides), data_dir, GENERATED)
+            expected = write_generated(data_dir, args.bars)
+            oracle = oracle_sharpe(resolve(DEFAULT_CONFIG, args.overrides), data_dir, expected)
             plans.append(("generated", list(GENERATED), data_dir, args.steps, oracle,
-                          f"generated AR(1) markets, test split, {args.steps:,} account-steps"))
+                          f"generated markets, test split, {args.steps:,} account-steps"))
         if "real" in markets:
             plans.append(("real", list(REAL), ROOT / "data", args.real_steps, {},
                           f"bundled real bars, test split, {args.real_steps:,} account-steps"))
-        for market, symbols, data_dir, steps, oracle, title in plans:
-            per_seed = {}
-            for seed in seeds:
-                name = f"{market}_seed{seed}"
-                report, seconds[name] = run(market, symbols, data_dir, steps, seed, args, work)
-                checkpoints[name] = report["checkpoint"]
-                per_seed[seed] = summarise(report, oracle)
-                print_table(per_seed[seed], f"{title}, seed {seed}")
-            results[market] = {"per_seed": per_seed, "mean_over_seeds": mean_over_seeds(per_seed),
-                               "iqm_over_seeds_and_symbols": market_verdict(per_seed)}
-            if len(seeds) > 1:
-                print_table(results[market]["mean_over_seeds"],
-                            f"{title}, mean over seeds {args.seeds} (beats: seeds that beat both baselines)")
-                print_verdict(market, results[market]["iqm_over_seeds_and_symbols"])
-    emit({"bench": "learning", "checkpoint": args.checkpoint, "seeds": seeds, "bars": args.bars, "overrides": args.overrides,
-          "steps": args.steps, "real_steps": args.real_steps,
+        jobs = [(plan, seed) for plan in plans for seed in seeds]
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(run, *zip(*[(plan[0], plan[1], plan[2], plan[3], seed, args, work)
+                                             for plan, seed in jobs])))
+        by_run = {(plan[0], seed): out for (plan, seed), out in zip(jobs, done)}
+        for market, _, _, _, oracle, title in plans:
+            for kind in args.checkpoints:
+                key = market if len(args.checkpoints) == 1 else f"{market}/{kind}"
+                per_seed = {}
+                for seed in seeds:
+                    reports, seconds[f"{market}_seed{seed}"] = by_run[market, seed]
+                    evaluated.setdefault(kind, {})[f"{market}_seed{seed}"] = reports[kind]["checkpoint"]
+                    per_seed[seed] = summarise(reports[kind], oracle)
+                    print_table(per_seed[seed], f"{title}, {kind} checkpoint, seed {seed}")
+                results[key] = {"per_seed": per_seed, "mean_over_seeds": mean_over_seeds(per_seed),
+                                "iqm_over_seeds_and_symbols": market_verdict(per_seed)}
+                if len(seeds) > 1:
+                    print_table(results[key]["mean_over_seeds"], f"{title}, {kind} checkpoint, mean over seeds "
+                                f"{args.seeds} (beats: seeds that beat both baselines)")
+                    print_verdict(f"{market}, {kind}", results[key]["iqm_over_seeds_and_symbols"])
+    emit({"bench": "learning", "checkpoints": args.checkpoints, "seeds": seeds, "bars": args.bars,
+          "overrides": args.overrides, "steps": args.steps, "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
-          "wall_seconds": round(time.perf_counter() - start, 1), "phi": GENERATED,
-          "evaluated_checkpoints": checkpoints, **results}, args.json)
-
+          "wall_seconds": round(time.perf_counter() - start, 1),
+          "markets": {symbol: market.family for symbol, market in GENERATED.items()},
+          "evaluated_checkpoints": evaluated, **results}, args.json)
 
 if __name__ == "__main__":
     main()

@@ -1,18 +1,63 @@
-"""The generated markets the learning benches train on: AR(1) daily returns whose only edge is in
-the price path (momentum and mean reversion), written as parquet files the trainer loads."""
+"""The generated markets the learning benches train on, one per family, each written as a parquet
+file the trainer loads. Their only edge is in the price path; each comes with the expected next-bar
+return its generating process implies, which the long-only oracle trades on."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from envs import Bars, autocorrelated_bars
+from envs import Bars, ar1_expected_return, autocorrelated_bars
+from envs.synthetic import synthetic_market
 
 DRIFT = 0.0002
-"""daily drift of every generated market"""
-GENERATED = {"MOMA": 0.35, "REVA": -0.35, "MOMB": 0.25}
-"""symbol -> AR(1) coefficient of its daily returns"""
+"""daily drift of the AR(1) markets"""
+TREND_REGIMES = np.array([[0.0012, 0.01], [-0.0012, 0.01]])
+"""(daily drift, daily volatility) of the slow-trend market's bull and bear regimes"""
+TREND_STAY = 0.98
+"""probability that the slow-trend market stays in its regime each bar (mean length 50 bars)"""
+
+
+@dataclass(frozen=True)
+class GeneratedMarket:
+    """One bench market: its family in words and its generator, symbol and bar count -> (bars,
+    (T,) expected next-bar log return given the bars so far and the process's hidden state)."""
+
+    family: str
+    generate: Callable[[str, int], tuple[Bars, np.ndarray]]
+
+
+def ar1(phi: float) -> Callable[[str, int], tuple[Bars, np.ndarray]]:
+    """An AR(1) market (`envs.autocorrelated_bars`): phi > 0 momentum, phi < 0 mean reversion."""
+    def generate(symbol: str, num_bars: int) -> tuple[Bars, np.ndarray]:
+        bars = autocorrelated_bars(symbol, num_bars, phi=phi, drift=DRIFT)
+        return bars, ar1_expected_return(bars, phi, DRIFT)
+    return generate
+
+
+def regimes(**process) -> Callable[[str, int], tuple[Bars, np.ndarray]]:
+    """A Markov-regime market (`envs.synthetic.synthetic_market` with `process`'s regimes, stay and
+    phi); its oracle knows the current regime."""
+    def generate(symbol: str, num_bars: int) -> tuple[Bars, np.ndarray]:
+        bars, hidden = synthetic_market(symbol, num_bars, **process)
+        return bars, hidden.expected_return()
+    return generate
+
+
+GENERATED = {
+    "MOMA": GeneratedMarket("AR(1) momentum, phi +0.35", ar1(0.35)),
+    "REVA": GeneratedMarket("AR(1) mean reversion, phi -0.35", ar1(-0.35)),
+    "MOMB": GeneratedMarket("AR(1) weak momentum, phi +0.25", ar1(0.25)),
+    "TRND": GeneratedMarket("slow trend: bull/bear regimes of ~50 bars, drift +-0.12 %/day, no autocorrelation",
+                            regimes(regimes=TREND_REGIMES, stay=TREND_STAY, phi=0.0)),
+    "RGMO": GeneratedMarket("the default generated market: three regimes of ~67 bars with momentum phi +0.25",
+                            regimes()),
+}
+"""symbol -> market; one run trains on all of them"""
 
 
 def write_parquet(bars: Bars, path: Path) -> None:
@@ -22,8 +67,12 @@ def write_parquet(bars: Bars, path: Path) -> None:
         "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume}), path)
 
 
-def write_generated(data_dir: Path, num_bars: int) -> None:
-    """One `<SYMBOL>.parquet` of `num_bars` daily bars per GENERATED market in `data_dir`."""
+def write_generated(data_dir: Path, num_bars: int) -> dict[str, np.ndarray]:
+    """One `<SYMBOL>.parquet` of `num_bars` daily bars per GENERATED market in `data_dir`; symbol ->
+    its (T,) expected next-bar return (the oracle's information)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    for symbol, phi in GENERATED.items():
-        write_parquet(autocorrelated_bars(symbol, num_bars, phi=phi, drift=DRIFT), data_dir / f"{symbol}.parquet")
+    expected = {}
+    for symbol, market in GENERATED.items():
+        bars, expected[symbol] = market.generate(symbol, num_bars)
+        write_parquet(bars, data_dir / f"{symbol}.parquet")
+    return expected

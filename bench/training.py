@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,10 @@ from trainers.run.transfer import TransferRequest
 
 
 def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferRequest | None = None,
-                       checkpoint: str = "best") -> tuple[dict, float]:
-    """Train `config` in `run_dir` (from `transfer` when given), then backtest `checkpoint` ("best",
-    "latest", "ensemble") on the test split; (evaluation payload, seconds). Exits naming the run
-    when training fails."""
+                       checkpoints: Sequence[str] = ("best",)) -> tuple[dict[str, dict], float]:
+    """Train `config` in `run_dir` (from `transfer` when given), then backtest each of `checkpoints`
+    ("best", "latest", "ensemble") on the test split; ({checkpoint: evaluation payload}, seconds).
+    Exits naming the run when training fails."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):
         session = open_session(config, run_dir, transfer=transfer)
@@ -33,9 +34,10 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferReq
             session.close()
         if code != 0:
             sys.exit(f"{run_dir.name}: training failed (exit code {code}); see the messages above")
-        report = evaluate(run_dir, "test", 0, session.device, seed=config.run.seed,
-                          console=Console(file=sys.stderr, width=150), checkpoint=checkpoint)
-    return report, time.perf_counter() - start
+        reports = {kind: evaluate(run_dir, "test", 0, session.device, seed=config.run.seed,
+                                  console=Console(file=sys.stderr, width=150), checkpoint=kind)
+                   for kind in checkpoints}
+    return reports, time.perf_counter() - start
 
 
 def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:

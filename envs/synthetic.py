@@ -78,30 +78,34 @@ class RegimeMomentum:
 
 
 def synthetic_market(symbol: str, num_bars: int = 3000, seed: int | None = None, *,
-                     end: int | None = None) -> tuple[Bars, RegimeMomentum]:
-    """The bars of `synthetic_bars` and the process that generated them."""
+                     end: int | None = None, regimes: np.ndarray = REGIMES, stay: float = STAY,
+                     phi: float = MOMENTUM) -> tuple[Bars, RegimeMomentum]:
+    """The bars of `synthetic_bars` and the process that generated them. `regimes` ((K, 2) daily
+    drift and volatility), `stay` and `phi` make other markets of the same family (the learning
+    bench's slow trend: two regimes, no momentum); the defaults are the default market's."""
     rng = np.random.default_rng(symbol_seed(symbol) if seed is None else seed)
-    num_regimes = len(REGIMES)
-    switch = rng.random(num_bars) > STAY
+    regimes = np.asarray(regimes, dtype=np.float64)
+    num_regimes = len(regimes)
+    switch = rng.random(num_bars) > stay
     jumps = rng.integers(1, num_regimes, num_bars) * switch  # move to one of the other regimes
     regime = (rng.integers(num_regimes) + np.cumsum(jumps)) % num_regimes
-    drift, vol = REGIMES[regime, 0], REGIMES[regime, 1]
-    # fat tails with unit variance, capped at SHOCK_CAP: the largest log return, below SHOCK_CAP x
-    # the highest volatility / (1 - MOMENTUM) = 0.18 (+19 %), stays under the loader's
-    # implausible-move threshold (20 %)
+    drift, vol = regimes[regime, 0], regimes[regime, 1]
+    # fat tails with unit variance, capped at SHOCK_CAP: with the default regimes the largest log
+    # return, below SHOCK_CAP x the highest volatility / (1 - MOMENTUM) = 0.18 (+19 %), stays under
+    # the loader's implausible-move threshold (20 %)
     shocks = np.clip(rng.standard_t(5, num_bars) / np.sqrt(5 / 3), -SHOCK_CAP, SHOCK_CAP)
-    innovations = vol * shocks * np.sqrt(1.0 - MOMENTUM ** 2)
+    innovations = vol * shocks * np.sqrt(1.0 - phi ** 2)
     innovations[0] = vol[0] * shocks[0]  # x[0] from the stationary distribution
     excess = np.empty(num_bars)
     previous = 0.0
     for t in range(num_bars):  # a recursion; runs once at generation
-        previous = excess[t] = MOMENTUM * previous + innovations[t]
+        previous = excess[t] = phi * previous + innovations[t]
     log_returns = drift + excess
     start_price = float(np.exp(rng.uniform(np.log(20), np.log(500))))
     open_, high, low, close, volume = _ohlcv(rng, log_returns, vol, start_price, gap_scale=0.2)
     bars = Bars(symbol=symbol, timestamps=_business_days(num_bars, end), open=open_, high=high, low=low,
                 close=close, volume=volume, source="synthetic")
-    return bars, RegimeMomentum(regime=regime, excess=excess, phi=MOMENTUM, stay=STAY, regimes=REGIMES)
+    return bars, RegimeMomentum(regime=regime, excess=excess, phi=phi, stay=stay, regimes=regimes)
 
 
 def synthetic_bars(symbol: str, num_bars: int = 3000, seed: int | None = None, *,
