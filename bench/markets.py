@@ -16,10 +16,11 @@ from envs.synthetic import synthetic_market
 
 DRIFT = 0.0002
 """daily drift of the AR(1) markets"""
-TREND_REGIMES = np.array([[0.0012, 0.01], [-0.0012, 0.01]])
+TREND_REGIMES = np.array([[0.003, 0.01], [-0.003, 0.01]])
 """(daily drift, daily volatility) of the slow-trend market's bull and bear regimes"""
-TREND_STAY = 0.98
-"""probability that the slow-trend market stays in its regime each bar (mean length 50 bars)"""
+TREND_STAY = 0.99
+"""probability that the slow-trend market stays in its regime each bar (mean length 100 bars); a
+30-bar moving-average rule earns about 70 % of its oracle's Sharpe over a whole 3000-bar series"""
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ GENERATED = {
     "MOMA": GeneratedMarket("AR(1) momentum, phi +0.35", ar1(0.35)),
     "REVA": GeneratedMarket("AR(1) mean reversion, phi -0.35", ar1(-0.35)),
     "MOMB": GeneratedMarket("AR(1) weak momentum, phi +0.25", ar1(0.25)),
-    "TRND": GeneratedMarket("slow trend: bull/bear regimes of ~50 bars, drift +-0.12 %/day, no autocorrelation",
+    "TRND": GeneratedMarket("slow trend: bull/bear regimes of ~100 bars, drift +-0.3 %/day, no autocorrelation",
                             regimes(regimes=TREND_REGIMES, stay=TREND_STAY, phi=0.0)),
     "RGMO": GeneratedMarket("the default generated market: three regimes of ~67 bars with momentum phi +0.25",
                             regimes()),

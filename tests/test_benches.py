@@ -35,3 +35,24 @@ def test_profile_update_reports_category_shares():
     assert {"matmul", "attention/softmax", "optimizer", "untraced"} <= set(shares)
     assert 0.5 < sum(shares.values()) <= 1.01 and all(share >= 0 for share in shares.values())
     assert len(report["top_ops"]) == 5 and report["update_gflops"] > 0 and report["epochs_run"] >= 1
+
+
+@pytest.mark.slow
+def test_learning_quick_backtests_each_checkpoint_kind_against_every_family_oracle():
+    """Two seeds trained in two processes, each backtested with the best checkpoint and with the
+    ensemble; every generated family's oracle earns a positive test Sharpe, so each row has a share."""
+    sys.path.insert(0, str(BENCH))
+    from markets import GENERATED
+    args = ["--quick", "--markets", "generated", "--seeds", "1,2", "--jobs", "2", "--checkpoint", "best,ensemble",
+            "--device", "cpu", "--set", "run.torch_threads=1"]
+    out = subprocess.run([sys.executable, str(BENCH / "learning.py"), *args],
+                         capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(out.stdout)
+    assert report["checkpoints"] == ["best", "ensemble"] and set(report["markets"]) == set(GENERATED)
+    for kind in ("best", "ensemble"):
+        per_seed = report[f"generated/{kind}"]["per_seed"]
+        assert set(per_seed) == {"1", "2"}
+        for rows in per_seed.values():
+            assert [r["symbol"] for r in rows] == list(GENERATED)
+            assert all(r["oracle_sharpe"] > 0 and r["oracle_share"] is not None for r in rows)
+    assert report["evaluated_checkpoints"]["ensemble"]["generated_seed1"]["choice"] == "ensemble"

@@ -55,6 +55,28 @@ def test_expected_return_predicts_the_next_return_without_bias() -> None:
     assert np.mean(np.sign(expected) == np.sign(realised)) > 0.54
 
 
+def test_other_regime_markets_follow_their_parameters() -> None:
+    """synthetic_market's family beyond the default (the learning bench's slow trend): with phi 0
+    the only lag-1 autocorrelation is the regimes' persistence, each regime's mean return is its
+    drift, regimes last 1 / (1 - stay) bars on average, and the default parameters give the
+    default market."""
+    drift, vol, stay = 0.003, 0.01, 0.99
+    regimes = np.array([[drift, vol], [-drift, vol]])
+    bars, process = synthetic_market("TREND", LONG, regimes=regimes, stay=stay, phi=0.0)
+    r = log_returns(bars.close)
+    # two symmetric regimes: cov(r[t], r[t + 1]) = drift^2 (stay - (1 - stay)), var = vol^2 + drift^2
+    persistence = drift ** 2 * (2 * stay - 1) / (vol ** 2 + drift ** 2)
+    assert abs(np.corrcoef(r[:-1], r[1:])[0, 1] - persistence) < 0.03
+    for k, (drift, vol) in enumerate(regimes):
+        in_k = process.regime[1:] == k
+        assert abs(r[in_k].mean() - drift) < 4 * vol / np.sqrt(in_k.sum())
+        assert abs(r[in_k].std() / vol - 1) < 0.1
+    switches = np.count_nonzero(np.diff(process.regime))
+    assert 0.7 / (1 - stay) < LONG / switches < 1.3 / (1 - stay)
+    default_bars, _ = synthetic_market("TREND", 3000)
+    np.testing.assert_array_equal(default_bars.close, synthetic_bars("TREND", 3000).close)
+
+
 def test_generated_bars_are_plausible() -> None:
     """Over many names: no move the loader would warn about (fat tails alone gave some), prices
     that validate, OHLC consistent, stock-like daily volatility."""
