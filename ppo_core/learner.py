@@ -63,6 +63,9 @@ class PPOConfig:
     """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (guide: 0.95)"""
     adam_eps: float = 1e-5
     """Adam epsilon (CleanRL's 1e-5 rather than PyTorch's 1e-8)"""
+    weight_decay: float = 0.0
+    """decoupled (AdamW-style) weight decay on every parameter: each optimizer step shrinks the
+    weights by learning rate x weight_decay; 0 = plain Adam"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
     normalize_rewards: bool = True
@@ -87,8 +90,9 @@ class PPOConfig:
         if self.minibatch_size < 0:
             raise ValueError(f"minibatch_size: must be >= 0 (0 = use num_minibatches), "
                              f"got {self.minibatch_size}")
-        if self.vf_coef < 0:
-            raise ValueError(f"vf_coef: must be >= 0, got {self.vf_coef}")
+        for name in ("vf_coef", "weight_decay"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         for name in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
@@ -231,7 +235,8 @@ class PPOLearner:
         self.sync = sync
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps)
+        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps,
+                                          weight_decay=config.weight_decay, decoupled_weight_decay=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.anchor = KLAnchor(config.kl_anchor, config.kl_anchor_steps) if config.kl_anchor > 0 else None
         """set when config.kl_anchor > 0; its reference is captured by the caller once the starting

@@ -141,8 +141,23 @@ def test_linear_schedules_follow_progress():
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
 
 
+def test_weight_decay_is_decoupled_from_the_gradient_step():
+    """With one optimizer step, a run with weight decay ends exactly lr x weight_decay x the old
+    weights below the same run without it (AdamW: the decay never enters Adam's moments)."""
+    results = {}
+    for decay in (0.0, 0.5):
+        policy, learner, buf, adv, ret = setup(weight_decay=decay, update_epochs=1, num_minibatches=1)
+        before = [p.detach().clone() for p in policy.parameters()]
+        update(learner, buf, adv, ret)
+        results[decay] = [p.detach().clone() for p in policy.parameters()]
+    for old, plain, decayed in zip(before, results[0.0], results[0.5]):
+        # float32 weights near 1 round their differences at ~1e-7; the decay itself is ~1e-4
+        torch.testing.assert_close(decayed - plain, -2.5e-4 * 0.5 * old, rtol=1e-3, atol=2e-7)
+
+
 @pytest.mark.parametrize("field, value", [("learning_rate", 0.0), ("update_epochs", 0), ("gamma", 1.5),
-                                          ("amp", "fp8"), ("lr_schedule", "cosine"), ("clip_coef", -0.1)])
+                                          ("amp", "fp8"), ("lr_schedule", "cosine"), ("clip_coef", -0.1),
+                                          ("weight_decay", -1e-4)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}:"):
         PPOConfig(**{field: value})
