@@ -6,7 +6,7 @@ gains x seeds on the learning benchmark's generated markets, through the trainer
         [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Every run is configs/default.toml (plus any --set) with model.init and model.actor_out_gain swept,
-on bench/learning.py's three AR(1) markets, driven by Session.iterate and Session.validate (the
+on bench/learning.py's generated markets (one per family, bench/markets.py), driven by Session.iterate and Session.validate (the
 greedy policy on the val split every --eval-every account-steps and at the end). Per configuration,
 over seeds 1..K: the best mean validation Sharpe, the policy entropy of the last update (nats), and
 the variance over iterations of the update's mean pre-clip gradient norm; each as mean, sample std
@@ -176,12 +176,13 @@ def main() -> None:
             rows.append({"init": init, "actor_out_gain": gain, "is_default": is_default, "runs": runs,
                          "summary": {m: spread([run[m] for run in runs]) for m in METRICS}})
     marked = any(r["is_default"] for r in rows)
-    print_table(rows, f"init x actor output gain, generated AR(1) markets, {args.steps:,} account-steps "
+    print_table(rows, f"init x actor output gain, generated markets, {args.steps:,} account-steps "
                       f"per run, seeds 1..{args.seeds}; mean ± sample std [min..max] over seeds",
                 f"* configs/default.toml's (and the guide's) {base.init} init, actor gain "
                 f"{base.actor_out_gain:g}" + ("" if marked else ": not in this sweep"))
     emit({"bench": "init_ablation", "device": str(device), "steps": args.steps, "seeds": args.seeds,
-          "eval_every": args.eval_every, "overrides": args.overrides, "phi": GENERATED,
+          "eval_every": args.eval_every, "overrides": args.overrides,
+          "markets": {symbol: market.family for symbol, market in GENERATED.items()},
           "default_config": {"init": base.init, "actor_out_gain": base.actor_out_gain},
           "wall_seconds": round(time.perf_counter() - start, 1), "configs": rows}, args.json)
 

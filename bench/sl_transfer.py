@@ -6,7 +6,7 @@ SL-to-RL protocol, measured over seeds.
                                 [--quick] [--device auto|cpu|cuda] [--set KEY=VALUE ...]
                                 [--json PATH] [--keep DIR]
 
-Per market set (the learning bench's generated AR(1) markets; the bundled real bars SPX, GOOGL):
+Per market set (the learning bench's generated markets, one per family; the bundled real bars SPX, GOOGL):
   1. `python -m trainers.pretrain` fits the supervised models on the train split (early-stopped on
      validation) and writes copies of the bars with causal, out-of-sample sl_prob columns and the
      supervised encoder (encoder.safetensors).
