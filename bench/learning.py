@@ -2,7 +2,7 @@
 backtest the greedy policy on the unseen test split against an oracle and two baselines.
 
     python bench/learning.py [--quick] [--steps 500000] [--real-steps 150000] [--seeds 1,2,...]
-                             [--checkpoint best,ensemble]
+                             [--checkpoint average,best,ensemble]
                              [--bars 3000] [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Two runs, both with configs/default.toml (plus any --set):
@@ -42,9 +42,12 @@ from training import interval, summarise, train_and_evaluate
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import VecTradingEnv
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
+from trainers.run.checkpoints import DEFAULT_CHOICE
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ("SPX", "GOOGL")
+KINDS = ("average", "best", "ensemble")
+"""the --checkpoint kinds a run can be backtested with"""
 
 
 def oracle_sharpe(run_config, data_dir: Path, expected: dict[str, np.ndarray]) -> dict[str, float]:
@@ -140,10 +143,11 @@ def main() -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override on top of configs/default.toml (repeatable)")
-    parser.add_argument("--checkpoint", default="best", dest="checkpoints", metavar="KINDS",
-                        help="what the backtest trades, comma-separated: best (the best checkpoint by "
-                             "validation, trainers.evaluate's default) and/or ensemble (the best list as one "
-                             "policy, trainers.evaluate --checkpoint ensemble)")
+    parser.add_argument("--checkpoint", default=DEFAULT_CHOICE, dest="checkpoints", metavar="KINDS",
+                        help="what the backtest trades, comma-separated: average (the weight average of the "
+                             "best checkpoints by validation, trainers.evaluate's default), best (the top one) "
+                             "and/or ensemble (the best list as one policy, trainers.evaluate --checkpoint "
+                             "ensemble)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the generated data and both run directories here (default: a temp dir)")
@@ -155,8 +159,8 @@ def main() -> None:
     if not markets or markets - {"generated", "real"}:
         parser.error(f"--markets: expected generated, real or both, got {args.markets!r}")
     args.checkpoints = args.checkpoints.split(",")
-    if not args.checkpoints or set(args.checkpoints) - {"best", "ensemble"}:
-        parser.error(f"--checkpoint: expected best, ensemble or both, got {','.join(args.checkpoints)!r}")
+    if not args.checkpoints or set(args.checkpoints) - set(KINDS):
+        parser.error(f"--checkpoint: expected some of {', '.join(KINDS)}, got {','.join(args.checkpoints)!r}")
     try:
         seeds = [int(seed) for seed in args.seeds.split(",")]
     except ValueError:

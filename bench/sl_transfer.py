@@ -87,7 +87,8 @@ def run_market(name: str, symbols: list[str], data_dir: Path, seeds: list[int], 
                 config = arm_config(symbols, sl_dir if probs == "out-of-sample" else data_dir, seed, alpha, args)
                 transfer = None if alpha is None else TransferRequest(encoder_source=sl_dir, encoder_blend=alpha)
                 run_dir = work / f"{name}_{arm.split()[0]}_{probs}_seed{seed}"
-                reports, seconds = train_and_evaluate(config, run_dir, transfer)
+                # the single best: its validation Sharpe is the arm's val score
+                reports, seconds = train_and_evaluate(config, run_dir, ("best",), transfer)
                 report = reports["best"]
                 runs[arm][seed] = {"val_sharpe": report["checkpoint"]["val_sharpe"],
                                    "test": {r["symbol"]: r["agent_sharpe"] for r in summarise(report, {})},

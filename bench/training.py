@@ -20,10 +20,10 @@ from trainers.run.loop import train
 from trainers.run.transfer import TransferRequest
 
 
-def train_and_evaluate(config: TrainConfig, run_dir: Path, transfer: TransferRequest | None = None,
-                       checkpoints: Sequence[str] = ("best",)) -> tuple[dict[str, dict], float]:
+def train_and_evaluate(config: TrainConfig, run_dir: Path, checkpoints: Sequence[str],
+                       transfer: TransferRequest | None = None) -> tuple[dict[str, dict], float]:
     """Train `config` in `run_dir` (from `transfer` when given), then backtest each of `checkpoints`
-    ("best", "latest", "ensemble") on the test split; ({checkpoint: evaluation payload}, seconds).
+    ("average", "best", "latest", "ensemble") on the test split; ({checkpoint: evaluation payload}, seconds).
     Exits naming the run when training fails."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):

@@ -48,6 +48,14 @@ class CheckpointMeta:
 def save_checkpoint(path: str | Path, model: nn.Module, *, config: dict[str, Any], symbols: Sequence[str],
                     step: int, extra: dict[str, str] | None = None) -> Path:
     """Write the model's state dict and metadata atomically to `path`; returns the path."""
+    # Contiguous CPU copies: safetensors refuses views and shared storage.
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save_tensors(path, tensors, config=config, symbols=symbols, step=step, extra=extra)
+
+
+def save_tensors(path: str | Path, tensors: dict[str, Tensor], *, config: dict[str, Any], symbols: Sequence[str],
+                 step: int, extra: dict[str, str] | None = None) -> Path:
+    """Write a state dict of contiguous CPU tensors and the metadata atomically to `path`."""
     path = Path(path)
     try:
         config_json = json.dumps(config)
@@ -58,8 +66,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, config: dict[str, Any
         raise TypeError("save_checkpoint: extra must map str to str")
     metadata = {"format_version": str(FORMAT_VERSION), "config": config_json,
                 "symbols": json.dumps(list(symbols)), "step": str(int(step)), "extra": json.dumps(extra)}
-    # Contiguous CPU copies: safetensors refuses views and shared storage.
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
     return path
 

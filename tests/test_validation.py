@@ -103,8 +103,8 @@ def test_best_checkpoints_survive_pruning_and_are_listed_best_first(tmp_path):
         board.record(step, score)
         checkpoints.save(tmp_path, nn.Linear(2, 2), {}, ["A"], step, {"step": step}, best=board.best)
     names = {p.name for p in checkpoints.checkpoint_dir(tmp_path).glob("*.safetensors")}
-    # the newest two (50, 60) and the best two (30, 10); 20 and 40 pruned
-    assert names == {f"step_{s:012d}.safetensors" for s in (10, 30, 50, 60)}
+    # the newest two (50, 60) and the best two (30, 10); 20 and 40 pruned; the best two's average
+    assert names == {f"step_{s:012d}.safetensors" for s in (10, 30, 50, 60)} | {checkpoints.AVERAGE}
     listed = checkpoints.best(tmp_path)
     assert [(c.step, c.val_sharpe) for c in listed] == [(30, 1.2), (10, 0.9)]
     assert all(c.weights.is_file() and c.state.is_file() for c in listed)
@@ -126,8 +126,53 @@ def test_best_falls_back_to_latest_without_scores_and_repointing_keeps_the_list(
     checkpoint, _, notes = checkpoints.resume_point(tmp_path)
     assert checkpoint.step == 20 and notes
     assert [(c.step, c.val_sharpe) for c in checkpoints.best(tmp_path)] == [(10, 0.7)]
-    with pytest.raises(checkpoints.ResumeError, match="not 'latest', 'best'"):
+    with pytest.raises(checkpoints.ResumeError, match="not 'average', 'best', 'latest'"):
         checkpoints.choose(tmp_path, str(tmp_path / "nope.safetensors"))
+
+
+def _listed_mean(run_dir: Path) -> dict[str, torch.Tensor]:
+    members = [load_file(str(c.weights)) for c in checkpoints.best(run_dir)]
+    return {key: sum(m[key] for m in members) / len(members) for key in members[0]}
+
+
+def test_the_average_is_the_mean_of_the_best_lists_weights_as_the_list_changes(tmp_path):
+    board = BestK(3)
+    torch.manual_seed(0)
+    for step, score in [(10, 0.9), (20, 0.1), (30, 1.2), (40, 0.2), (50, 0.3), (60, 1.0)]:
+        board.record(step, score)
+        checkpoints.save(tmp_path, nn.Linear(3, 2), {}, ["A"], step, {"step": step}, best=board.best)
+        chosen, note = checkpoints.choose(tmp_path, "average")
+        if len(board.best) < 2:
+            assert chosen.step == 10 and "no weight average" in note
+            continue
+        average = load_file(str(chosen.weights))
+        expected = _listed_mean(tmp_path)
+        assert average.keys() == expected.keys()
+        assert all(torch.allclose(average[k], expected[k], atol=1e-7) for k in average)
+        steps = [c.step for c in checkpoints.best(tmp_path)]
+        assert chosen.step == max(steps) and all(f"{s:,}" in note for s in steps)
+    assert [c.step for c in checkpoints.best(tmp_path)] == [30, 60, 10]
+    policy = nn.Linear(3, 2)
+    checkpoints.load_weights(checkpoints.choose(tmp_path, "average")[0], policy)  # loads like any checkpoint
+    assert torch.allclose(policy.weight, _listed_mean(tmp_path)["weight"])
+
+
+def test_resume_repointing_rewrites_the_average_of_the_surviving_best_checkpoints(tmp_path):
+    torch.manual_seed(1)
+    scores = [(10, 0.5), (20, 0.9), (30, 0.7)]
+    for step, _ in scores:
+        checkpoints.save(tmp_path, nn.Linear(3, 2), {}, ["A"], step, {"step": step},
+                         best=[Scored(s, v) for s, v in sorted(scores, key=lambda x: -x[1]) if s <= step])
+    listed = checkpoints.best(tmp_path)
+    assert [c.step for c in listed] == [20, 30, 10]
+    listed[1].weights.write_bytes(listed[1].weights.read_bytes()[:20])  # step 30 (the newest) truncated
+    checkpoint, _, notes = checkpoints.resume_point(tmp_path)
+    assert checkpoint.step == 20 and notes
+    assert [c.step for c in checkpoints.best(tmp_path)] == [20, 10]
+    chosen, _ = checkpoints.choose(tmp_path, "average")
+    average = load_file(str(chosen.weights))
+    assert chosen.step == 20
+    assert all(torch.allclose(average[k], v) for k, v in _listed_mean(tmp_path).items())
 
 
 # ---- the validation policy ------------------------------------------------------------------------
@@ -177,8 +222,14 @@ def test_validation_writes_scalars_keeps_the_top_k_and_evaluate_picks_the_best(t
     assert [c.step for c in listed] == [step for step, _ in top]
     np.testing.assert_allclose([c.val_sharpe for c in listed], [v for _, v in top], rtol=1e-6)
 
-    # evaluate uses the best by default, and its greedy val Sharpe is the validation's
+    # evaluate trades the best two's weight average by default; --checkpoint best the top one, whose
+    # greedy val Sharpe is the validation's
     assert evaluate_main(["--run-dir", str(run_dir), "--split", "val", "--device", "cpu"]) == 0
+    steps = ", ".join(f"{c.step:,}" for c in listed)
+    assert f"weight average of the 2 best by mean validation Sharpe (steps {steps}" in capsys.readouterr().out
+    report = json.loads((run_dir / "evaluation.json").read_text())
+    assert report["checkpoint"]["choice"] == "average"
+    assert evaluate_main(["--run-dir", str(run_dir), "--split", "val", "--device", "cpu", "--checkpoint", "best"]) == 0
     assert f"best of 2 by mean validation Sharpe, step {listed[0].step:,}" in capsys.readouterr().out
     report = json.loads((run_dir / "evaluation.json").read_text())
     assert report["checkpoint"]["step"] == listed[0].step and report["checkpoint"]["choice"] == "best"

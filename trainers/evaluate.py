@@ -25,10 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run K accounts with the sampled (stochastic) policy")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
-    parser.add_argument("--checkpoint", default="best", metavar="best|latest|ensemble|PATH",
-                        help="which weights: the run's best by mean validation Sharpe (default; the latest "
-                             "when the run has no validation scores), its latest, the ensemble of its best "
-                             "list (mean of their action probabilities), or a .safetensors file")
+    parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|ensemble|PATH",
+                        help=checkpoints.CHOICE_HELP + "; ensemble: the best list traded as one policy (mean "
+                             "of their action probabilities)")
     args = parser.parse_args(argv)
     if args.sampled < 0:
         parser.error("--sampled must be >= 0")

@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by trainers.ppo")
     parser.add_argument("--format", choices=FORMATS, default="torchscript",
                         help='torchscript (default) or onnx (needs pip install -e ".[export]")')
-    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
-                        help="which weights (default: the best by mean validation Sharpe)")
+    parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|PATH",
+                        help=checkpoints.CHOICE_HELP)
     parser.add_argument("--accounts-per-symbol", type=int, default=1, metavar="E",
                         help="accounts per symbol in the batch the file takes (default 1)")
     parser.add_argument("--out", type=Path, help="output file (default: RUN_DIR/policy.pt or policy.onnx)")

@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger", type=Path, help="the SQLite ledger (made when missing)")
     parser.add_argument("--from", dest="start", metavar="DATE",
                         help="a new ledger starts here, flat (ISO date); default the newest bar")
-    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH",
-                        help="the weights a new ledger freezes (default best)")
+    parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|PATH",
+                        help="the weights a new ledger freezes: " + checkpoints.CHOICE_HELP)
     parser.add_argument("--report", type=Path, metavar="LEDGER", help="print what LEDGER holds and plot it")
     parser.add_argument("--png", type=Path, help="--report's plot (default LEDGER with .png)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")

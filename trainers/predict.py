@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by trainers.ppo")
     parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: the run's)")
-    parser.add_argument("--checkpoint", default="best", metavar="best|latest|PATH", help="which weights (default best)")
+    parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|PATH",
+                        help=checkpoints.CHOICE_HELP)
     parser.add_argument("--symbols", help="comma-separated subset of the run's symbols (default: all)")
     parser.add_argument("--max-age", default="auto",
                         help="refuse data whose newest bar is older (5d, 36h; auto = 5 bar intervals, at least "

@@ -1,9 +1,10 @@
 """Backtest a trained run on a whole split (what `python -m trainers.evaluate` runs).
 
-The checkpoint is the run's best by mean validation Sharpe unless `--checkpoint latest`,
-`ensemble` (every checkpoint of the best list, trading the mean of their action probabilities:
-models.PolicyEnsemble) or a weights file is given (a run without validation scores falls back to
-its latest checkpoint).
+The checkpoint is the weight average of the run's best checkpoints by mean validation Sharpe
+unless `--checkpoint best` (the top one), `latest`, `ensemble` (every checkpoint of the best list,
+trading the mean of their action probabilities: models.PolicyEnsemble) or a weights file is given
+(a run with fewer than two validated checkpoints falls back to its best, one without validation
+scores to its latest checkpoint).
 
 Every symbol's accounts start at the split's first tradable bar and trade to its end, side by side
 in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
@@ -41,8 +42,8 @@ ORACLE = "oracle (long-only)"
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
-             console: Console, checkpoint: str = "best") -> dict:
-    """Backtest one of the run's checkpoints on `split` ("best", "latest", "ensemble" or a weights
+             console: Console, checkpoint: str = checkpoints.DEFAULT_CHOICE) -> dict:
+    """Backtest one of the run's checkpoints on `split` ("average", "best", "latest", "ensemble" or a weights
     file, see checkpoints.choose_members); writes evaluation.json (which names the checkpoint) and PNGs."""
     config = build(TrainConfig, load_toml(run_dir / "config.toml"))
     members, which = checkpoints.choose_members(run_dir, checkpoint)

@@ -3,8 +3,12 @@
 Layout under `run_dir/checkpoints/`:
     step_000012288.safetensors   weights, resolved config, symbols and step in its metadata
     step_000012288.state.pt      optimizer, scaler, entropy stack, env state, RNG, counters
+    average.safetensors          the mean of the best checkpoints' weights (a weight average, or
+                                 "soup": one policy, so predict, paper trading and export take it
+                                 like any checkpoint); written whenever at least two are kept
     latest.json                  {"weights": ..., "state": ..., "step": ...,
-                                  "best": [{"weights": ..., "state": ..., "step": ..., "val_sharpe": ...}]}
+                                  "best": [{"weights": ..., "state": ..., "step": ..., "val_sharpe": ...}],
+                                  "average": {"weights": "average.safetensors", "steps": [...]}}
 
 Both files of a checkpoint are written (atomically) before `latest.json` is replaced to point at
 them, so a crash at any moment leaves `latest.json` naming a complete checkpoint. Pruning keeps
@@ -41,10 +45,19 @@ from configs.train import TrainConfig
 from envs.spec import TradingSpec
 from ppo_core.files import atomic_write_bytes
 from models import MultiSymbolPolicy, PolicyEnsemble
-from models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from models.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint, save_tensors
 from trainers.backtest.best_k import Scored
 
 KEEP_LAST = 2
+AVERAGE = "average.safetensors"
+DEFAULT_CHOICE = "average"
+"""the checkpoint evaluate, predict, paper and export use unless --checkpoint says otherwise:
+averaging the best checkpoints' weights beat the single best on every generated family of
+bench/learning.py (docs/results.md, Seed robustness)"""
+CHOICE_HELP = ("which weights: average (default) = the mean of the weights of the run's best checkpoints by mean "
+               "validation Sharpe (run.keep_best; the best one when fewer than two are kept), best = the top "
+               "one (the latest when the run has no validation scores), latest, or a .safetensors file")
+"""--checkpoint's help, the same in every command that loads a trained policy"""
 CORRUPT_SUFFIX = ".corrupt"
 _STEP_WEIGHTS = re.compile(r"step_(\d+)\.safetensors")
 
@@ -86,7 +99,7 @@ def save(run_dir: Path, policy: torch.nn.Module, config: dict[str, Any], symbols
     torch.save(trainer_state, buffer)
     atomic_write_bytes(checkpoint.state, buffer.getvalue())
     kept = [replace(at_step(run_dir, s.step), val_sharpe=s.score) for s in best]
-    _write_pointer(directory, checkpoint, kept)
+    _write_pointer(directory, checkpoint, kept, _write_average(directory, kept))
     _prune(directory, keep={path.name for c in (checkpoint, *kept) for path in (c.weights, c.state)})
     return checkpoint
 
@@ -113,10 +126,39 @@ def best(run_dir: Path) -> list[Checkpoint]:
     return listed
 
 
+def average_of_best(run_dir: Path) -> tuple[Checkpoint, list[int]] | None:
+    """The weight average of the run's best checkpoints and their steps, as `latest.json` lists
+    them; None when the run has none (fewer than two validated checkpoints kept, or written before
+    averages existed)."""
+    pointer_path = checkpoint_dir(run_dir) / "latest.json"
+    try:
+        entry = json.loads(pointer_path.read_text()).get("average")
+        name, steps = entry["weights"], [int(s) for s in entry["steps"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
+            ValueError):
+        return None
+    if not _is_bare(name):
+        return None
+    weights = pointer_path.parent / name
+    if not weights.is_file():
+        raise ResumeError(f"{pointer_path}: lists the average checkpoint {name}, which does not exist")
+    return Checkpoint(weights, _state_path(weights), max(steps)), steps
+
+
 def choose(run_dir: Path, choice: str) -> tuple[Checkpoint, str]:
-    """(checkpoint, a line saying which and why) for "latest", "best" or the path of a weights file.
-    "best" is the top of the best list, or the latest checkpoint when the run has no validation
-    scores (the line says so)."""
+    """(checkpoint, a line saying which and why) for "average", "latest", "best" or the path of a
+    weights file. "average" is the weight average of the best list, or "best" when the run has
+    none; "best" is the top of the best list, or the latest checkpoint when the run has no
+    validation scores (the lines say so)."""
+    if choice == "average":
+        found = average_of_best(run_dir)
+        if found is None:
+            checkpoint, line = choose(run_dir, "best")
+            return checkpoint, line + ("; no weight average (the run keeps fewer than two validated "
+                                       "checkpoints: run.keep_best, run.eval_every)")
+        checkpoint, steps = found
+        return checkpoint, (f"checkpoint: weight average of the {len(steps)} best by mean validation Sharpe "
+                            f"(steps {', '.join(f'{s:,}' for s in steps)}; {checkpoint.weights.name})")
     if choice == "latest":
         checkpoint = latest(run_dir)
         return checkpoint, f"checkpoint: latest, step {checkpoint.step:,} ({checkpoint.weights.name})"
@@ -132,7 +174,7 @@ def choose(run_dir: Path, choice: str) -> tuple[Checkpoint, str]:
                             "validation existed), so there is no best one")
     path = Path(choice)
     if not path.is_file():
-        raise ResumeError(f"--checkpoint {choice}: not 'latest', 'best' or an existing .safetensors file")
+        raise ResumeError(f"--checkpoint {choice}: not 'average', 'best', 'latest' or an existing .safetensors file")
     step = read_checkpoint_meta(path).step
     scores = {c.weights.resolve(): c.val_sharpe for c in _read_best(checkpoint_dir(run_dir) / "latest.json")}
     checkpoint = Checkpoint(path, _state_path(path), step, scores.get(path.resolve()))
@@ -205,7 +247,7 @@ def resume_point(run_dir: Path) -> tuple[Checkpoint, dict[str, Any], list[str]]:
         instead = f"resuming from step {checkpoint.step} ({checkpoint.weights.name}) instead"
         try:
             kept = [c for c in _read_best(pointer_path) if c.weights.is_file() and c.state.is_file()]
-            _write_pointer(directory, checkpoint, kept)
+            _write_pointer(directory, checkpoint, kept, _write_average(directory, kept))
             instead += f"; {pointer_path.name} now points at it"
         except OSError as err:
             instead += f"; {pointer_path.name} could not be repointed at it ({err})"
@@ -306,10 +348,30 @@ def _is_bare(name: Any) -> bool:
             and "\\" not in name)
 
 
-def _write_pointer(directory: Path, checkpoint: Checkpoint, kept: Sequence[Checkpoint]) -> None:
+def _write_average(directory: Path, kept: Sequence[Checkpoint]) -> list[int]:
+    """Write AVERAGE, the elementwise mean of `kept`'s weights (non-float tensors and the metadata
+    from the best one), when there are at least two; their steps ([] and no file otherwise)."""
+    path = directory / AVERAGE
+    if len(kept) < 2:
+        path.unlink(missing_ok=True)  # a stale average would not be the best list's
+        return []
+    members = [safetensors.torch.load_file(str(c.weights), device="cpu") for c in kept]
+    average = {key: torch.stack([m[key] for m in members]).mean(0) if tensor.is_floating_point() else tensor
+               for key, tensor in members[0].items()}
+    steps = [c.step for c in kept]
+    meta = read_checkpoint_meta(kept[0].weights)
+    save_tensors(path, average, config=meta.config, symbols=meta.symbols, step=max(steps),
+                 extra={"average_of_steps": ",".join(map(str, steps))})
+    return steps
+
+
+def _write_pointer(directory: Path, checkpoint: Checkpoint, kept: Sequence[Checkpoint],
+                   average_steps: Sequence[int]) -> None:
     pointer = {"weights": checkpoint.weights.name, "state": checkpoint.state.name, "step": checkpoint.step,
                "best": [{"weights": c.weights.name, "state": c.state.name, "step": c.step,
                          "val_sharpe": c.val_sharpe} for c in kept]}
+    if average_steps:
+        pointer["average"] = {"weights": AVERAGE, "steps": list(average_steps)}
     atomic_write_bytes(directory / "latest.json", json.dumps(pointer, indent=2).encode())
 
 
