@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from envs.features import FEATURE_NORMS
 from envs.actions import DEFAULT_ACTIONS, Action, check_actions
 from envs.splits import parse_split_dates, parse_trade_period
 
@@ -167,6 +168,11 @@ class EnvConfig:
     turns it off; 0 = none. (guide: none; without it the policy memorised the training bars:
     bench/learning.py showed train-split Sharpe rising past the oracle's while validation and test
     fell)"""
+    feature_norm: str = "zscore"
+    """how each market feature is normalised by its own trailing 250 bars: zscore = minus the mean,
+    over the std; scale = the signed ones (returns, distances from moving averages, oscillators)
+    only over their root mean square, so an uptrend reads positive even after a stronger year (the
+    rest z-scored)"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
     """the action table, one row per discrete action: its name; its kind, hold, buy (opens a
     position from flat), sell (a held position) or add (to a held position); buy_fraction of
@@ -196,6 +202,8 @@ class EnvConfig:
         _check_range(self, "diversity_window", 1, 100_000)
         _check_range(self, "max_exposure", 0.0, 1.0, low_open=True)
         _check_range(self, "obs_noise", 0.0, 10.0)
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm: expected one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in fractions) \
                 or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):

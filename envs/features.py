@@ -4,9 +4,14 @@
 Every feature at bar t uses bars <= t only: rolling statistics are differences of cumulative sums
 or left-padded windows, EMAs run forward in time. Prices enter only through log prices and ratios,
 so multiplying a symbol's prices by a constant changes nothing (up to rounding). Each raw feature
-is then z-scored with its own trailing mean and std over the last NORM_WINDOW bars (or all bars so
-far, when fewer) and clipped, never with full-series statistics. The first WARMUP_BARS bars carry
-unreliable statistics and are not tradable.
+is then normalised with its own trailing statistics over the last NORM_WINDOW bars (or all bars so
+far, when fewer) and clipped, never with full-series statistics: z-scored (minus the trailing mean,
+over the trailing std), or, with `norm="scale"`, the SIGNED features (returns, distances from
+moving averages, oscillators: zero means "no trend") only divided by their trailing root mean
+square, so that their sign survives. Subtracting the trailing mean turns "up, but less than over
+the last year" into a negative value: on a slow bull/bear trend market that lost the current
+trend's sign on ~30 % of bars (bench/markets.py's TRND, docs/results.md). The first WARMUP_BARS
+bars carry unreliable statistics and are not tradable.
 """
 from __future__ import annotations
 
@@ -27,6 +32,13 @@ REGIME_NAMES = (
     "vol_ratio_20_100", "vol_percentile_250", "trend_sma_20_100", "efficiency_20", "momentum_60",
     "up_fraction_20", "volume_ratio_20_100", "volume_trend_5_50", "drawdown_100", "rally_100",
 )
+SIGNED_NAMES = frozenset((
+    "ret_1", "ret_5", "ret_10", "ret_20", "body", "gap", "volume_z", "rsi_14", "macd", "macd_signal",
+    "macd_hist", "bollinger_pct_b", "close_sma_20", "close_sma_50", "close_ema_26", "stoch_k", "stoch_d",
+    "vol_ratio_20_100", "trend_sma_20_100", "momentum_60", "up_fraction_20", "volume_ratio_20_100",
+    "volume_trend_5_50"))
+"""features whose zero is meaningful (no move, no trend, balanced): `norm="scale"` keeps their sign"""
+FEATURE_NORMS = ("zscore", "scale")
 NUM_TECHNICAL = len(TECHNICAL_NAMES)
 NUM_REGIME = len(REGIME_NAMES)
 WARMUP_BARS = 100
@@ -91,6 +103,23 @@ def trailing_zscore(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
     return ((x - rolling_mean(x, window)) / (rolling_std(x, window) + _EPS)).clamp(-CLIP, CLIP)
 
 
+def trailing_scale(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
+    """x / trailing root mean square, clipped to [-CLIP, CLIP]: (..., T) -> (..., T); keeps the sign."""
+    return (x / (rolling_mean(x * x, window).clamp_min(0.0).sqrt() + _EPS)).clamp(-CLIP, CLIP)
+
+
+def normalise(x: Tensor, names: tuple[str, ...], norm: str) -> Tensor:
+    """(F, T) raw features named `names` -> (T, F) float32: every one z-scored ("zscore"), or the
+    SIGNED_NAMES scaled and the rest z-scored ("scale")."""
+    if norm not in FEATURE_NORMS:
+        raise ValueError(f"norm: expected one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
+    out = trailing_zscore(x)
+    if norm == "scale":
+        signed = torch.tensor([name in SIGNED_NAMES for name in names], device=x.device)
+        out = torch.where(signed[:, None], trailing_scale(x), out)
+    return out.T.contiguous().float()
+
+
 def raw_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
     """Unnormalised technical (23, T) and regime (10, T) features, float64 on `device`."""
     def series(values) -> Tensor:
@@ -150,8 +179,9 @@ def raw_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor
     return technical, regime
 
 
-def compute_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """Normalised technical (T, 23) and regime (T, 10) features, float32 on `device`; no NaN."""
+def compute_features(bars: Bars, device: torch.device | str = "cpu",
+                     norm: str = "zscore") -> tuple[Tensor, Tensor]:
+    """Normalised technical (T, 23) and regime (T, 10) features, float32 on `device`; no NaN.
+    `norm`: "zscore" or "scale" (see `normalise`)."""
     technical, regime = raw_features(bars, device)
-    return (trailing_zscore(technical).T.contiguous().float(),
-            trailing_zscore(regime).T.contiguous().float())
+    return normalise(technical, TECHNICAL_NAMES, norm), normalise(regime, REGIME_NAMES, norm)

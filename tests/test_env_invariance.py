@@ -1,6 +1,8 @@
 """Invariances: price scale, batch composition, and no look-ahead in the features."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs import DEFAULT_SPEC, Bars, EnvConfig, VecTradingEnv, compute_features, synthetic_bars
+from envs.features import FEATURE_NORMS, REGIME_NAMES, SIGNED_NAMES, TECHNICAL_NAMES, raw_features
 
 NUM_ACTIONS = DEFAULT_SPEC.num_actions
 
@@ -27,11 +30,12 @@ def run(env: VecTradingEnv, actions: list[list[int]]) -> list[tuple[dict[str, to
 
 @settings(max_examples=12, deadline=None)
 @given(st.floats(1e-3, 1e3), st.lists(st.lists(st.integers(0, NUM_ACTIONS - 1), min_size=4, max_size=4),
-                                      min_size=1, max_size=45))
-def test_multiplying_prices_changes_no_observation_or_reward(factor: float,
-                                                             actions: list[list[int]]) -> None:
-    base = run(VecTradingEnv(["A"], 4, CONFIG, markets={"A": BARS}, seed=0), actions)
-    scaled = run(VecTradingEnv(["A"], 4, CONFIG, markets={"A": BARS.scaled(factor)}, seed=0), actions)
+                                      min_size=1, max_size=45), st.sampled_from(FEATURE_NORMS))
+def test_multiplying_prices_changes_no_observation_or_reward(factor: float, actions: list[list[int]],
+                                                             norm: str) -> None:
+    config = replace(CONFIG, feature_norm=norm)
+    base = run(VecTradingEnv(["A"], 4, config, markets={"A": BARS}, seed=0), actions)
+    scaled = run(VecTradingEnv(["A"], 4, config, markets={"A": BARS.scaled(factor)}, seed=0), actions)
     for (obs_a, reward_a), (obs_b, reward_b) in zip(base, scaled):
         for key in obs_a:
             torch.testing.assert_close(obs_a[key], obs_b[key], rtol=1e-4, atol=2e-4, msg=key)
@@ -71,19 +75,39 @@ def perturbed_after(bars: Bars, t: int, seed: int) -> Bars:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 358), st.integers(0, 1000))
-def test_changing_bars_after_t_leaves_features_at_t_unchanged(t: int, seed: int) -> None:
-    technical, regime = compute_features(BARS)
-    technical_b, regime_b = compute_features(perturbed_after(BARS, t, seed))
+@given(st.integers(0, 358), st.integers(0, 1000), st.sampled_from(FEATURE_NORMS))
+def test_changing_bars_after_t_leaves_features_at_t_unchanged(t: int, seed: int, norm: str) -> None:
+    technical, regime = compute_features(BARS, norm=norm)
+    technical_b, regime_b = compute_features(perturbed_after(BARS, t, seed), norm=norm)
     torch.testing.assert_close(technical[: t + 1], technical_b[: t + 1], rtol=0, atol=1e-5)
     torch.testing.assert_close(regime[: t + 1], regime_b[: t + 1], rtol=0, atol=1e-5)
     assert not torch.allclose(technical[t + 1:], technical_b[t + 1:]) or t == len(BARS) - 1
 
 
-def test_features_have_no_nan_and_trailing_scale() -> None:
-    technical, regime = compute_features(synthetic_bars("Z", 3000))
+@pytest.mark.parametrize("norm", FEATURE_NORMS)
+def test_features_have_no_nan_and_trailing_scale(norm: str) -> None:
+    technical, regime = compute_features(synthetic_bars("Z", 3000), norm=norm)
     assert torch.isfinite(technical).all() and torch.isfinite(regime).all()
     assert technical.abs().max() <= 5.0 and regime.abs().max() <= 5.0
-    # z-scored with trailing statistics: roughly unit scale after the warm-up, not constant
+    # normalised with trailing statistics: roughly unit scale after the warm-up, not constant
     spread = technical[100:].std(0)
     assert (spread > 0.3).all() and (spread < 3.0).all()
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.floats(-0.004, 0.004))
+def test_scale_keeps_each_signed_features_sign_and_zscores_the_rest(seed: int, drift: float) -> None:
+    bars = synthetic_bars(f"S{seed}", 400)
+    factor = np.exp(drift * np.arange(len(bars)))  # a steady trend on top: the signed features lean one way
+    for name in ("open", "high", "low", "close"):
+        getattr(bars, name)[:] *= factor
+    raw = torch.cat(raw_features(bars)).T  # (T, 33)
+    zscored = torch.cat(compute_features(bars, norm="zscore"), dim=1)
+    scaled = torch.cat(compute_features(bars, norm="scale"), dim=1)
+    names = (*TECHNICAL_NAMES, *REGIME_NAMES)
+    for f, name in enumerate(names):
+        if name in SIGNED_NAMES:
+            clear = raw[:, f].abs() > 1e-6  # exact zeros (a flat start) may land either side of 0
+            assert (torch.sign(scaled[clear, f]) == torch.sign(raw[clear, f]).float()).all(), name
+        else:
+            torch.testing.assert_close(scaled[:, f], zscored[:, f], msg=name)
