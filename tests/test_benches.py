@@ -39,17 +39,18 @@ def test_profile_update_reports_category_shares():
 
 @pytest.mark.slow
 def test_learning_quick_backtests_each_checkpoint_kind_against_every_family_oracle():
-    """Two seeds trained in two processes, each backtested with the best checkpoint and with the
-    ensemble; every generated family's oracle earns a positive test Sharpe, so each row has a share."""
+    """Two seeds trained in two processes, each backtested with the weight average (the default) and
+    with the ensemble; every generated family's oracle earns a positive test Sharpe, so each row has
+    a share."""
     sys.path.insert(0, str(BENCH))
     from markets import GENERATED
-    args = ["--quick", "--markets", "generated", "--seeds", "1,2", "--jobs", "2", "--checkpoint", "best,ensemble",
+    args = ["--quick", "--markets", "generated", "--seeds", "1,2", "--jobs", "2", "--checkpoint", "average,ensemble",
             "--device", "cpu", "--set", "run.torch_threads=1"]
     out = subprocess.run([sys.executable, str(BENCH / "learning.py"), *args],
                          capture_output=True, text=True, check=True, timeout=300)
     report = json.loads(out.stdout)
-    assert report["checkpoints"] == ["best", "ensemble"] and set(report["markets"]) == set(GENERATED)
-    for kind in ("best", "ensemble"):
+    assert report["checkpoints"] == ["average", "ensemble"] and set(report["markets"]) == set(GENERATED)
+    for kind in ("average", "ensemble"):
         per_seed = report[f"generated/{kind}"]["per_seed"]
         assert set(per_seed) == {"1", "2"}
         for rows in per_seed.values():
