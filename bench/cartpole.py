@@ -47,13 +47,13 @@ class Preset:
 ZOO_CARTPOLE = PPOConfig(
     learning_rate=1e-3, lr_schedule="linear", num_minibatches=1, minibatch_size=0, update_epochs=20,
     clip_coef=0.2, clip_schedule="linear", clip_vloss=False, vf_coef=0.5, max_grad_norm=0.5, target_kl=0.0,
-    norm_adv=True, norm_adv_per_group=False, gamma=0.98, gae_lambda=0.8, adam_eps=1e-5, amp="off",
+    norm_adv=True, norm_adv_per_group=False, gamma=0.98, gae_lambda=0.8, adam_eps=1e-5, weight_decay=0.0, amp="off",
     normalize_rewards=True)
 """RL Baselines3 Zoo's tuned PPO for CartPole-v1"""
 CLEANRL_CARTPOLE = PPOConfig(
     learning_rate=2.5e-4, lr_schedule="linear", num_minibatches=4, minibatch_size=0, update_epochs=4,
     clip_coef=0.2, clip_schedule="constant", clip_vloss=True, vf_coef=0.5, max_grad_norm=0.5, target_kl=0.0,
-    norm_adv=True, norm_adv_per_group=False, gamma=0.99, gae_lambda=0.95, adam_eps=1e-5, amp="off",
+    norm_adv=True, norm_adv_per_group=False, gamma=0.99, gae_lambda=0.95, adam_eps=1e-5, weight_decay=0.0, amp="off",
     normalize_rewards=True)
 """CleanRL ppo.py's defaults"""
 

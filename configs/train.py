@@ -18,6 +18,9 @@ from models import EncoderConfig, PolicyConfig
 from ppo_core import EntropyConfig, PPOConfig, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+BEFORE_FIELD = {"env.feature_norm": "zscore", "ppo.weight_decay": 0.0}
+"""fields added after runs were written, with the value such a run trained with: a run's
+config.toml without one means this, not today's default"""
 
 
 @dataclass
@@ -82,6 +85,21 @@ def apply_encoder_preset(config: TrainConfig, explicit: dict[str, Any] | None = 
     encoder = replace(config.model.encoder, **values)
     return replace(config, run=replace(config.run, encoder_preset=preset),
                    model=replace(config.model, encoder=encoder))
+
+
+def run_settings(path: str | Path) -> dict[str, Any]:
+    """The nested table of a run's config.toml, with BEFORE_FIELD's value for each field it lacks
+    (a run written before the field existed)."""
+    data = load_toml(path)
+    for key, value in BEFORE_FIELD.items():
+        section, name = key.split(".")
+        data.setdefault(section, {}).setdefault(name, value)
+    return data
+
+
+def read_run_config(path: str | Path) -> TrainConfig:
+    """The TrainConfig a run's config.toml records (see `run_settings`)."""
+    return build(TrainConfig, run_settings(path))
 
 
 def as_dict(config: TrainConfig) -> dict[str, Any]:

@@ -162,17 +162,18 @@ class EnvConfig:
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
     obs_noise: float = 1.0
-    """std of Gaussian noise added to the z-scored market features (obs keys technical and regime)
-    of every observation, in z units: a training augmentation, so the policy cannot tell the
+    """std of Gaussian noise added to the normalised market features (obs keys technical and regime)
+    of every observation, in their (unit) scale: a training augmentation, so the policy cannot tell the
     training bars apart by their exact feature values; `backtest()` (evaluation and validation)
     turns it off; 0 = none. (guide: none; without it the policy memorised the training bars:
     bench/learning.py showed train-split Sharpe rising past the oracle's while validation and test
     fell)"""
-    feature_norm: str = "zscore"
+    feature_norm: str = "scale"
     """how each market feature is normalised by its own trailing 250 bars: zscore = minus the mean,
     over the std; scale = the signed ones (returns, distances from moving averages, oscillators)
     only over their root mean square, so an uptrend reads positive even after a stronger year (the
-    rest z-scored)"""
+    rest z-scored) (guide: z-scores; they lost the sign of a slow trend on ~30 % of bars, and the
+    agent its trend: docs/results.md, Seed robustness)"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
     """the action table, one row per discrete action: its name; its kind, hold, buy (opens a
     position from flat), sell (a held position) or add (to a held position); buy_fraction of

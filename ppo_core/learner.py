@@ -53,9 +53,11 @@ class PPOConfig:
     """stop the epoch loop once an epoch's mean approx KL exceeds this; <= 0 disables"""
     norm_adv: bool = True
     """standardise advantages within each minibatch"""
-    norm_adv_per_group: bool = False
+    norm_adv_per_group: bool = True
     """with norm_adv and grouped minibatches: standardise each group's advantages on its
-    own, so one group's reward scale (a symbol's, in the trainer) does not set another's step size"""
+    own, so one group's reward scale (a symbol's, in the trainer) does not set another's step size
+    (guide: false, one standardisation per minibatch; per symbol, the lowest seed's share of the
+    oracle rose on the weak generated markets, docs/results.md, Seed robustness)"""
     gamma: float = 0.5
     """discount factor (guide: 0.99; the edge in a bar lasts a bar or two, longer horizons add
     noise)"""
@@ -63,9 +65,11 @@ class PPOConfig:
     """GAE lambda: 0 = one-step TD, 1 = Monte Carlo (guide: 0.95)"""
     adam_eps: float = 1e-5
     """Adam epsilon (CleanRL's 1e-5 rather than PyTorch's 1e-8)"""
-    weight_decay: float = 0.0
+    weight_decay: float = 0.5
     """decoupled (AdamW-style) weight decay on every parameter: each optimizer step shrinks the
-    weights by learning rate x weight_decay; 0 = plain Adam"""
+    weights by learning rate x weight_decay; 0 = plain Adam (guide: 0, plain Adam; without it
+    validation peaked early and fell as the policy memorised the training bars, and which seed
+    generalised was luck: docs/results.md, Seed robustness)"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
     normalize_rewards: bool = True

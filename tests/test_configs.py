@@ -7,7 +7,9 @@ import pytest
 from configs.defaults import differences
 from configs.loader import ConfigError, dumps_toml, flatten
 from configs.run import ENCODER_PRESETS
-from configs.train import DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build, resolve
+from configs.train import (BEFORE_FIELD, DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build,
+                           read_run_config, resolve)
+from envs import EnvConfig
 from models import PolicyConfig
 from ppo_core import PPOConfig
 from trainers.ppo import main
@@ -128,7 +130,8 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
     assert seed.ppo.normalize_rewards is False and seed.entropy.guard.halt is True
     assert (seed.ppo.gamma, seed.ppo.gae_lambda, seed.ppo.clip_coef) == (0.99, 0.95, 0.2)
     assert seed.env.reward.money_scale == 1.0  # the literal formulas: fractions of capital
-    assert seed.env.obs_noise == 0.0
+    assert seed.env.obs_noise == 0.0 and seed.env.feature_norm == "zscore"
+    assert seed.ppo.weight_decay == 0.0 and seed.ppo.norm_adv_per_group is False
     assert seed.env.reward.weights() == {
         "pnl": 0.75, "cost": 0.1, "time": 0.0, "sharpe": 0.03, "drawdown": 0.02, "sizing": 0.0,
         "hold": 0.0, "diversity": 0.07, "action_repeat": 0.05, "intrinsic_action": 0.01,
@@ -147,3 +150,17 @@ def test_a_partial_table_keeps_the_defaults_of_the_other_fields():
     assert cfg.ppo.learning_rate == 3e-4
     assert replace(cfg.ppo, learning_rate=PPOConfig().learning_rate) == PPOConfig()
     assert cfg.model.encoder.pool == PolicyConfig().encoder.pool
+
+
+def test_a_run_written_before_a_field_existed_reads_the_value_it_trained_with(tmp_path):
+    saved = as_dict(resolve(DEFAULT_CONFIG, ["run.device=cpu"]))
+    path = tmp_path / "config.toml"
+    path.write_text(dumps_toml(saved))
+    assert read_run_config(path) == build(TrainConfig, saved)  # a full record is read as written
+    for key in BEFORE_FIELD:
+        section, name = key.split(".")
+        del saved[section][name]
+    path.write_text(dumps_toml(saved))
+    old = read_run_config(path)
+    assert (old.env.feature_norm, old.ppo.weight_decay) == ("zscore", 0.0)
+    assert old.env.feature_norm != EnvConfig().feature_norm and old.ppo.weight_decay != PPOConfig().weight_decay

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from configs.loader import ConfigError, load_toml
-from configs.train import TrainConfig, build
+from configs.loader import ConfigError
+from configs.train import read_run_config
 from envs.spec import TradingSpec
 from models import CheckpointError, MultiSymbolPolicy
 from models.export import FORMATS, export
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.accounts_per_symbol < 1:
         parser.error("--accounts-per-symbol must be >= 1")
     try:
-        config = build(TrainConfig, load_toml(args.run_dir / "config.toml"))
+        config = read_run_config(args.run_dir / "config.toml")
         chosen, which = checkpoints.choose(args.run_dir, args.checkpoint)
         policy = MultiSymbolPolicy(config.run.symbols, config.model, TradingSpec.from_config(config.env))
         checkpoints.load_weights(chosen, policy)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from configs.loader import ConfigError, load_toml
-from configs.train import TrainConfig, build
+from configs.loader import ConfigError
+from configs.train import read_run_config
 from envs import VecTradingEnv
 from envs.accounts import Accounts
 from envs.splits import format_timestamp
@@ -102,7 +102,7 @@ def predict(run_dir: Path, data_dir: str | None, checkpoint: str, symbols: list[
     """Each symbol's decision for its next bar and a line naming the checkpoint used; the account
     is flat, or holds what the `positions` file gives. ConfigError for a symbol the run did not
     train, a missing data file, data older than `max_age`, a bad positions file."""
-    config = build(TrainConfig, load_toml(run_dir / "config.toml"))
+    config = read_run_config(run_dir / "config.toml")
     trained = list(config.run.symbols)
     unknown = [s for s in symbols or [] if s not in trained]
     if unknown:

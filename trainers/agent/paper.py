@@ -19,8 +19,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-from configs.loader import ConfigError, load_toml
-from configs.train import TrainConfig, build
+from configs.loader import ConfigError
+from configs.train import TrainConfig, read_run_config
 from envs import VecTradingEnv, load_market
 from envs.accounts import Accounts
 from envs.bars import Bars, DataError
@@ -65,7 +65,7 @@ def paper_trade(run_dir: Path, data_dir: str | None, ledger_path: Path, start: s
     try:
         for lock in locks:
             lock.acquire()
-        config = build(TrainConfig, load_toml(run_dir / "config.toml"))
+        config = read_run_config(run_dir / "config.toml")
         data_dir = data_dir or config.run.data_dir
         data_files(list(config.run.symbols), data_dir)
         # the bars are read (and checked) before a new ledger is made: a refused file writes nothing

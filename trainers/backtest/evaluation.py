@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
-from configs.loader import load_toml
-from configs.train import TrainConfig, build
+from configs.train import TrainConfig, read_run_config
 from envs import DataError, VecTradingEnv, load_market
 from envs.splits import format_timestamp
 from models import MultiSymbolPolicy
@@ -45,7 +44,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
              console: Console, checkpoint: str = checkpoints.DEFAULT_CHOICE) -> dict:
     """Backtest one of the run's checkpoints on `split` ("average", "best", "latest", "ensemble" or a weights
     file, see checkpoints.choose_members); writes evaluation.json (which names the checkpoint) and PNGs."""
-    config = build(TrainConfig, load_toml(run_dir / "config.toml"))
+    config = read_run_config(run_dir / "config.toml")
     members, which = checkpoints.choose_members(run_dir, checkpoint)
     chosen = members[0]
     console.print(which, markup=False)

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from configs.loader import ConfigError, flatten, load_toml, merge
-from configs.train import TrainConfig, apply_encoder_preset, as_dict, build
+from configs.loader import ConfigError, flatten, merge
+from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, run_settings
 
 RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.compile", "run.checkpoint_every",
              "run.eval_every", "env.strict_data", "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
@@ -47,7 +47,7 @@ def resumed_config(run_dir: Path, explicit: dict[str, Any]) -> TrainConfig:
     if not saved_path.is_file():
         raise ConfigError(f"{saved_path}: not found; --resume takes a run directory written by "
                           "trainers.ppo")
-    saved_data = load_toml(saved_path)
+    saved_data = run_settings(saved_path)
     saved = build(TrainConfig, saved_data)
     requested = apply_encoder_preset(build(TrainConfig, merge(saved_data, explicit)), explicit)
     before, after = flatten(as_dict(saved)), flatten(as_dict(requested))
