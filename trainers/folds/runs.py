@@ -1,6 +1,7 @@
 """One training run per fold and seed, through the trainer's own code path: the run directory
 RUN_DIR/fold_k/seed_s holds its checkpoints, validation and best-k like any run, and the
-validation-selected checkpoint trades the fold's test window (trainers.backtest.evaluation).
+validation-selected weights (evaluate's default, checkpoints.DEFAULT_CHOICE) trade the fold's test
+window (trainers.backtest.evaluation).
 
 A finished pair (its test evaluation.json written) is not redone; a pair with checkpoints resumes
 from them; so an interrupted walk-forward continues at the fold and seed it stopped."""
