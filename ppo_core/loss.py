@@ -30,7 +30,8 @@ def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, new
 
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy. With `norm_adv` the
     advantages are standardised within this minibatch (needs B >= 2), or within each of
-    `adv_groups` equal consecutive blocks (a group-major minibatch). With `clip_vloss` the
+    `adv_groups` equal consecutive blocks (a group-major minibatch) when every block has at least
+    2 samples (a 1-sample block has no spread: the whole minibatch is standardised instead). With `clip_vloss` the
     value loss is CleanRL's max(unclipped, clipped) with the value change clipped to +-clip_coef.
     Computed in float32 whatever autocast produced.
     """
@@ -52,7 +53,8 @@ def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, new
         clip_fraction = ((ratio - 1.0).abs() > clip_coef).float().mean()
 
     if norm_adv:
-        blocks = advantages.view(adv_groups, -1)  # (G, B / G)
+        groups = adv_groups if advantages.numel() >= 2 * adv_groups else 1
+        blocks = advantages.view(groups, -1)  # (G, B / G)
         advantages = ((blocks - blocks.mean(1, keepdim=True)) / (blocks.std(1, keepdim=True) + 1e-8)).view(-1)
     pg_loss1 = -advantages * ratio
     pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)

@@ -37,13 +37,19 @@ def test_evaluate_reports_selection_over_the_kept_checkpoints(tmp_path, capsys):
     assert main(tiny_args(run_dir, 3) + ["--set", f"run.eval_every={BATCH}", "--set", "run.keep_best=2"]) == 0
     kept = {c.weights.stem for c in [*checkpoints.best(run_dir), checkpoints.latest(run_dir)]}
     assert len(kept) >= 2
-    assert evaluate_main(["--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert evaluate_main(["--run-dir", str(run_dir), "--device", "cpu", "--checkpoint", "best"]) == 0
     assert f"selection bias over {len(kept)} kept checkpoints" in capsys.readouterr().out
     selection = json.loads((run_dir / "evaluation.json").read_text())["selection"]
     assert selection["num_candidates"] == len(kept) == selection["num_trials"]
     assert selection["chosen"] == checkpoints.best(run_dir)[0].weights.stem
     assert 0.0 <= selection["pbo"] <= 1.0 and 0.0 <= selection["dsr"] <= 1.0
     assert selection["num_periods"] >= 2 * selection["num_blocks"]
+
+    # the default, the best list's weight average, is judged among the kept checkpoints it came from
+    assert evaluate_main(["--run-dir", str(run_dir), "--device", "cpu"]) == 0
+    assert f"selection bias over {len(kept) + 1} kept checkpoints" in capsys.readouterr().out
+    selection = json.loads((run_dir / "evaluation.json").read_text())["selection"]
+    assert selection["num_candidates"] == len(kept) + 1 and selection["chosen"] == "average"
 
     # the same run's best list traded as one policy (models.PolicyEnsemble)
     assert evaluate_main(["--run-dir", str(run_dir), "--device", "cpu", "--checkpoint", "ensemble"]) == 0

@@ -103,3 +103,21 @@ def test_advantages_standardised_per_group():
     loss.backward()
     expected = torch.tensor([-1.0, 0.0, 1.0, -1.0, 1.0, 0.0], dtype=torch.float64)  # std 1 per half
     torch.testing.assert_close(-new_logprobs.grad * 6, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_one_sample_per_group_standardises_the_whole_minibatch():
+    """A 1-sample group has no spread: the minibatch (here one sample per group) is standardised
+    whole, so the loss stays finite and equals the ungrouped one."""
+    advantages = torch.tensor([1.0, 4.0, -2.0], dtype=torch.float64)
+    zeros = torch.zeros(3, dtype=torch.float64)
+    losses = []
+    for groups in (3, 1):
+        new_logprobs = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+        loss, _ = ppo_loss(new_logprobs, zeros, advantages, zeros, zeros, zeros, zeros, clip_coef=0.2,
+                           vf_coef=0.0, ent_coef=0.0, clip_vloss=False, norm_adv=True, adv_groups=groups)
+        loss.backward()
+        losses.append((loss.detach(), new_logprobs.grad))
+    assert torch.isfinite(losses[0][0]) and torch.isfinite(losses[0][1]).all()
+    expected = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    torch.testing.assert_close(-losses[0][1] * 3, expected)
+    torch.testing.assert_close(losses[0][1], losses[1][1])
