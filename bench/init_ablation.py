@@ -6,8 +6,9 @@ gains x seeds on the learning benchmark's generated markets, through the trainer
         [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Every run is configs/default.toml (plus any --set) with model.init and model.actor_out_gain swept,
-on bench/learning.py's generated markets (one per family, bench/markets.py), driven by Session.iterate and Session.validate (the
-greedy policy on the val split every --eval-every account-steps and at the end). Per configuration,
+on bench/learning.py's generated markets (one per family, bench/markets.py), driven by
+Session.iterate and Session.validate (the greedy policy on the val split every --eval-every
+account-steps and at the end). Per configuration,
 over seeds 1..K: the best mean validation Sharpe, the policy entropy of the last update (nats), and
 the variance over iterations of the update's mean pre-clip gradient norm; each as mean, sample std
 and min..max. The row of configs/default.toml's own init and gain is marked. "default" init is

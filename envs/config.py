@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from envs.features import FEATURE_NORMS
 from envs.actions import DEFAULT_ACTIONS, Action, check_actions
+from envs.features import DEFAULT_FEATURE_NORM, FEATURE_NORMS
 from envs.splits import parse_split_dates, parse_trade_period
 
 
@@ -168,7 +168,7 @@ class EnvConfig:
     turns it off; 0 = none. (guide: none; without it the policy memorised the training bars:
     bench/learning.py showed train-split Sharpe rising past the oracle's while validation and test
     fell)"""
-    feature_norm: str = "scale"
+    feature_norm: str = DEFAULT_FEATURE_NORM
     """how each market feature is normalised by its own trailing 250 bars: zscore = minus the mean,
     over the std; scale = the signed ones (returns, distances from moving averages, oscillators)
     only over their root mean square, so an uptrend reads positive even after a stronger year (the

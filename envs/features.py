@@ -39,6 +39,8 @@ SIGNED_NAMES = frozenset((
     "volume_trend_5_50"))
 """features whose zero is meaningful (no move, no trend, balanced): `norm="scale"` keeps their sign"""
 FEATURE_NORMS = ("zscore", "scale")
+DEFAULT_FEATURE_NORM = "scale"
+"""env.feature_norm's default (docs/design.md, Features and no look-ahead)"""
 NUM_TECHNICAL = len(TECHNICAL_NAMES)
 NUM_REGIME = len(REGIME_NAMES)
 WARMUP_BARS = 100
@@ -180,7 +182,7 @@ def raw_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor
 
 
 def compute_features(bars: Bars, device: torch.device | str = "cpu",
-                     norm: str = "zscore") -> tuple[Tensor, Tensor]:
+                     norm: str = DEFAULT_FEATURE_NORM) -> tuple[Tensor, Tensor]:
     """Normalised technical (T, 23) and regime (T, 10) features, float32 on `device`; no NaN.
     `norm`: "zscore" or "scale" (see `normalise`)."""
     technical, regime = raw_features(bars, device)

@@ -56,8 +56,9 @@ class PPOConfig:
     norm_adv_per_group: bool = True
     """with norm_adv and grouped minibatches: standardise each group's advantages on its
     own, so one group's reward scale (a symbol's, in the trainer) does not set another's step size;
-    minibatches with a single sample per group are standardised whole (guide: false, one standardisation per minibatch; per symbol, the lowest seed's share of the
-    oracle rose on the weak generated markets, docs/results.md, Seed robustness)"""
+    minibatches with a single sample per group are standardised whole (guide: false, one
+    standardisation per minibatch; per symbol, the lowest seed's share of the oracle rose on the
+    weak generated markets, docs/results.md, Seed robustness)"""
     gamma: float = 0.5
     """discount factor (guide: 0.99; the edge in a bar lasts a bar or two, longer horizons add
     noise)"""

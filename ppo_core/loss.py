@@ -31,8 +31,8 @@ def ppo_loss(new_logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, new
     loss = policy_loss + vf_coef * value_loss - ent_coef * entropy. With `norm_adv` the
     advantages are standardised within this minibatch (needs B >= 2), or within each of
     `adv_groups` equal consecutive blocks (a group-major minibatch) when every block has at least
-    2 samples (a 1-sample block has no spread: the whole minibatch is standardised instead). With `clip_vloss` the
-    value loss is CleanRL's max(unclipped, clipped) with the value change clipped to +-clip_coef.
+    2 samples (a 1-sample block has no spread: the whole minibatch is standardised instead). With
+    `clip_vloss` the value loss is CleanRL's max(unclipped, clipped) with the value change clipped to +-clip_coef.
     Computed in float32 whatever autocast produced.
     """
     inputs = {"old_logprobs": old_logprobs, "advantages": advantages, "new_values": new_values,

@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run K accounts with the sampled (stochastic) policy")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
-    parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|ensemble|PATH",
+    parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE,
+                        metavar="average|best|latest|ensemble|PATH",
                         help=checkpoints.CHOICE_HELP + "; ensemble: the best list traded as one policy (mean "
                              "of their action probabilities)")
     args = parser.parse_args(argv)

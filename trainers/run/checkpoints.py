@@ -131,17 +131,12 @@ def average_of_best(run_dir: Path) -> tuple[Checkpoint, list[int]] | None:
     them; None when the run has none (fewer than two validated checkpoints kept, or written before
     averages existed)."""
     pointer_path = checkpoint_dir(run_dir) / "latest.json"
-    try:
-        entry = json.loads(pointer_path.read_text()).get("average")
-        name, steps = entry["weights"], [int(s) for s in entry["steps"]]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
-            ValueError):
+    steps = _listed_average_steps(pointer_path)
+    if steps is None:
         return None
-    if not _is_bare(name):
-        return None
-    weights = pointer_path.parent / name
+    weights = pointer_path.parent / AVERAGE
     if not weights.is_file():
-        raise ResumeError(f"{pointer_path}: lists the average checkpoint {name}, which does not exist")
+        raise ResumeError(f"{pointer_path}: lists the average checkpoint {AVERAGE}, which does not exist")
     return Checkpoint(weights, _state_path(weights), max(steps)), steps
 
 
@@ -348,6 +343,18 @@ def _is_bare(name: Any) -> bool:
             and "\\" not in name)
 
 
+def _listed_average_steps(pointer_path: Path) -> list[int] | None:
+    """The steps of the average a `latest.json` lists (always the file AVERAGE), None for none."""
+    try:
+        entry = json.loads(pointer_path.read_text()).get("average")
+        if entry["weights"] != AVERAGE:
+            return None
+        return [int(s) for s in entry["steps"]]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError,
+            ValueError):
+        return None
+
+
 def _write_average(directory: Path, kept: Sequence[Checkpoint]) -> list[int]:
     """Write AVERAGE, the elementwise mean of `kept`'s weights (non-float tensors and the metadata
     from the best one), when there are at least two; their steps ([] and no file otherwise)."""
@@ -355,10 +362,12 @@ def _write_average(directory: Path, kept: Sequence[Checkpoint]) -> list[int]:
     if len(kept) < 2:
         path.unlink(missing_ok=True)  # a stale average would not be the best list's
         return []
+    steps = [c.step for c in kept]
+    if path.is_file() and _listed_average_steps(directory / "latest.json") == steps:
+        return steps  # the best list did not change since the average was written
     members = [safetensors.torch.load_file(str(c.weights), device="cpu") for c in kept]
     average = {key: torch.stack([m[key] for m in members]).mean(0) if tensor.is_floating_point() else tensor
                for key, tensor in members[0].items()}
-    steps = [c.step for c in kept]
     meta = read_checkpoint_meta(kept[0].weights)
     save_tensors(path, average, config=meta.config, symbols=meta.symbols, step=max(steps),
                  extra={"average_of_steps": ",".join(map(str, steps))})
