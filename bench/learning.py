@@ -2,7 +2,7 @@
 backtest the greedy policy on the unseen test split against an oracle and two baselines.
 
     python bench/learning.py [--quick] [--steps 500000] [--real-steps 150000] [--seeds 1,2,...]
-                             [--checkpoint average,best,ensemble]
+                             [--checkpoint average,best,ensemble] [--fresh 2]
                              [--bars 3000] [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
 Two runs, both with configs/default.toml (plus any --set):
@@ -18,7 +18,10 @@ the agent's exposure, a random valid policy, and the share of the oracle's Sharp
 reached. With several --seeds (training seeds; the markets stay the same), a table per seed and
 one of the means over seeds: a 450-bar test split gives one Sharpe a standard error of ~0.75, so
 one seed's share of the oracle is rough. With several --checkpoint kinds, each run is backtested
-with each (the same training, another choice of weights). Tables on stderr, JSON on stdout. About
+with each (the same training, another choice of weights). With --fresh N (default 2)
+each generated run is also backtested on N fresh draws of every market (same process and dates,
+other seeds) over all three splits, pooled per symbol: N x 3000 unseen bars, a far steadier share of
+the oracle than the one test split. Tables on stderr, JSON on stdout. About
 12 minutes per seed on a quiet 2-core CPU (generated and real); --quick is a smoke run.
 """
 from __future__ import annotations
@@ -38,9 +41,9 @@ from rich.table import Table
 
 from common import emit
 from markets import GENERATED, write_generated
-from training import interval, summarise, train_and_evaluate
+from training import backtest_elsewhere, interval, summarise, train_and_evaluate
 from configs.train import DEFAULT_CONFIG, resolve
-from envs import VecTradingEnv
+from envs import SPLITS, VecTradingEnv
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
 from trainers.run.checkpoints import DEFAULT_CHOICE
 
@@ -50,21 +53,41 @@ KINDS = ("average", "best", "ensemble")
 """the --checkpoint kinds a run can be backtested with"""
 
 
-def oracle_sharpe(run_config, data_dir: Path, expected: dict[str, np.ndarray]) -> dict[str, float]:
-    """Test-split annualised Sharpe of the long-only oracle (trainers.backtest.oracle) of each
+def oracle_sharpe(run_config, data_dir: Path, expected: dict[str, np.ndarray], split: str = "test") -> dict[str, float]:
+    """`split`'s annualised Sharpe of the long-only oracle (trainers.backtest.oracle) of each
     generated symbol, given its (T,) expected next-bar returns."""
-    env = VecTradingEnv(list(expected), 1, run_config.env.backtest(), data_dir=str(data_dir), split="test", seed=0)
+    env = VecTradingEnv(list(expected), 1, run_config.env.backtest(), data_dir=str(data_dir), split=split, seed=0)
     return long_only_oracle_sharpe(env, expected)
 
 
 def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, args: argparse.Namespace,
-        work: Path) -> tuple[dict[str, dict], float]:
-    """Train with the default config on `symbols`, evaluate on test with each --checkpoint kind;
-    ({kind: evaluation payload}, seconds)."""
+        work: Path, fresh_dirs: list[Path]) -> tuple[dict[str, dict], float, dict[str, list[dict]]]:
+    """Train with the default config on `symbols`, evaluate on test with each --checkpoint kind, and
+    on every split of each of `fresh_dirs`; ({kind: evaluation payload}, seconds, {kind: payloads of
+    the fresh draws, `backtest_elsewhere`'s order})."""
     config = resolve(DEFAULT_CONFIG, args.overrides, cli={
         "run.symbols": symbols, "run.data_dir": str(data_dir), "run.total_steps": steps,
         "run.seed": seed, "run.device": args.device})
-    return train_and_evaluate(config, work / f"{name}_seed{seed}", checkpoints=args.checkpoints)
+    run_dir = work / f"{name}_seed{seed}"
+    reports, seconds = train_and_evaluate(config, run_dir, checkpoints=args.checkpoints)
+    return reports, seconds, backtest_elsewhere(run_dir, args.checkpoints, fresh_dirs, args.device, seed)
+
+
+def pooled(segments: list[list[dict]]) -> list[dict]:
+    """One row per symbol over several backtests' `summarise` rows (one list per segment, the same
+    symbols in each): mean Sharpes, returns, exposures and trades; the share of the oracle as the
+    mean agent Sharpe over the mean oracle Sharpe; beating both baselines on the means."""
+    out = []
+    for rows in zip(*segments, strict=True):
+        row = {key: float(np.mean([r[key] for r in rows]))
+               for key in ("agent_sharpe", "oracle_sharpe", "matched_bh_sharpe", "random_sharpe", "agent_return",
+                           "agent_exposure", "agent_trades")}
+        row["symbol"] = rows[0]["symbol"]
+        row["oracle_share"] = row["agent_sharpe"] / row["oracle_sharpe"] if row["oracle_sharpe"] > 0 else None
+        row["beats_matched_and_random"] = (row["agent_sharpe"] > row["matched_bh_sharpe"]
+                                           and row["agent_sharpe"] > row["random_sharpe"])
+        out.append(row)
+    return out
 
 
 def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
@@ -148,6 +171,10 @@ def main() -> None:
                              "best checkpoints by validation, trainers.evaluate's default), best (the top one) "
                              "and/or ensemble (the best list as one policy, trainers.evaluate --checkpoint "
                              "ensemble)")
+    parser.add_argument("--fresh", type=int, default=2, metavar="N",
+                        help="also backtest the generated run on N fresh draws of each market (same process and "
+                             "dates, other random seeds), every split of each: N x --bars unseen bars per market, "
+                             "a far steadier share of the oracle than one test split (0 = none)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, metavar="DIR",
                         help="write the generated data and both run directories here (default: a temp dir)")
@@ -167,43 +194,62 @@ def main() -> None:
         parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
     if args.jobs < 1:
         parser.error(f"--jobs: expected a positive count, got {args.jobs}")
+    if args.fresh < 0:
+        parser.error(f"--fresh: expected a count >= 0, got {args.fresh}")
     start = time.perf_counter()
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}
     evaluated: dict[str, dict] = {}  # which checkpoint each run's evaluation used, per kind
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         work = Path(tmp)
-        plans = []  # (market, symbols, data dir, steps, oracle Sharpes, title)
+        plans = []  # (market, symbols, data dir, steps, oracle Sharpes, title, fresh dirs, their oracle Sharpes)
         if "generated" in markets:
             data_dir = work / "data"
-            expected = write_generated(data_dir, args.bars)
-            oracle = oracle_sharpe(resolve(DEFAULT_CONFIG, args.overrides), data_dir, expected)
+            run_config = resolve(DEFAULT_CONFIG, args.overrides)
+            oracle = oracle_sharpe(run_config, data_dir, write_generated(data_dir, args.bars))
+            fresh_dirs = [work / f"fresh{r}" for r in range(1, args.fresh + 1)]
+            fresh_oracles = [oracle_sharpe(run_config, d, expected, split)
+                             for d, expected in ((d, write_generated(d, args.bars, realisation=r))
+                                                 for r, d in enumerate(fresh_dirs, start=1))
+                             for split in SPLITS]
             plans.append(("generated", list(GENERATED), data_dir, args.steps, oracle,
-                          f"generated markets, test split, {args.steps:,} account-steps"))
+                          f"generated markets, test split, {args.steps:,} account-steps", fresh_dirs, fresh_oracles))
         if "real" in markets:
             plans.append(("real", list(REAL), ROOT / "data", args.real_steps, {},
-                          f"bundled real bars, test split, {args.real_steps:,} account-steps"))
+                          f"bundled real bars, test split, {args.real_steps:,} account-steps", [], []))
         jobs = [(plan, seed) for plan in plans for seed in seeds]
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(run, *zip(*[(plan[0], plan[1], plan[2], plan[3], seed, args, work)
+            done = list(pool.map(run, *zip(*[(plan[0], plan[1], plan[2], plan[3], seed, args, work, plan[6])
                                              for plan, seed in jobs])))
         by_run = {(plan[0], seed): out for (plan, seed), out in zip(jobs, done)}
-        for market, _, _, _, oracle, title in plans:
+        for market, _, _, _, oracle, title, fresh_dirs, fresh_oracles in plans:
             for kind in args.checkpoints:
                 key = market if len(args.checkpoints) == 1 else f"{market}/{kind}"
-                per_seed = {}
+                per_seed, per_seed_fresh = {}, {}
                 for seed in seeds:
-                    reports, seconds[f"{market}_seed{seed}"] = by_run[market, seed]
+                    reports, seconds[f"{market}_seed{seed}"], elsewhere = by_run[market, seed]
                     evaluated.setdefault(kind, {})[f"{market}_seed{seed}"] = reports[kind]["checkpoint"]
                     per_seed[seed] = summarise(reports[kind], oracle)
                     print_table(per_seed[seed], f"{title}, {kind} checkpoint, seed {seed}")
-                results[key] = {"per_seed": per_seed, "mean_over_seeds": mean_over_seeds(per_seed),
-                                "iqm_over_seeds_and_symbols": market_verdict(per_seed)}
-                if len(seeds) > 1:
-                    print_table(results[key]["mean_over_seeds"], f"{title}, {kind} checkpoint, mean over seeds "
-                                f"{args.seeds} (beats: seeds that beat both baselines)")
-                    print_verdict(f"{market}, {kind}", results[key]["iqm_over_seeds_and_symbols"])
-    emit({"bench": "learning", "checkpoints": args.checkpoints, "seeds": seeds, "bars": args.bars,
+                    if fresh_dirs:
+                        per_seed_fresh[seed] = pooled([summarise(report, segment_oracle) for report, segment_oracle
+                                                       in zip(elsewhere[kind], fresh_oracles, strict=True)])
+                fresh_title = (f"fresh draws of the {market} markets ({len(fresh_dirs)} x {', '.join(SPLITS)}; "
+                               f"{len(fresh_dirs) * args.bars:,} unseen bars per symbol; share = mean agent "
+                               "Sharpe / mean oracle Sharpe)")
+                for name, table_title, rows in ((key, title, per_seed), (f"{key}/fresh", fresh_title, per_seed_fresh)):
+                    if not rows:
+                        continue
+                    results[name] = {"per_seed": rows, "mean_over_seeds": mean_over_seeds(rows),
+                                     "iqm_over_seeds_and_symbols": market_verdict(rows)}
+                    if name != key:
+                        for seed, seed_rows in rows.items():
+                            print_table(seed_rows, f"{table_title}, {kind} checkpoint, seed {seed}")
+                    if len(seeds) > 1:
+                        print_table(results[name]["mean_over_seeds"], f"{table_title}, {kind} checkpoint, mean over "
+                                    f"seeds {args.seeds} (beats: seeds that beat both baselines)")
+                        print_verdict(name, results[name]["iqm_over_seeds_and_symbols"])
+    emit({"bench": "learning", "checkpoints": args.checkpoints, "seeds": seeds, "bars": args.bars, "fresh": args.fresh,
           "overrides": args.overrides, "steps": args.steps, "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
           "wall_seconds": round(time.perf_counter() - start, 1),

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from envs import Bars, ar1_expected_return, autocorrelated_bars
-from envs.synthetic import synthetic_market
+from envs.synthetic import symbol_seed, synthetic_market
 
 DRIFT = 0.0002
 """daily drift of the AR(1) markets"""
@@ -25,26 +25,26 @@ TREND_STAY = 0.99
 
 @dataclass(frozen=True)
 class GeneratedMarket:
-    """One bench market: its family in words and its generator, symbol and bar count -> (bars,
-    (T,) expected next-bar log return given the bars so far and the process's hidden state)."""
+    """One bench market: its family in words and its generator, (symbol, bar count, random seed) ->
+    (bars, (T,) expected next-bar log return given the bars so far and the process's hidden state)."""
 
     family: str
-    generate: Callable[[str, int], tuple[Bars, np.ndarray]]
+    generate: Callable[[str, int, int], tuple[Bars, np.ndarray]]
 
 
-def ar1(phi: float) -> Callable[[str, int], tuple[Bars, np.ndarray]]:
+def ar1(phi: float) -> Callable[[str, int, int], tuple[Bars, np.ndarray]]:
     """An AR(1) market (`envs.autocorrelated_bars`): phi > 0 momentum, phi < 0 mean reversion."""
-    def generate(symbol: str, num_bars: int) -> tuple[Bars, np.ndarray]:
-        bars = autocorrelated_bars(symbol, num_bars, phi=phi, drift=DRIFT)
+    def generate(symbol: str, num_bars: int, seed: int) -> tuple[Bars, np.ndarray]:
+        bars = autocorrelated_bars(symbol, num_bars, phi=phi, drift=DRIFT, seed=seed)
         return bars, ar1_expected_return(bars, phi, DRIFT)
     return generate
 
 
-def regimes(**process) -> Callable[[str, int], tuple[Bars, np.ndarray]]:
+def regimes(**process) -> Callable[[str, int, int], tuple[Bars, np.ndarray]]:
     """A Markov-regime market (`envs.synthetic.synthetic_market` with `process`'s regimes, stay and
     phi); its oracle knows the current regime."""
-    def generate(symbol: str, num_bars: int) -> tuple[Bars, np.ndarray]:
-        bars, hidden = synthetic_market(symbol, num_bars, **process)
+    def generate(symbol: str, num_bars: int, seed: int) -> tuple[Bars, np.ndarray]:
+        bars, hidden = synthetic_market(symbol, num_bars, seed, **process)
         return bars, hidden.expected_return()
     return generate
 
@@ -68,12 +68,20 @@ def write_parquet(bars: Bars, path: Path) -> None:
         "high": bars.high, "low": bars.low, "close": bars.close, "volume": bars.volume}), path)
 
 
-def write_generated(data_dir: Path, num_bars: int) -> dict[str, np.ndarray]:
-    """One `<SYMBOL>.parquet` of `num_bars` daily bars per GENERATED market in `data_dir`; symbol ->
-    its (T,) expected next-bar return (the oracle's information)."""
+def realisation_seed(symbol: str, realisation: int) -> int:
+    """The random seed of a market's `realisation`: 0 is the one training sees (the symbol's own
+    seed, `envs.synthetic.symbol_seed`), 1, 2, ... are fresh draws of the same process on the same
+    dates, bars no run has trained, validated or been tested on."""
+    base = symbol_seed(symbol)
+    return base if realisation == 0 else int(np.random.SeedSequence([base, realisation]).generate_state(1)[0])
+
+
+def write_generated(data_dir: Path, num_bars: int, realisation: int = 0) -> dict[str, np.ndarray]:
+    """One `<SYMBOL>.parquet` of `num_bars` daily bars per GENERATED market in `data_dir`, drawn
+    with `realisation_seed`; symbol -> its (T,) expected next-bar return (the oracle's information)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     expected = {}
     for symbol, market in GENERATED.items():
-        bars, expected[symbol] = market.generate(symbol, num_bars)
+        bars, expected[symbol] = market.generate(symbol, num_bars, realisation_seed(symbol, realisation))
         write_parquet(bars, data_dir / f"{symbol}.parquet")
     return expected

@@ -4,6 +4,7 @@ scores with its stratified-bootstrap interval."""
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import time
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ import numpy as np
 from rich.console import Console
 
 from configs.train import TrainConfig
+from envs import SPLITS
+from ppo_core import resolve_device
 from trainers.backtest.evaluation import evaluate
 from trainers.backtest.uncertainty import stratified_bootstrap_iqm
 from trainers.run.build import open_session
@@ -38,6 +41,19 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path, checkpoints: Sequence
                                   console=Console(file=sys.stderr, width=150), checkpoint=kind)
                    for kind in checkpoints}
     return reports, time.perf_counter() - start
+
+
+def backtest_elsewhere(run_dir: Path, kinds: Sequence[str], data_dirs: Sequence[Path], device: str,
+                       seed: int) -> dict[str, list[dict]]:
+    """Backtest each of `kinds` on every split of each folder's bars (other draws of the run's
+    markets: none of them trained on, validated on or tested on); {kind: payloads, folder by folder,
+    SPLITS in order}. Their evaluation.json and PNGs go to RUN_DIR/elsewhere/."""
+    device = resolve_device(device)
+    console = Console(file=io.StringIO())  # dozens of tables: the bench prints its own summary
+    return {kind: [evaluate(run_dir, split, 0, device, seed=seed, console=console, checkpoint=kind, data_dir=data_dir,
+                            out_dir=run_dir / "elsewhere" / f"{data_dir.name}_{split}_{kind}")
+                   for data_dir in data_dirs for split in SPLITS]
+            for kind in kinds}
 
 
 def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:

@@ -45,7 +45,7 @@ def test_learning_quick_backtests_each_checkpoint_kind_against_every_family_orac
     sys.path.insert(0, str(BENCH))
     from markets import GENERATED
     args = ["--quick", "--markets", "generated", "--seeds", "1,2", "--jobs", "2", "--checkpoint", "average,ensemble",
-            "--device", "cpu", "--set", "run.torch_threads=1"]
+            "--fresh", "1", "--device", "cpu", "--set", "run.torch_threads=1"]
     out = subprocess.run([sys.executable, str(BENCH / "learning.py"), *args],
                          capture_output=True, text=True, check=True, timeout=300)
     report = json.loads(out.stdout)
@@ -57,3 +57,10 @@ def test_learning_quick_backtests_each_checkpoint_kind_against_every_family_orac
             assert [r["symbol"] for r in rows] == list(GENERATED)
             assert all(r["oracle_sharpe"] > 0 and r["oracle_share"] is not None for r in rows)
     assert report["evaluated_checkpoints"]["ensemble"]["generated_seed1"]["choice"] == "ensemble"
+    # the same runs on a fresh draw of every market: other bars, so other Sharpes, each with an oracle
+    for kind in ("average", "ensemble"):
+        for seed, rows in report[f"generated/{kind}/fresh"]["per_seed"].items():
+            test_rows = report[f"generated/{kind}"]["per_seed"][seed]
+            assert [r["symbol"] for r in rows] == list(GENERATED)
+            assert all(r["oracle_sharpe"] > 0 and r["oracle_share"] is not None for r in rows)
+            assert [r["oracle_sharpe"] for r in rows] != [r["oracle_sharpe"] for r in test_rows]

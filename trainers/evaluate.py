@@ -29,13 +29,18 @@ def main(argv: list[str] | None = None) -> int:
                         metavar="average|best|latest|ensemble|PATH",
                         help=checkpoints.CHOICE_HELP + "; ensemble: the best list traded as one policy (mean "
                              "of their action probabilities)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="trade the run's symbols on the <SYMBOL>.parquet files in DIR (newer or other "
+                             "bars, split at the run's dates) instead of the run's own data_dir")
     args = parser.parse_args(argv)
     if args.sampled < 0:
         parser.error("--sampled must be >= 0")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        parser.error(f"--data-dir {args.data_dir}: no such directory")
     console = Console(width=None if sys.stdout.isatty() else 150)
     try:
         evaluate(args.run_dir, args.split, args.sampled, resolve_device(args.device), args.seed, console,
-                 checkpoint=args.checkpoint)
+                 checkpoint=args.checkpoint, data_dir=args.data_dir)
     except (ConfigError, checkpoints.ResumeError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

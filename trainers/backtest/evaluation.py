@@ -18,6 +18,7 @@ unlike the per-step episode Sharpe of the training charts.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,21 @@ ORACLE = "oracle (long-only)"
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
-             console: Console, checkpoint: str = checkpoints.DEFAULT_CHOICE) -> dict:
+             console: Console, checkpoint: str = checkpoints.DEFAULT_CHOICE, data_dir: Path | None = None,
+             out_dir: Path | None = None) -> dict:
     """Backtest one of the run's checkpoints on `split` ("average", "best", "latest", "ensemble" or a weights
-    file, see checkpoints.choose_members); writes evaluation.json (which names the checkpoint) and PNGs."""
+    file, see checkpoints.choose_members) of the run's bars, or of the same symbols' files in `data_dir`
+    (other bars, split at the run's dates); writes evaluation.json (which names the checkpoint and the
+    data) and PNGs to `out_dir` (default: the run directory)."""
+    out_dir = run_dir if out_dir is None else out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     config = read_run_config(run_dir / "config.toml")
+    if data_dir is not None:
+        # the run's data_dir may generate a symbol that has no file; other bars must all be files
+        missing = [symbol for symbol in config.run.symbols if not (data_dir / f"{symbol}.parquet").is_file()]
+        if missing:
+            raise ValueError(f"{data_dir}: no bars for {', '.join(missing)} (expected <SYMBOL>.parquet files)")
+        config = replace(config, run=replace(config.run, data_dir=str(data_dir)))
     members, which = checkpoints.choose_members(run_dir, checkpoint)
     chosen = members[0]
     console.print(which, markup=False)
@@ -66,7 +78,7 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         results[symbol] = rows
         curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
         first, last = env.decision_range[symbol]
-        plot_equity(run_dir / f"equity_{split}_{symbol}.png", symbol, split, curves,
+        plot_equity(out_dir / f"equity_{split}_{symbol}.png", symbol, split, curves,
                     env.markets[symbol].timestamps[first:last + 1])
 
     print_tables(results, split, console)
@@ -78,15 +90,16 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     # the choice of checkpoint was made on val: how much of its val edge is selection luck
     selection = checkpoint_selection(run_dir, config, env, policy, chosen, device, seed)
     console.print(describe_selection(selection, "kept checkpoints"), markup=False)
-    payload = {"run_dir": str(run_dir), "split": split, "split_dates": list(env.config.split_dates),
+    payload = {"run_dir": str(run_dir), "data_dir": config.run.data_dir, "split": split,
+               "split_dates": list(env.config.split_dates),
                "step": chosen.step, "weights": chosen.weights.name,
                "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
                               "val_sharpe": chosen.val_sharpe, "note": which,
                               "members": [str(m.weights) for m in members]},
                "results": results, "selection": selection, "periods": periods, "skipped": skipped,
                "equity_curves": curves_json}
-    write_json(run_dir / "evaluation.json", payload)
-    console.print(f"wrote {run_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
+    write_json(out_dir / "evaluation.json", payload)
+    console.print(f"wrote {out_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
     return payload
 
 
