@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from envs.actions import DEFAULT_ACTIONS, Action, check_actions
-from envs.features import DEFAULT_FEATURE_NORM, FEATURE_NORMS
+from envs.features import DEFAULT_FEATURE_NORM, FEATURE_NORMS, NORM_WINDOW
 from envs.splits import parse_split_dates, parse_trade_period
 
 
@@ -63,8 +63,12 @@ class RewardConfig:
     money_scale: float = 10_000.0
     """pnl and cost are fractions of initial capital times this: 1e4 = basis points; 1 = the seed
     (guide: 1, fractions of capital; basis points make PnL ~99 % of |reward|)"""
-    roi_scaling: bool = True
-    """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)"""
+    roi_scaling: bool = False
+    """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)
+    (guide: on; a held bar's pnl reward becomes ~r + roi_multiplier r^2, which pays for variance:
+    on a volatile downtrend (2.2 %/day) the r^2 term outweighed the -0.09 %/day drift and the agent
+    held through it; off, the agent's Sharpe rose on the generated markets: docs/results.md, Seed
+    robustness)"""
     roi_multiplier: float = 2.0
     """slope of the ROI multiplier (ROI = the step's equity change / the held position's cost basis;
     0 when flat)"""
@@ -169,11 +173,13 @@ class EnvConfig:
     bench/learning.py showed train-split Sharpe rising past the oracle's while validation and test
     fell)"""
     feature_norm: str = DEFAULT_FEATURE_NORM
-    """how each market feature is normalised by its own trailing 250 bars: zscore = minus the mean,
-    over the std; scale = the signed ones (returns, distances from moving averages, oscillators)
-    only over their root mean square, so an uptrend reads positive even after a stronger year (the
-    rest z-scored) (guide: z-scores; they lost the sign of a slow trend on ~30 % of bars, and the
-    agent its trend: docs/results.md, Seed robustness)"""
+    """how each market feature is normalised by its own trailing bars: zscore = minus the mean, over
+    the std (250 bars); scale = the signed ones (returns, distances from moving averages,
+    oscillators) only over their root mean square (scale_window bars), so an uptrend reads positive
+    even after a stronger year (the rest z-scored) (guide: z-scores; they lost the sign of a slow
+    trend on ~30 % of bars, and the agent its trend: docs/results.md, Seed robustness)"""
+    scale_window: int = NORM_WINDOW
+    """trailing bars over whose root mean square feature_norm=scale divides the signed features"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
     """the action table, one row per discrete action: its name; its kind, hold, buy (opens a
     position from flat), sell (a held position) or add (to a held position); buy_fraction of
@@ -205,6 +211,7 @@ class EnvConfig:
         _check_range(self, "obs_noise", 0.0, 10.0)
         if self.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm: expected one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
+        _check_range(self, "scale_window", 2, 100_000)
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in fractions) \
                 or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):

@@ -4,14 +4,14 @@
 Every feature at bar t uses bars <= t only: rolling statistics are differences of cumulative sums
 or left-padded windows, EMAs run forward in time. Prices enter only through log prices and ratios,
 so multiplying a symbol's prices by a constant changes nothing (up to rounding). Each raw feature
-is then normalised with its own trailing statistics over the last NORM_WINDOW bars (or all bars so
-far, when fewer) and clipped, never with full-series statistics: z-scored (minus the trailing mean,
-over the trailing std), or, with `norm="scale"`, the SIGNED features (returns, distances from
-moving averages, oscillators: zero means "no trend") only divided by their trailing root mean
-square, so that their sign survives. Subtracting the trailing mean turns "up, but less than over
-the last year" into a negative value: on a slow bull/bear trend market that lost the current
-trend's sign on ~30 % of bars (bench/markets.py's TRND, docs/results.md). The first WARMUP_BARS
-bars carry unreliable statistics and are not tradable.
+is then normalised with its own trailing statistics (or those of all bars so far, when fewer) and
+clipped, never with full-series statistics: z-scored (minus the mean, over the std of the last
+NORM_WINDOW bars), or, with `norm="scale"`, the SIGNED features (returns, distances from moving
+averages, oscillators: zero means "no trend") only divided by their root mean square over the last
+`scale_window` bars, so that their sign survives. Subtracting the trailing mean turns "up, but
+less than over the last year" into a negative value: on a slow bull/bear trend market that lost
+the current trend's sign on ~30 % of bars (bench/markets.py's TRND, docs/results.md). The first
+WARMUP_BARS bars carry unreliable statistics and are not tradable.
 """
 from __future__ import annotations
 
@@ -110,15 +110,15 @@ def trailing_scale(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
     return (x / (rolling_mean(x * x, window).clamp_min(0.0).sqrt() + _EPS)).clamp(-CLIP, CLIP)
 
 
-def normalise(x: Tensor, names: tuple[str, ...], norm: str) -> Tensor:
+def normalise(x: Tensor, names: tuple[str, ...], norm: str, scale_window: int = NORM_WINDOW) -> Tensor:
     """(F, T) raw features named `names` -> (T, F) float32: every one z-scored ("zscore"), or the
-    SIGNED_NAMES scaled and the rest z-scored ("scale")."""
+    SIGNED_NAMES scaled by their trailing `scale_window` bars and the rest z-scored ("scale")."""
     if norm not in FEATURE_NORMS:
         raise ValueError(f"norm: expected one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
     out = trailing_zscore(x)
     if norm == "scale":
         signed = torch.tensor([name in SIGNED_NAMES for name in names], device=x.device)
-        out = torch.where(signed[:, None], trailing_scale(x), out)
+        out = torch.where(signed[:, None], trailing_scale(x, scale_window), out)
     return out.T.contiguous().float()
 
 
@@ -182,8 +182,11 @@ def raw_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor
 
 
 def compute_features(bars: Bars, device: torch.device | str = "cpu",
-                     norm: str = DEFAULT_FEATURE_NORM) -> tuple[Tensor, Tensor]:
+                     norm: str = DEFAULT_FEATURE_NORM,
+                     scale_window: int = NORM_WINDOW) -> tuple[Tensor, Tensor]:
     """Normalised technical (T, 23) and regime (T, 10) features, float32 on `device`; no NaN.
-    `norm`: "zscore" or "scale" (see `normalise`)."""
+    `norm`: "zscore" or "scale", `scale_window`: bars behind "scale"'s root mean square (see
+    `normalise`)."""
     technical, regime = raw_features(bars, device)
-    return normalise(technical, TECHNICAL_NAMES, norm), normalise(regime, REGIME_NAMES, norm)
+    return (normalise(technical, TECHNICAL_NAMES, norm, scale_window),
+            normalise(regime, REGIME_NAMES, norm, scale_window))

@@ -208,7 +208,8 @@ class VecTradingEnv(VectorEnv):
         prices = torch.ones(2, num_symbols, t_max, dtype=torch.float64, device=self.device)
         for s, bars in enumerate(self.markets.values()):
             length = len(bars)
-            tech[s, :length], regime[s, :length] = compute_features(bars, self.device, self.config.feature_norm)
+            tech[s, :length], regime[s, :length] = compute_features(
+                bars, self.device, self.config.feature_norm, self.config.scale_window)
             sl_probs[s, :length] = torch.as_tensor(bars.sl_probs, dtype=torch.float32, device=self.device)
             prices[0, s, :length] = torch.as_tensor(bars.open, device=self.device)
             prices[1, s, :length] = torch.as_tensor(bars.close, device=self.device)

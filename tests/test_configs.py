@@ -130,6 +130,7 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
     assert seed.ppo.normalize_rewards is False and seed.entropy.guard.halt is True
     assert (seed.ppo.gamma, seed.ppo.gae_lambda, seed.ppo.clip_coef) == (0.99, 0.95, 0.2)
     assert seed.env.reward.money_scale == 1.0  # the literal formulas: fractions of capital
+    assert seed.env.reward.roi_scaling is True
     assert seed.env.obs_noise == 0.0 and seed.env.feature_norm == "zscore"
     assert seed.ppo.weight_decay == 0.0 and seed.ppo.norm_adv_per_group is False
     assert seed.env.reward.weights() == {

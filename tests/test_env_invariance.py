@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs import DEFAULT_SPEC, Bars, EnvConfig, VecTradingEnv, compute_features, synthetic_bars
+from envs import DEFAULT_SPEC, Bars, EnvConfig, VecTradingEnv, autocorrelated_bars, compute_features, synthetic_bars
 from envs.features import FEATURE_NORMS, REGIME_NAMES, SIGNED_NAMES, TECHNICAL_NAMES, raw_features
 
 NUM_ACTIONS = DEFAULT_SPEC.num_actions
@@ -75,10 +75,10 @@ def perturbed_after(bars: Bars, t: int, seed: int) -> Bars:
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 358), st.integers(0, 1000), st.sampled_from(FEATURE_NORMS))
-def test_changing_bars_after_t_leaves_features_at_t_unchanged(t: int, seed: int, norm: str) -> None:
-    technical, regime = compute_features(BARS, norm=norm)
-    technical_b, regime_b = compute_features(perturbed_after(BARS, t, seed), norm=norm)
+@given(st.integers(0, 358), st.integers(0, 1000), st.sampled_from(FEATURE_NORMS), st.sampled_from((5, 20, 250)))
+def test_changing_bars_after_t_leaves_features_at_t_unchanged(t: int, seed: int, norm: str, window: int) -> None:
+    technical, regime = compute_features(BARS, norm=norm, scale_window=window)
+    technical_b, regime_b = compute_features(perturbed_after(BARS, t, seed), norm=norm, scale_window=window)
     torch.testing.assert_close(technical[: t + 1], technical_b[: t + 1], rtol=0, atol=1e-5)
     torch.testing.assert_close(regime[: t + 1], regime_b[: t + 1], rtol=0, atol=1e-5)
     assert not torch.allclose(technical[t + 1:], technical_b[t + 1:]) or t == len(BARS) - 1
@@ -95,15 +95,15 @@ def test_features_have_no_nan_and_trailing_scale(norm: str) -> None:
 
 
 @settings(max_examples=10, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.floats(-0.004, 0.004))
-def test_scale_keeps_each_signed_features_sign_and_zscores_the_rest(seed: int, drift: float) -> None:
+@given(st.integers(0, 2**31 - 1), st.floats(-0.004, 0.004), st.sampled_from((5, 20, 250)))
+def test_scale_keeps_each_signed_features_sign_and_zscores_the_rest(seed: int, drift: float, window: int) -> None:
     bars = synthetic_bars(f"S{seed}", 400)
     factor = np.exp(drift * np.arange(len(bars)))  # a steady trend on top: the signed features lean one way
     for name in ("open", "high", "low", "close"):
         getattr(bars, name)[:] *= factor
     raw = torch.cat(raw_features(bars)).T  # (T, 33)
     zscored = torch.cat(compute_features(bars, norm="zscore"), dim=1)
-    scaled = torch.cat(compute_features(bars, norm="scale"), dim=1)
+    scaled = torch.cat(compute_features(bars, norm="scale", scale_window=window), dim=1)
     names = (*TECHNICAL_NAMES, *REGIME_NAMES)
     for f, name in enumerate(names):
         if name in SIGNED_NAMES:
@@ -111,3 +111,23 @@ def test_scale_keeps_each_signed_features_sign_and_zscores_the_rest(seed: int, d
             assert (torch.sign(scaled[clear, f]) == torch.sign(raw[clear, f]).float()).all(), name
         else:
             torch.testing.assert_close(scaled[:, f], zscored[:, f], msg=name)
+
+
+def test_a_short_scale_window_puts_calm_and_volatile_returns_on_one_scale() -> None:
+    """After a volatile stretch, calm bars' returns over a 250-bar root mean square stay tiny for
+    months (beside observation noise of std 1); over a 20-bar one they are back to unit scale
+    within a month (env.scale_window)."""
+    bars = autocorrelated_bars("V", 800, phi=0.0, vol=0.02, drift=0.0, seed=3)
+    calm = autocorrelated_bars("V", 800, phi=0.0, vol=0.005, drift=0.0, seed=4)
+    ratio = bars.close[399] / calm.close[399]
+    for name in ("open", "high", "low", "close"):
+        getattr(bars, name)[400:] = getattr(calm, name)[400:] * ratio
+    ret_1 = TECHNICAL_NAMES.index("ret_1")
+
+    def rms(window: int, part: slice) -> float:
+        scaled = compute_features(bars, norm="scale", scale_window=window)[0][part, ret_1]
+        return float(scaled.pow(2).mean().sqrt())
+
+    volatile, calm_part = slice(300, 400), slice(450, 550)
+    assert 0.7 < rms(20, calm_part) / rms(20, volatile) < 1.4
+    assert rms(250, calm_part) / rms(250, volatile) < 0.5

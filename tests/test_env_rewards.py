@@ -109,7 +109,7 @@ def test_components_in_range_along_env_trajectories() -> None:
 def test_roi_multiplier_on_a_hand_computed_trade() -> None:
     """A position bought for 10,000 that gains 300 (ROI 3 %) in a step: pnl = 300 / 100,000 in
     basis points (30) times clamp(1 + 2 x 0.03, 0.5, 3) = 1.06; flat, the multiplier is 1."""
-    cfg = RewardConfig()
+    cfg = RewardConfig(roi_scaling=True)
     step = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.0,
                 unique_actions=1, episode_steps=5, run_length=1, repeat_counted=False, traded=False,
                 failed=False)
@@ -121,6 +121,28 @@ def test_roi_multiplier_on_a_hand_computed_trade() -> None:
     assert abs(float(crash["pnl"][0]) - (-500.0 * 0.5)) < 1e-3  # clamped at roi_clamp_min
     flat = components(outcome_of(100_000.0, 50.0, cost_basis=0.0, **step), 1e5, 3, cfg)
     assert abs(float(flat["pnl"][0]) - 5.0) < 1e-5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1.0, 5_000.0), st.floats(1_000.0, 90_000.0))
+def test_default_pnl_reward_is_risk_neutral_and_the_roi_multiplier_pays_for_variance(
+        move: float, cost_basis: float) -> None:
+    """A held position's gain and an equal loss: by default their pnl rewards cancel, so a bet
+    with zero expected return earns zero expected reward whatever its variance. With the ROI
+    multiplier on, the pair sums to more than zero: the reward pays for variance itself."""
+    step = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.0,
+                unique_actions=1, episode_steps=5, run_length=1, repeat_counted=False, traded=False,
+                failed=False)
+
+    def pnl_pair(cfg: RewardConfig) -> tuple[float, float]:
+        up, down = (components(outcome_of(100_000.0, sign * move, cost_basis=cost_basis, **step), 1e5, 3,
+                               cfg)["pnl"][0] for sign in (1.0, -1.0))
+        return float(up), float(down)
+
+    up, down = pnl_pair(RewardConfig())
+    assert up > 0 and abs(up + down) <= 1e-6 * abs(up)
+    up, down = pnl_pair(RewardConfig(roi_scaling=True))
+    assert up + down > 0
 
 
 def test_no_sharpe_payment_before_its_window() -> None:
