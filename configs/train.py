@@ -18,7 +18,7 @@ from models import EncoderConfig, PolicyConfig
 from ppo_core import EntropyConfig, PPOConfig, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
-BEFORE_FIELD = {"env.feature_norm": "zscore", "ppo.weight_decay": 0.0}
+BEFORE_FIELD = {"env.feature_norm": "zscore", "ppo.weight_decay": 0.0, "env.scale_window": 250}
 """fields added after runs were written, with the value such a run trained with: a run's
 config.toml without one means this, not today's default"""
 

@@ -47,6 +47,9 @@ WARMUP_BARS = 100
 """bars before the first tradable one: the longest feature window (100 bars)"""
 NORM_WINDOW = 250
 """trailing bars behind each feature's z-score"""
+DEFAULT_SCALE_WINDOW = 20
+"""env.scale_window's default: trailing bars behind the signed features' root mean square under
+norm="scale" (docs/results.md, The reward that paid for variance)"""
 CLIP = 5.0
 """z-scores are clipped to [-CLIP, CLIP]"""
 _EPS = 1e-8
@@ -105,12 +108,12 @@ def trailing_zscore(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
     return ((x - rolling_mean(x, window)) / (rolling_std(x, window) + _EPS)).clamp(-CLIP, CLIP)
 
 
-def trailing_scale(x: Tensor, window: int = NORM_WINDOW) -> Tensor:
+def trailing_scale(x: Tensor, window: int) -> Tensor:
     """x / trailing root mean square, clipped to [-CLIP, CLIP]: (..., T) -> (..., T); keeps the sign."""
     return (x / (rolling_mean(x * x, window).clamp_min(0.0).sqrt() + _EPS)).clamp(-CLIP, CLIP)
 
 
-def normalise(x: Tensor, names: tuple[str, ...], norm: str, scale_window: int = NORM_WINDOW) -> Tensor:
+def normalise(x: Tensor, names: tuple[str, ...], norm: str, scale_window: int = DEFAULT_SCALE_WINDOW) -> Tensor:
     """(F, T) raw features named `names` -> (T, F) float32: every one z-scored ("zscore"), or the
     SIGNED_NAMES scaled by their trailing `scale_window` bars and the rest z-scored ("scale")."""
     if norm not in FEATURE_NORMS:
@@ -183,7 +186,7 @@ def raw_features(bars: Bars, device: torch.device | str = "cpu") -> tuple[Tensor
 
 def compute_features(bars: Bars, device: torch.device | str = "cpu",
                      norm: str = DEFAULT_FEATURE_NORM,
-                     scale_window: int = NORM_WINDOW) -> tuple[Tensor, Tensor]:
+                     scale_window: int = DEFAULT_SCALE_WINDOW) -> tuple[Tensor, Tensor]:
     """Normalised technical (T, 23) and regime (T, 10) features, float32 on `device`; no NaN.
     `norm`: "zscore" or "scale", `scale_window`: bars behind "scale"'s root mean square (see
     `normalise`)."""
