@@ -22,6 +22,12 @@ RANGES = {  # cost is at most the initial capital, in units of initial capital x
 }
 
 
+HELD = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.0,
+            unique_actions=1, episode_steps=5, run_length=1, repeat_counted=False, traded=False,
+            failed=False)
+"""one step of a held position, no cost, trade or penalty: outcome_of's values for the pnl tests"""
+
+
 def check_ranges(values: dict[str, torch.Tensor]) -> None:
     for name, value in values.items():
         assert torch.isfinite(value).all(), name
@@ -110,16 +116,13 @@ def test_roi_multiplier_on_a_hand_computed_trade() -> None:
     """A position bought for 10,000 that gains 300 (ROI 3 %) in a step: pnl = 300 / 100,000 in
     basis points (30) times clamp(1 + 2 x 0.03, 0.5, 3) = 1.06; flat, the multiplier is 1."""
     cfg = RewardConfig(roi_scaling=True)
-    step = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.0,
-                unique_actions=1, episode_steps=5, run_length=1, repeat_counted=False, traded=False,
-                failed=False)
-    won = components(outcome_of(100_000.0, 300.0, cost_basis=10_000.0, **step), 1e5, 3, cfg)
+    won = components(outcome_of(100_000.0, 300.0, cost_basis=10_000.0, **HELD), 1e5, 3, cfg)
     assert abs(float(won["pnl"][0]) - 30.0 * 1.06) < 1e-4
-    lost = components(outcome_of(100_000.0, -2_000.0, cost_basis=10_000.0, **step), 1e5, 3, cfg)
+    lost = components(outcome_of(100_000.0, -2_000.0, cost_basis=10_000.0, **HELD), 1e5, 3, cfg)
     assert abs(float(lost["pnl"][0]) - (-200.0 * 0.6)) < 1e-3  # ROI -20 %: 1 - 0.4
-    crash = components(outcome_of(100_000.0, -5_000.0, cost_basis=10_000.0, **step), 1e5, 3, cfg)
+    crash = components(outcome_of(100_000.0, -5_000.0, cost_basis=10_000.0, **HELD), 1e5, 3, cfg)
     assert abs(float(crash["pnl"][0]) - (-500.0 * 0.5)) < 1e-3  # clamped at roi_clamp_min
-    flat = components(outcome_of(100_000.0, 50.0, cost_basis=0.0, **step), 1e5, 3, cfg)
+    flat = components(outcome_of(100_000.0, 50.0, cost_basis=0.0, **HELD), 1e5, 3, cfg)
     assert abs(float(flat["pnl"][0]) - 5.0) < 1e-5
 
 
@@ -130,12 +133,8 @@ def test_default_pnl_reward_is_risk_neutral_and_the_roi_multiplier_pays_for_vari
     """A held position's gain and an equal loss: by default their pnl rewards cancel, so a bet
     with zero expected return earns zero expected reward whatever its variance. With the ROI
     multiplier on, the pair sums to more than zero: the reward pays for variance itself."""
-    step = dict(cost=0.0, holding=True, exposure=0.1, drawdown=0.0, hold_time=3, sharpe=0.0,
-                unique_actions=1, episode_steps=5, run_length=1, repeat_counted=False, traded=False,
-                failed=False)
-
     def pnl_pair(cfg: RewardConfig) -> tuple[float, float]:
-        up, down = (components(outcome_of(100_000.0, sign * move, cost_basis=cost_basis, **step), 1e5, 3,
+        up, down = (components(outcome_of(100_000.0, sign * move, cost_basis=cost_basis, **HELD), 1e5, 3,
                                cfg)["pnl"][0] for sign in (1.0, -1.0))
         return float(up), float(down)
 
