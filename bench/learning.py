@@ -13,9 +13,9 @@ Two runs, both with configs/default.toml (plus any --set):
       and holds exactly when the next bar's expected return is positive; it trades in the same env
       with the same costs.
   real: the bundled daily bars (SPX, GOOGL); no oracle is known.
-Per symbol: test-split annualised Sharpe of the greedy agent, the oracle, buy-and-hold matched to
-the agent's exposure, a random valid policy, and the share of the oracle's Sharpe the agent
-reached. With several --seeds (training seeds; the markets stay the same), a table per seed and
+Per symbol: test-split annualised Sharpe of the greedy agent, the oracle, buy-and-hold rebalanced
+to the agent's exposure (with its realised exposure), the median of 32 random valid paths and the
+agent's percentile among them, and the share of the oracle's Sharpe the agent reached. With several --seeds (training seeds; the markets stay the same), a table per seed and
 one of the means over seeds: a 450-bar test split gives one Sharpe a standard error of ~0.75, so
 one seed's share of the oracle is rough. With several --checkpoint kinds, each run is backtested
 with each (the same training, another choice of weights). With --fresh N (default 2)
@@ -80,8 +80,8 @@ def pooled(segments: list[list[dict]]) -> list[dict]:
     out = []
     for rows in zip(*segments, strict=True):
         row = {key: float(np.mean([r[key] for r in rows]))
-               for key in ("agent_sharpe", "oracle_sharpe", "matched_bh_sharpe", "random_sharpe", "agent_return",
-                           "agent_exposure", "agent_trades")}
+               for key in ("agent_sharpe", "oracle_sharpe", "matched_bh_sharpe", "matched_bh_exposure",
+                           "random_sharpe", "random_percentile", "agent_return", "agent_exposure", "agent_trades")}
         row["symbol"] = rows[0]["symbol"]
         row["oracle_share"] = row["agent_sharpe"] / row["oracle_sharpe"] if row["oracle_sharpe"] > 0 else None
         row["beats_matched_and_random"] = (row["agent_sharpe"] > row["matched_bh_sharpe"]
@@ -105,7 +105,8 @@ def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
                     "min_oracle_share": None if None in shares else min(shares),
                     "median_oracle_share": None if None in shares else float(np.median(shares)),
                     "agent_sharpe_iqm": interval([[r["agent_sharpe"]] for r in symbol_rows]),
-                    "matched_bh_sharpe": mean("matched_bh_sharpe"), "random_sharpe": mean("random_sharpe"),
+                    "matched_bh_sharpe": mean("matched_bh_sharpe"), "matched_bh_exposure": mean("matched_bh_exposure"),
+                    "random_sharpe": mean("random_sharpe"), "random_percentile": mean("random_percentile"),
                     "agent_return": mean("agent_return"), "agent_exposure": mean("agent_exposure"),
                     "agent_trades": mean("agent_trades"),
                     "beats_matched_and_random": sum(r["beats_matched_and_random"] for r in symbol_rows)})
@@ -126,7 +127,7 @@ def print_table(rows: list[dict], title: str) -> None:
     lowest = "min_oracle_share" in rows[0]
     for column in ("symbol", "agent", "oracle", "share", *(["median share", "lowest share", "agent IQM [95 %]"]
                                                            if lowest else []), "matched B&H",
-                   "random", "return", "exposure", "trades"):
+                   "its exposure", "random median", "agent pct", "return", "exposure", "trades"):
         table.add_column(column, justify="right")
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
@@ -135,7 +136,8 @@ def print_table(rows: list[dict], title: str) -> None:
                       fmt(r["oracle_share"], ".0%"),
                       *([fmt(r["median_oracle_share"], ".0%"), fmt(r["min_oracle_share"], ".0%"),
                          iqm_cell(r["agent_sharpe_iqm"])] if lowest else []), fmt(r["matched_bh_sharpe"], "+.2f"),
-                      fmt(r["random_sharpe"], "+.2f"), fmt(r["agent_return"], "+.1%"),
+                      fmt(r["matched_bh_exposure"], ".0%"), fmt(r["random_sharpe"], "+.2f"),
+                      fmt(r["random_percentile"], ".0%"), fmt(r["agent_return"], "+.1%"),
                       fmt(r["agent_exposure"], ".0%"), fmt(r["agent_trades"], ".0f"))
     Console(file=sys.stderr, width=None if sys.stderr.isatty() else 160).print(table)
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from configs.train import TrainConfig
 from envs import SPLITS
 from ppo_core import resolve_device
-from trainers.backtest.evaluation import evaluate
+from trainers.backtest.evaluation import AGENT, MATCHED, RANDOM, evaluate
 from trainers.backtest.uncertainty import stratified_bootstrap_iqm
 from trainers.run.build import open_session
 from trainers.run.loop import train
@@ -58,15 +58,17 @@ def backtest_elsewhere(run_dir: Path, kinds: Sequence[str], data_dirs: Sequence[
 
 def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:
     """One row per symbol of an evaluation payload: the greedy agent's test Sharpe beside the oracle's
-    (when known), exposure-matched buy-and-hold and random valid; its share of the oracle; whether
-    it beat both baselines."""
+    (when known), matched buy-and-hold (rebalanced to the agent's exposure; its realised exposure)
+    and the median of the random valid paths; the agent's percentile among those paths; its share
+    of the oracle; whether it beat both baselines."""
     rows = []
     for symbol, strategies in report["results"].items():
-        agent = strategies["agent (greedy)"]
-        matched = next(v for k, v in strategies.items() if k.startswith("buy & hold x"))
+        agent, baselines = strategies[AGENT], report["baselines"][symbol]
         row = {"symbol": symbol, "agent_sharpe": agent["sharpe_annualised"],
-               "oracle_sharpe": oracle.get(symbol), "matched_bh_sharpe": matched["sharpe_annualised"],
-               "random_sharpe": strategies["random valid"]["sharpe_annualised"],
+               "oracle_sharpe": oracle.get(symbol), "matched_bh_sharpe": strategies[MATCHED]["sharpe_annualised"],
+               "matched_bh_exposure": strategies[MATCHED]["exposure"],
+               "random_sharpe": strategies[RANDOM]["sharpe_annualised"],
+               "random_percentile": baselines[RANDOM]["agent_percentile"],
                "agent_return": agent["total_return"], "agent_exposure": agent["exposure"],
                "agent_trades": agent["trades"]}
         row["oracle_share"] = (row["agent_sharpe"] / row["oracle_sharpe"]

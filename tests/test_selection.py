@@ -31,7 +31,7 @@ def test_pbo_near_half_for_pure_noise():
 
 def test_pbo_matches_a_plain_loop():
     returns = noise(61, 5, seed=5)  # 61 periods: blocks of 11 and 10 (array_split)
-    logits = []
+    logits, ranks = [], []
     blocks = np.array_split(np.arange(61), 6)
     for chosen in itertools.combinations(range(6), 3):
         rows = np.concatenate([blocks[b] for b in chosen])
@@ -41,9 +41,12 @@ def test_pbo_matches_a_plain_loop():
         best = int(np.argmax(is_sr))
         rank = 1 + sorted(oos_sr).index(oos_sr[best])  # no ties in continuous noise
         logits.append(math.log(rank / (6 - rank)))
+        ranks.append(rank)
     result = pbo(returns, num_blocks=6)
     np.testing.assert_allclose(result.logits, logits, rtol=1e-9)
-    assert result.pbo == np.mean(np.array(logits) <= 0)
+    # N = 5: rank 3 is the out-of-sample median, counted one half
+    overfit = [1.0 if rank < 3 else 0.5 if rank == 3 else 0.0 for rank in ranks]
+    assert 3 in ranks and result.pbo == pytest.approx(np.mean(overfit), abs=1e-12)
 
 
 def test_pbo_refuses_bad_shapes():

@@ -11,7 +11,7 @@ from rich.console import Console
 from configs.loader import ConfigError
 from models import CheckpointError
 from ppo_core import resolve_device
-from trainers.backtest.evaluation import evaluate
+from trainers.backtest.evaluation import RANDOM_PATHS, evaluate
 from trainers.run import checkpoints
 
 
@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="which chronological split to trade (default: test)")
     parser.add_argument("--sampled", type=int, default=0, metavar="K",
                         help="also run K accounts with the sampled (stochastic) policy")
+    parser.add_argument("--random-paths", type=int, default=RANDOM_PATHS, metavar="K",
+                        help=f"uniformly random valid paths per symbol, the random baseline's distribution "
+                             f"(default {RANDOM_PATHS})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
     parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE,
@@ -35,12 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.sampled < 0:
         parser.error("--sampled must be >= 0")
+    if args.random_paths < 1:
+        parser.error("--random-paths must be >= 1")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir}: no such directory")
     console = Console(width=None if sys.stdout.isatty() else 150)
     try:
         evaluate(args.run_dir, args.split, args.sampled, resolve_device(args.device), args.seed, console,
-                 checkpoint=args.checkpoint, data_dir=args.data_dir)
+                 checkpoint=args.checkpoint, data_dir=args.data_dir, num_random=args.random_paths)
     except (ConfigError, checkpoints.ResumeError, CheckpointError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from envs import DataError, load_market
 from envs.folds import parse_span, plan_folds
 from models import CheckpointError
 from trainers.folds.report import print_report, write_report
-from trainers.folds.runs import WalkForward, check_plan, run_folds
+from trainers.folds.runs import WalkForward, check_plan, purge_guarantee, run_folds
 from trainers.folds.stitch import summarize
 from trainers.run import checkpoints
 from trainers.run.resolve import new_run_config, parse_symbols
@@ -51,10 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-span", help="test window (default: bars // (folds + 3))")
     parser.add_argument("--purge", default="auto",
                         help="bars between train and validation and between validation and test; auto = "
-                             "lookback + 1 (the window plus the reward's one-bar horizon)")
+                             "lookback + 1: no validation or test observation window holds a bar of the "
+                             "previous split (feature normalisation windows reach further: docs/validation.md)")
     parser.add_argument("--embargo", type=int, default=0, help="bars between consecutive test windows (default 0)")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds (default 1,2,3)")
     parser.add_argument("--steps-per-fold", type=int, help="account-steps per fold and seed (default run.total_steps)")
+    parser.add_argument("--configurations", type=int, default=1, metavar="N",
+                        help="how many settings you compared on walk-forwards of this period before this one "
+                             "(default 1: none); the significance of the stitched curves is deflated for N")
     parser.add_argument("--warm-start", action="store_true",
                         help="start fold k+1 from fold k's selected weights (continual retraining)")
     parser.add_argument("--jobs", type=int, default=1, help="runs of one fold trained in parallel processes")
@@ -80,6 +84,8 @@ def resolve(args: argparse.Namespace) -> WalkForward:
         raise ConfigError(f"--seeds {args.seeds!r}: give distinct seeds, e.g. 1,2,3")
     if args.jobs < 1:
         raise ConfigError(f"--jobs {args.jobs}: must be >= 1")
+    if args.configurations < 1:
+        raise ConfigError(f"--configurations {args.configurations}: must be >= 1 (1 = this setting alone)")
     purge = base.env.lookback + 1 if args.purge == "auto" else int(args.purge) if str(args.purge).isdigit() else None
     if purge is None:
         raise ConfigError(f"--purge {args.purge!r}: auto or a number of bars")
@@ -105,9 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     console.print(f"{'continuing' if continuing else 'walk-forward'} in {walk.run_dir}: {len(walk.folds)} folds x "
-                  f"{len(walk.seeds)} seeds, {walk.steps_per_fold:,} account-steps each; purge {walk.purge_bars} bars "
-                  f"between train, validation and test (lookback {walk.base.env.lookback} + 1-bar reward horizon)",
-                  markup=False)
+                  f"{len(walk.seeds)} seeds, {walk.steps_per_fold:,} account-steps each; "
+                  f"{purge_guarantee(walk.purge_bars, walk.base.env.lookback)}", markup=False)
     for fold in walk.folds:
         console.print(f"fold {fold.index}: train {fold.train_start} .., validation {fold.val_start} .., test "
                       f"{fold.test_start} .. {fold.test_end} (exclusive)", markup=False)
@@ -121,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"interrupted; run the same command again to continue in {walk.run_dir}", style="bold yellow")
         return EXIT_INTERRUPTED
     report = {**walk.plan(), "run_dir": str(walk.run_dir), "mode": args.mode, "embargo": args.embargo,
-              "summary": summarize(payloads, walk.folds, walk.seeds, walk.base.run.symbols)}
+              "purge": purge_guarantee(walk.purge_bars, walk.base.env.lookback),
+              "configurations": args.configurations,
+              "summary": summarize(payloads, walk.folds, walk.seeds, walk.base.run.symbols,
+                                   configurations=args.configurations)}
     print_report(report, console)
     paths = write_report(walk.run_dir, report)
     console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)

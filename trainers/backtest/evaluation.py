@@ -7,10 +7,13 @@ trading the mean of their action probabilities: models.PolicyEnsemble) or a weig
 scores to its latest checkpoint).
 
 Every symbol's accounts start at the split's first tradable bar and trade to its end, side by side
-in one VecTradingEnv: account 0 follows the greedy policy, account 1 a uniformly random valid
-policy, accounts 2.. the sampled policy (with --sampled K). Buy-and-hold (fully invested) and an
-exposure-matched buy-and-hold (the greedy agent's average exposure, bought at the same first fill
-and held) are computed from the same bars with the env's own cost model (envs.accounts.buy_fill).
+in one VecTradingEnv: account 0 follows the greedy policy, accounts 1..K (`num_random`, default
+RANDOM_PATHS) a uniformly random valid policy each, the rest the sampled policy (with --sampled).
+The baselines are priced from the same bars with the env's own costs (simulate.hold): buy-and-hold
+(everything bought at the first fill and held) and matched buy-and-hold (rebalanced at every bar to
+the greedy agent's realised mean exposure, so it holds what the agent holds on average, bar after
+bar). Random valid is a distribution: its row holds each metric's median over the K paths, and the
+agent's percentile among their Sharpe ratios says where the agent stands in it.
 A generated symbol whose process is known (the default synthetic market) also gets the long-only
 oracle's row (trainers.backtest.oracle), traded in an env of its own over the same bars and dates.
 Sharpe and Sortino here are annualised with the bars' measured frequency (`sharpe_annualised`),
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,29 +32,43 @@ from rich.console import Console
 from configs.train import TrainConfig, read_run_config
 from envs import DataError, VecTradingEnv, load_market
 from envs.splits import format_timestamp
-from models import MultiSymbolPolicy
 from trainers.backtest.oracle import known_expected_return, simulate_oracle
 from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
+from trainers.backtest.validation import Validator
 from trainers.backtest.metrics import equity_metrics, periods_per_year
-from trainers.backtest.report import plot_equity, print_tables, write_json
-from trainers.backtest.simulate import GREEDY, RANDOM, account_metrics, buy_and_hold, mean_defined, simulate
+from trainers.backtest.report import plot_equity, print_tables, write_arrays, write_json
+from trainers.backtest.simulate import (GREEDY, account_metrics, hold, mean_defined, random_roles, sampled_roles,
+                                        simulate)
 from trainers.backtest.uncertainty import sharpe_interval, sharpe_standard_error
 from trainers.run import checkpoints
 
+AGENT = "agent (greedy)"
 ORACLE = "oracle (long-only)"
 """the row of the long-only oracle, for generated symbols whose process is known"""
+BUY_AND_HOLD = "buy & hold"
+MATCHED = "matched buy & hold"
+"""buy-and-hold rebalanced every bar to the agent's realised mean exposure"""
+RANDOM = "random valid"
+"""the median over RANDOM_PATHS uniformly random valid paths"""
+BASELINES = (BUY_AND_HOLD, MATCHED, RANDOM)
+RANDOM_PATHS = 32
+"""random valid paths per symbol: one path's Sharpe is one draw of a wide distribution (a standard
+deviation of ~0.5 a year over two years of daily bars), so the agent is placed among many"""
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
              console: Console, checkpoint: str = checkpoints.DEFAULT_CHOICE, data_dir: Path | None = None,
-             out_dir: Path | None = None) -> dict:
+             out_dir: Path | None = None, num_random: int = RANDOM_PATHS) -> dict:
     """Backtest one of the run's checkpoints on `split` ("average", "best", "latest", "ensemble" or a weights
     file, see checkpoints.choose_members) of the run's bars, or of the same symbols' files in `data_dir`
-    (other bars, split at the run's dates); writes evaluation.json (which names the checkpoint and the
-    data) and PNGs to `out_dir` (default: the run directory)."""
+    (other bars, split at the run's dates), beside `num_random` random valid paths per symbol; writes
+    evaluation.json (which names the checkpoint and the data), random_paths_<split>.npz (each symbol's
+    (K, L + 1) random-path equity) and PNGs to `out_dir` (default: the run directory)."""
+    if num_random < 1:
+        raise ValueError(f"num_random must be >= 1 random valid path per symbol, got {num_random}")
     out_dir = run_dir if out_dir is None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = read_run_config(run_dir / "config.toml")
+    run_config = config = read_run_config(run_dir / "config.toml")
     if data_dir is not None:
         # the run's data_dir may generate a symbol that has no file; other bars must all be files
         missing = [symbol for symbol in config.run.symbols if not (data_dir / f"{symbol}.parquet").is_file()]
@@ -60,47 +78,71 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     members, which = checkpoints.choose_members(run_dir, checkpoint)
     chosen = members[0]
     console.print(which, markup=False)
-    env, skipped = split_env(config, split, 2 + num_sampled, device, seed)
+    env, skipped = split_env(config, split, 1 + num_random + num_sampled, device, seed)
     for symbol, reason in skipped.items():
         console.print(f"skipped {symbol}: {reason}", markup=False)
     # the heads of the symbols that trade this split
     actor = checkpoints.load_policy(config, members, env.symbols, env.trading_spec, device)
-    policy = MultiSymbolPolicy(config.run.symbols, config.model, env.trading_spec).to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)
     with torch.no_grad():
-        sim = simulate(env, actor, num_sampled, generator)
+        sim = simulate(env, actor, num_random, num_sampled, generator)
 
     oracle = oracle_results(env, device, seed)
-    results, curves_json, periods = {}, {}, {}
+    results, curves_json, periods, baselines, paths = {}, {}, {}, {}, {}
     for s, symbol in enumerate(env.symbols):
-        rows, curves, periods[symbol] = symbol_results(env, sim, s, num_sampled, oracle.get(symbol))
-        results[symbol] = rows
-        curves_json[symbol] = {name: curve.tolist() for name, curve in curves.items()}
+        outcome = symbol_results(env, sim, s, num_random, num_sampled, oracle.get(symbol))
+        results[symbol], periods[symbol], baselines[symbol] = outcome.rows, outcome.period, outcome.baselines
+        curves_json[symbol] = {name: curve.tolist() for name, curve in outcome.curves.items()}
+        paths[symbol] = outcome.random_paths
         first, last = env.decision_range[symbol]
-        plot_equity(out_dir / f"equity_{split}_{symbol}.png", symbol, split, curves,
-                    env.markets[symbol].timestamps[first:last + 1])
+        plot_equity(out_dir / f"equity_{split}_{symbol}.png", symbol, split, outcome.curves,
+                    env.markets[symbol].timestamps[first:last + 1], outcome.random_paths)
+    paths_file = out_dir / f"random_paths_{split}.npz"
+    write_arrays(paths_file, paths)
 
     print_tables(results, split, console)
     for symbol, period in periods.items():
-        interval = period["agent_sharpe"]
-        console.print(f"{symbol}: agent Sharpe/yr {interval['point']:+.2f}, 95 % interval [{interval['low']:+.2f}, "
-                      f"{interval['high']:+.2f}] ({interval['method']}); standard error {interval['standard_error']:.2f} "
-                      f"(Lo 2002) over {period['bars']} bars", markup=False)
+        console.print(describe_symbol(symbol, period, baselines[symbol]), markup=False)
     # the choice of checkpoint was made on val: how much of its val edge is selection luck
-    selection = checkpoint_selection(run_dir, config, env, policy, chosen, device, seed)
-    console.print(describe_selection(selection, "kept checkpoints"), markup=False)
+    chosen_name = "ensemble" if len(members) > 1 else chosen.weights.stem
+    selection = checkpoint_selection(run_dir, run_config, members, chosen_name,
+                                     lambda: selection_validator(run_config, device, seed))
+    console.print(describe_selection(selection, "validations (every one the run recorded, kept or pruned)"),
+                  markup=False)
     payload = {"run_dir": str(run_dir), "data_dir": config.run.data_dir, "split": split,
                "split_dates": list(env.config.split_dates),
                "step": chosen.step, "weights": chosen.weights.name,
                "checkpoint": {"choice": checkpoint, "path": str(chosen.weights), "step": chosen.step,
                               "val_sharpe": chosen.val_sharpe, "note": which,
                               "members": [str(m.weights) for m in members]},
-               "results": results, "selection": selection, "periods": periods, "skipped": skipped,
+               "results": results, "baselines": baselines, "random_paths_file": str(paths_file),
+               "selection": selection, "periods": periods, "skipped": skipped,
                "equity_curves": curves_json}
     write_json(out_dir / "evaluation.json", payload)
-    console.print(f"wrote {out_dir / 'evaluation.json'} and equity_{split}_<symbol>.png")
+    console.print(f"wrote {out_dir / 'evaluation.json'}, {paths_file.name} and equity_{split}_<symbol>.png")
     return payload
+
+
+def describe_symbol(symbol: str, period: dict, baselines: dict) -> str:
+    """One console line per symbol: the agent's Sharpe interval, where it stands among the random
+    paths, and the matched baseline's exposure."""
+    interval, random = period["agent_sharpe"], baselines[RANDOM]
+    matched = baselines[MATCHED]
+    return (f"{symbol}: agent Sharpe/yr {interval['point']:+.2f}, 95 % interval [{interval['low']:+.2f}, "
+            f"{interval['high']:+.2f}] ({interval['method']}), standard error {interval['standard_error']:.2f} "
+            f"(Lo 2002) over {period['bars']} bars; {random['paths']} random valid paths: median Sharpe/yr "
+            f"{random['sharpe_median']:+.2f}, 5-95 % [{random['sharpe_p05']:+.2f}, {random['sharpe_p95']:+.2f}], "
+            f"the agent above {random['agent_percentile']:.0%} of them; matched buy & hold rebalanced to "
+            f"{matched['fraction']:.1%} (realised exposure {matched['realised_exposure']:.1%}, agent "
+            f"{matched['agent_exposure']:.1%})")
+
+
+def selection_validator(config: TrainConfig, device: torch.device, seed: int) -> Validator:
+    """The run's own validation (its val split of its own bars, the symbols that trade it), to
+    backtest a choice that no validation during training scored."""
+    env, _ = split_env(config, "val", 1, device, seed)
+    return Validator(env.symbols, env.markets, config.env, config.model, device, seed)
 
 
 def split_env(config: TrainConfig, split: str, per_symbol: int, device: torch.device, seed: int
@@ -149,39 +191,80 @@ def oracle_results(env: VecTradingEnv, device: torch.device, seed: int
     return out
 
 
-def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_sampled: int,
-                   oracle: tuple[dict[str, float | None], np.ndarray] | None = None
-                   ) -> tuple[dict[str, dict[str, float | None]], dict[str, np.ndarray], dict[str, object]]:
-    """(metrics by strategy, (L + 1,) equity curves by strategy, the test period with the agent's
-    Sharpe interval) of symbol index `s` of a `simulate` result; `oracle` (metrics, curve) adds
-    the oracle's row after the agent's."""
+class SymbolOutcome(NamedTuple):
+    rows: dict[str, dict[str, float | None]]
+    """metrics by strategy"""
+    curves: dict[str, np.ndarray]
+    """(L + 1,) equity by strategy; RANDOM's is its path of median Sharpe"""
+    period: dict[str, object]
+    """the test period, with the agent's Sharpe interval"""
+    baselines: dict[str, dict[str, float]]
+    """what each baseline is: fractions, realised exposures, the random paths' band and the agent's
+    percentile among them"""
+    random_paths: np.ndarray
+    """(K, L + 1) equity of every random valid path"""
+
+
+def symbol_results(env: VecTradingEnv, sim: dict[str, np.ndarray], s: int, num_random: int, num_sampled: int,
+                   oracle: tuple[dict[str, float | None], np.ndarray] | None = None) -> SymbolOutcome:
+    """Symbol index `s` of a `simulate` result: the agent's rows, the oracle's when given (metrics,
+    curve), and the baselines'."""
     symbol, layout, capital = env.symbols[s], env.layout, env.config.initial_capital
     first, last = env.decision_range[symbol]
     steps, stamps = last - first, env.markets[symbol].timestamps[first:last + 1]
     per_year = periods_per_year(stamps)
 
-    def account(n: int) -> tuple[dict[str, float | None], np.ndarray]:
-        return account_metrics(sim, n, steps, capital, per_year)
+    def account(role: int) -> tuple[dict[str, float | None], np.ndarray]:
+        return account_metrics(sim, layout.account(s, role), steps, capital, per_year)
 
     rows: dict[str, dict[str, float | None]] = {}
     curves: dict[str, np.ndarray] = {}
-    rows["agent (greedy)"], curves["agent (greedy)"] = account(layout.account(s, GREEDY))
+    rows[AGENT], curves[AGENT] = account(GREEDY)
     if num_sampled:
-        sampled = [account(layout.account(s, RANDOM + 1 + k))[0] for k in range(num_sampled)]
+        sampled = [account(role)[0] for role in sampled_roles(num_random, num_sampled)]
         rows[f"agent (sampled, mean of {num_sampled})"] = {
             key: mean_defined([m[key] for m in sampled]) for key in sampled[0]}
     if oracle is not None:
         rows[ORACLE], curves[ORACLE] = oracle
-    agent_exposure = float(rows["agent (greedy)"]["exposure"] or 0.0)
-    for name, fraction in (("buy & hold", 1.0), (f"buy & hold x {agent_exposure:.0%}", agent_exposure)):
-        curve = buy_and_hold(env, symbol, fraction)
-        rows[name] = {**equity_metrics(curve, per_year), "trades": 1.0, "exposure": fraction,
-                      "turnover": fraction * capital / curve.mean()}
-        curves[name] = curve
-    rows["random valid"], curves["random valid"] = account(layout.account(s, RANDOM))
-    agent_returns = curves["agent (greedy)"][1:] / curves["agent (greedy)"][:-1] - 1.0
+    agent_exposure = float(rows[AGENT]["exposure"] or 0.0)
+    baselines: dict[str, dict[str, float]] = {}
+    for name, fraction, rebalance in ((BUY_AND_HOLD, 1.0, False), (MATCHED, agent_exposure, True)):
+        held = hold(env, symbol, fraction, rebalance)
+        realised = float(held.exposure.mean())
+        rows[name] = {**equity_metrics(held.equity, per_year), "trades": float((held.notional > 0).sum()),
+                      "turnover": float(held.notional.sum() / held.equity.mean()), "exposure": realised}
+        curves[name] = held.equity
+        baselines[name] = {"fraction": fraction, "rebalanced": rebalance, "realised_exposure": realised,
+                           "agent_exposure": agent_exposure}
+    randoms = [account(role) for role in random_roles(num_random)]
+    rows[RANDOM] = {key: median_defined([m[key] for m, _ in randoms]) for key in randoms[0][0]}
+    paths = np.stack([curve for _, curve in randoms])                         # (K, L + 1)
+    sharpes = np.array([m["sharpe_annualised"] for m, _ in randoms])
+    curves[RANDOM] = paths[np.argsort(sharpes, kind="stable")[len(sharpes) // 2]]
+    agent_sharpe = float(rows[AGENT]["sharpe_annualised"])
+    returns = np.array([m["total_return"] for m, _ in randoms])
+    baselines[RANDOM] = {"paths": num_random, "sharpe_median": float(np.median(sharpes)),
+                         "sharpe_p05": float(np.quantile(sharpes, 0.05)), "sharpe_p95": float(np.quantile(sharpes, 0.95)),
+                         "return_median": float(np.median(returns)), "return_p05": float(np.quantile(returns, 0.05)),
+                         "return_p95": float(np.quantile(returns, 0.95)),
+                         "realised_exposure": float(rows[RANDOM]["exposure"] or 0.0),
+                         "agent_percentile": percentile_among(agent_sharpe, sharpes)}
+    agent_returns = curves[AGENT][1:] / curves[AGENT][:-1] - 1.0
     interval = sharpe_interval(agent_returns, per_year)
     period = {"first": format_timestamp(int(stamps[0])), "last": format_timestamp(int(stamps[-1])),
               "bars_per_year": per_year, "bars": steps,
               "agent_sharpe": {**interval._asdict(), "standard_error": sharpe_standard_error(agent_returns, per_year)}}
-    return rows, curves, period
+    return SymbolOutcome(rows, curves, period, baselines, paths)
+
+
+def percentile_among(value: float, others: np.ndarray) -> float:
+    """The share of `others` below `value`, ties counting one half: the agent's place among the
+    random paths (0.5 = their median; above 0.95 = better than 19 in 20 of them)."""
+    others = np.asarray(others, dtype=np.float64)
+    return float(np.mean(others < value) + 0.5 * np.mean(others == value))
+
+
+def median_defined(values: list[float | None]) -> float | None:
+    """Median of the defined values; None when none is defined (e.g. no path closed a trade)."""
+    defined = [v for v in values if v is not None]
+    return float(np.median(defined)) if defined else None

@@ -7,9 +7,11 @@ their returns on the same validation period. Host numpy, float64.
   Sharpe ratio"): the probability that the chosen candidate's true Sharpe exceeds the best Sharpe
   that N skill-less trials would show by luck.
 - `selection_report`: both for a dict name -> (T,) returns, as plain JSON-ready values.
-- `selection_stats` / `checkpoint_selection`: the same for a run's kept checkpoints (each
-  backtested on the val split exactly as validation during training does: greedy policy, whole
-  split, mean over symbols of the per-bar equity returns) or a study's trials, with the reason when
+- `probabilistic_sharpe`: the probabilistic Sharpe ratio of one strategy against a benchmark
+  Sharpe (Bailey and Lopez de Prado 2012), what the walk-forward tests its stitched curves with.
+- `selection_stats` / `checkpoint_selection`: the same for every validation a run recorded
+  (trainers.backtest.trials: greedy policy, whole val split, mean over symbols of the per-bar
+  equity returns, kept or pruned) or every validation of a study's trials, with the reason when
   they cannot be measured.
 
 Sharpe ratios here are per period (trainers.backtest.metrics.sharpe with periods_per_year = 1),
@@ -21,16 +23,14 @@ import itertools
 import math
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
-import torch
 
 from configs.train import TrainConfig
-from envs import VecTradingEnv
-from models import MultiSymbolPolicy
 
 from trainers.backtest.metrics import sharpe, sharpe_from_sums
+from trainers.backtest import trials
 from trainers.backtest.validation import Validator
 from trainers.run import checkpoints
 
@@ -40,7 +40,8 @@ _NORMAL = NormalDist()
 
 class PBOResult(NamedTuple):
     pbo: float
-    """share of the splits whose in-sample best candidate ranks at or below the out-of-sample median"""
+    """share of the splits whose in-sample best candidate ranks below the out-of-sample median (a
+    split exactly at the median counts one half)"""
     logits: np.ndarray
     """(K,) logit of the in-sample best candidate's relative out-of-sample rank, one per split"""
     num_splits: int
@@ -69,7 +70,9 @@ def pbo(returns: np.ndarray, num_blocks: int = 16) -> PBOResult:
     T is cut into `num_blocks` (S, even) contiguous blocks of near-equal length. Each choice of S/2
     blocks is one in-sample set (the rest out-of-sample): the candidate with the best in-sample
     Sharpe gets its out-of-sample rank r in 1..N (N best; ties share their mean rank), w = r / (N + 1)
-    and logit = ln(w / (1 - w)). PBO is the share of the C(S, S/2) splits with logit <= 0.
+    and logit = ln(w / (1 - w)). PBO is the share of the C(S, S/2) splits with logit < 0, a split
+    with logit exactly 0 (the chosen candidate at the out-of-sample median, which an odd N makes
+    common) counting one half, so that skill-less candidates give PBO 1/2 for every N.
     """
     returns = _check_matrix(returns)
     num_periods, num_candidates = returns.shape
@@ -96,7 +99,10 @@ def pbo(returns: np.ndarray, num_blocks: int = 16) -> PBOResult:
     rank = 1.0 + below + 0.5 * ties
     w = rank / (num_candidates + 1)
     logits = np.log(w / (1.0 - w))
-    return PBOResult(pbo=float(np.mean(logits <= 0.0)), logits=logits, num_splits=len(combos))
+    # compared on ranks, which are exact multiples of 1/2, not on the rounded logits
+    median = (num_candidates + 1) / 2.0
+    overfit = np.mean(rank < median) + 0.5 * np.mean(rank == median)
+    return PBOResult(pbo=float(overfit), logits=logits, num_splits=len(combos))
 
 
 def expected_max_sharpe(num_trials: int, sharpe_variance: float) -> float:
@@ -128,14 +134,28 @@ def deflated_sharpe(returns: np.ndarray, chosen: int, num_trials: int | None = N
     return deflated_sharpe_of(returns[:, chosen], trials, float(sharpes.var(ddof=1)))
 
 
-def deflated_sharpe_of(series: np.ndarray, num_trials: int, sharpe_variance: float) -> DSRResult:
-    """Deflated Sharpe ratio of one (T,) per-period return series chosen among `num_trials` trials
-    whose per-period Sharpe ratios have variance `sharpe_variance` (see deflated_sharpe)."""
+class PSRResult(NamedTuple):
+    probability: float
+    """Phi(z): the probability that the true per-period Sharpe exceeds `benchmark`"""
+    sharpe: float
+    """the series' per-period Sharpe"""
+    benchmark: float
+    skewness: float
+    kurtosis: float
+    """of the series; non-excess (3 for normal returns)"""
+    num_periods: int
+
+
+def probabilistic_sharpe(series: np.ndarray, benchmark: float = 0.0) -> PSRResult:
+    """The probabilistic Sharpe ratio of one (T,) per-period return series against a per-period
+    `benchmark` Sharpe (Bailey and Lopez de Prado 2012, "The Sharpe ratio efficient frontier"):
+    Phi((SR - SR0) sqrt(T - 1) / sqrt(1 - skew SR + (kurt - 1) / 4 SR^2)). Against 0 it is one
+    minus the one-sided p-value of "no skill"; it assumes one strategy was looked at (several:
+    deflated_sharpe_of)."""
     series = np.asarray(series, dtype=np.float64)
     num_periods = len(series)
     if num_periods < 3 or not np.isfinite(series).all():
         raise ValueError(f"need at least 3 finite periods, got {num_periods}")
-    benchmark = expected_max_sharpe(num_trials, sharpe_variance)
     centred = series - series.mean()
     std = centred.std()
     skewness = float(np.mean(centred ** 3) / std ** 3) if std > 0 else 0.0
@@ -143,12 +163,23 @@ def deflated_sharpe_of(series: np.ndarray, num_trials: int, sharpe_variance: flo
     sr = float(sharpe(series))
     spread = 1.0 - skewness * sr + (kurtosis - 1.0) / 4.0 * sr * sr
     if spread <= 0:
-        raise ValueError(f"the chosen series' moments (Sharpe {sr:.3f}, skewness {skewness:.2f}, kurtosis "
+        raise ValueError(f"the series' moments (Sharpe {sr:.3f}, skewness {skewness:.2f}, kurtosis "
                          f"{kurtosis:.2f}) give a non-positive Sharpe variance; too few or degenerate "
                          "periods")
     z = (sr - benchmark) * math.sqrt(num_periods - 1) / math.sqrt(spread)
-    return DSRResult(dsr=_NORMAL.cdf(z), sharpe=sr, expected_max_sharpe=benchmark, sharpe_variance=sharpe_variance,
-                     num_trials=num_trials, skewness=skewness, kurtosis=kurtosis, num_periods=num_periods)
+    return PSRResult(probability=_NORMAL.cdf(z), sharpe=sr, benchmark=benchmark, skewness=skewness,
+                     kurtosis=kurtosis, num_periods=num_periods)
+
+
+def deflated_sharpe_of(series: np.ndarray, num_trials: int, sharpe_variance: float) -> DSRResult:
+    """Deflated Sharpe ratio of one (T,) per-period return series chosen among `num_trials` trials
+    whose per-period Sharpe ratios have variance `sharpe_variance` (see deflated_sharpe): the
+    probabilistic Sharpe against expected_max_sharpe(num_trials, sharpe_variance)."""
+    benchmark = expected_max_sharpe(num_trials, sharpe_variance)
+    psr = probabilistic_sharpe(series, benchmark)
+    return DSRResult(dsr=psr.probability, sharpe=psr.sharpe, expected_max_sharpe=benchmark,
+                     sharpe_variance=sharpe_variance, num_trials=num_trials, skewness=psr.skewness,
+                     kurtosis=psr.kurtosis, num_periods=psr.num_periods)
 
 
 def selection_report(returns: dict[str, np.ndarray], num_blocks: int = 16, chosen: str | None = None,
@@ -222,27 +253,31 @@ def describe(stats: dict[str, Any], what: str) -> str:
     if "skipped" in stats:
         return f"selection bias over {what}: skipped ({stats['skipped']})"
     return (f"selection bias over {stats['num_candidates']} {what} (val split, per-bar returns, "
-            f"{stats['num_blocks']} blocks): PBO {stats['pbo']:.2f}; deflated Sharpe of {stats['chosen']} "
-            f"{stats['dsr']:.2f} (its per-bar Sharpe {stats['chosen_sharpe']:+.3f} against "
-            f"{stats['expected_max_sharpe']:+.3f} expected from the best of {stats['num_trials']} "
-            "skill-less trials)")
+            f"{stats['num_blocks']} blocks): PBO {stats['pbo']:.2f} (the chance that the in-sample best is below "
+            f"the out-of-sample median; ties count one half; 0.5 = no better than luck); deflated Sharpe of "
+            f"{stats['chosen']} {stats['dsr']:.2f} (the probability that its per-bar Sharpe "
+            f"{stats['chosen_sharpe']:+.3f} beats {stats['expected_max_sharpe']:+.3f}, the best of "
+            f"{stats['num_trials']} skill-less trials; skill is claimed at 0.95)")
 
 
-def checkpoint_selection(run_dir: Path, config: TrainConfig, env: VecTradingEnv, policy: MultiSymbolPolicy,
-                         chosen: checkpoints.Checkpoint, device: torch.device, seed: int
-                         ) -> dict[str, Any]:
-    """Selection statistics of `chosen` among the run's kept checkpoints (best-k, latest and
-    `chosen`), each backtested on the val split. `env` is any env of the run (for its markets),
-    `policy` a policy over all its symbols, whose weights this overwrites."""
-    candidates = {c.weights.resolve(): c for c in
-                  [*checkpoints.best(run_dir), checkpoints.latest(run_dir), chosen]}
-    untradable = env.untradable("val")
-    symbols = [s for s in env.symbols if s not in untradable]
-    if not symbols:
-        return {"skipped": "no symbol can trade the val split", "num_candidates": len(candidates)}
-    validator = Validator(symbols, env.markets, config.env, config.model, device, seed)
-    returns = {}
-    for checkpoint in candidates.values():
-        checkpoints.load_weights(checkpoint, policy)
-        returns[checkpoint.weights.stem] = validator.run(policy).returns
-    return selection_stats(returns, chosen.weights.stem)
+def checkpoint_selection(run_dir: Path, config: TrainConfig, members: list[checkpoints.Checkpoint], chosen: str,
+                         validator: Callable[[], Validator]) -> dict[str, Any]:
+    """Selection statistics of the weights trainers.evaluate trades (`members`: one checkpoint, or
+    an ensemble's), named `chosen`, among every validation the run recorded (trials.read: kept or
+    pruned). A choice that is not itself a recorded validation (the weight average, an ensemble,
+    a weights file) is backtested on the run's val split by the Validator `validator()` builds and
+    counts as one more trial."""
+    record = trials.read(run_dir)
+    if record is None:
+        return {"skipped": f"{Path(run_dir) / trials.VALIDATIONS_FILE} does not exist (validation off, or a run "
+                           "written before every validation was recorded); the kept checkpoints alone would "
+                           "understate the selection", "num_candidates": 0}
+    returns = {checkpoints.at_step(run_dir, int(step)).weights.stem: row
+               for step, row in zip(record.steps, record.returns)}
+    if chosen not in returns:
+        judge = validator()
+        actor = checkpoints.load_policy(config, members, judge.symbols, judge.env.trading_spec, judge.env.device)
+        returns[chosen] = judge.backtest(actor).returns
+    stats = selection_stats(returns, chosen)
+    stats["num_validations"] = len(record.steps)
+    return stats

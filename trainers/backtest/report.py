@@ -1,6 +1,7 @@
 """Evaluation output: the per-symbol comparison table, evaluation.json and equity-curve PNGs."""
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -12,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+from ppo_core.files import atomic_write_bytes  # noqa: E402
 
 # (metric key, column title, format)
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -41,6 +44,13 @@ def print_tables(results: dict[str, dict[str, dict[str, float]]], split: str, co
         console.print(table)
 
 
+def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz of named arrays, written atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def write_json(path: Path, payload: dict) -> None:
     """JSON with non-finite floats written as strings ("inf"), which strict parsers accept."""
     def clean(value):
@@ -52,19 +62,30 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(clean(payload), indent=2))
 
 
-def plot_equity(path: Path, symbol: str, split: str, curves: dict[str, np.ndarray],
-                timestamps_ns: np.ndarray) -> None:
-    """One PNG: each strategy's (T + 1,) equity curve over the split's bar timestamps."""
+def plot_equity(path: Path, symbol: str, split: str, curves: dict[str, np.ndarray], timestamps_ns: np.ndarray,
+                random_paths: np.ndarray | None = None) -> None:
+    """One PNG: each strategy's (T + 1,) equity curve over the split's bar timestamps, and the 5-95 %
+    band of the (K, T + 1) random valid paths when given."""
+    band = None
+    if random_paths is not None:
+        low, high = np.quantile(random_paths, [0.05, 0.95], axis=0)
+        band = (f"random valid, 5-95 % of {len(random_paths)} paths", low, high)
     plot_curves(path, f"{symbol}: equity on the {split} split",
-                {name: (timestamps_ns[: len(equity)], equity) for name, equity in curves.items()})
+                {name: (timestamps_ns[: len(equity)], equity) for name, equity in curves.items()}, band)
 
 
-def plot_curves(path: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """One PNG of equity curves, each over its own (T,) int64 ns timestamps; agent lines bolder."""
+def plot_curves(path: Path, title: str, curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                band: tuple[str, np.ndarray, np.ndarray] | None = None) -> None:
+    """One PNG of equity curves, each over its own (T,) int64 ns timestamps; agent lines bolder;
+    `band` (label, low, high) shaded over the first curve's timestamps."""
     fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
     for name, (stamps, equity) in curves.items():
         ax.plot(stamps.astype("datetime64[ns]"), equity, label=name,
                 linewidth=1.6 if name.startswith("agent") else 1.0)
+    if band is not None and curves:
+        label, low, high = band
+        stamps = next(iter(curves.values()))[0].astype("datetime64[ns]")
+        ax.fill_between(stamps[: len(low)], low, high, color="grey", alpha=0.2, label=label)
     ax.set_title(title)
     ax.set_ylabel("equity")
     ax.grid(alpha=0.3)

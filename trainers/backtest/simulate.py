@@ -1,36 +1,53 @@
 """The backtest engine: every symbol's accounts trade a whole split side by side in one
-VecTradingEnv. Within each symbol, account 0 follows the greedy policy, account 1 a uniformly random
-valid policy, accounts 2.. the sampled policy; buy-and-hold curves are priced with the env's own
-cost model (envs.accounts.buy_fill)."""
+VecTradingEnv. Within each symbol, account 0 follows the greedy policy, accounts 1..K a uniformly
+random valid policy each (K seeded paths, one distribution), the rest the sampled policy; the
+buy-and-hold baselines are priced with the env's own cost model (envs.accounts.buy_fill and
+sell_fill)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from envs import VecTradingEnv
-from envs.accounts import buy_fill
-from models import MultiSymbolPolicy
+from envs.accounts import buy_fill, sell_fill
+from models import MultiSymbolPolicy, PolicyEnsemble
 from trainers.backtest.metrics import equity_metrics
 
-GREEDY, RANDOM = 0, 1  # account roles within each symbol; 2.. are sampled-policy accounts
+GREEDY = 0
+"""the greedy account's role within each symbol; 1..K are random-valid paths, K+1.. sampled-policy accounts"""
 
 
-def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy, num_sampled: int,
+def random_roles(num_random: int) -> range:
+    """The roles of the random-valid accounts within each symbol."""
+    return range(GREEDY + 1, GREEDY + 1 + num_random)
+
+
+def sampled_roles(num_random: int, num_sampled: int) -> range:
+    """The roles of the sampled-policy accounts within each symbol."""
+    return range(GREEDY + 1 + num_random, GREEDY + 1 + num_random + num_sampled)
+
+
+def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy | PolicyEnsemble, num_random: int, num_sampled: int,
              generator: torch.Generator) -> dict[str, np.ndarray]:
-    """Run one full-split episode in every account; per-step (L, N) host arrays of equity,
-    exposure and traded notional, plus (N,) episode statistics."""
-    e = env.layout.per_symbol
+    """Run one full-split episode in every account (env.layout.per_symbol must be 1 + num_random
+    + num_sampled); per-step (L, N) host arrays of equity, exposure and traded notional, plus (N,)
+    episode statistics."""
+    if env.layout.per_symbol != 1 + num_random + num_sampled:
+        raise ValueError(f"simulate: {env.layout.per_symbol} accounts per symbol, but 1 greedy + {num_random} random "
+                         f"+ {num_sampled} sampled asked for")
     role = env.layout.role(env.device)  # (N,)
+    random_role = (role > GREEDY) & (role <= num_random)
 
     def choose(obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         greedy = policy.act(obs, mask, deterministic=True)[0]
         sampled = policy.act(obs, mask)[0] if num_sampled else greedy
-        # validation runs greedy accounts only (E = 1): no random draws to make then
-        random = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if e > RANDOM
+        # validation runs greedy accounts only: no random draws to make then
+        random = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if num_random
                   else greedy)
-        return torch.where(role == GREEDY, greedy, torch.where(role == RANDOM, random, sampled))
+        return torch.where(role == GREEDY, greedy, torch.where(random_role, random, sampled))
 
     return run_episode(env, choose)
 
@@ -78,17 +95,58 @@ def account_metrics(sim: dict[str, np.ndarray], n: int, steps: int, capital: flo
     return metrics, curve
 
 
-def buy_and_hold(env: VecTradingEnv, symbol: str, fraction: float) -> np.ndarray:
-    """(L + 1,) equity of putting `fraction` of capital (commission included) into the symbol at
-    the first fill and holding it, priced with the env's buy_fill cost model."""
+class Held(NamedTuple):
+    """A passive position over a split, per step like `simulate`'s arrays."""
+
+    equity: np.ndarray
+    """(L + 1,) equity at each close, the initial capital first"""
+    exposure: np.ndarray
+    """(L,) position value / equity at each close"""
+    notional: np.ndarray
+    """(L,) currency traded at each open"""
+
+
+def hold(env: VecTradingEnv, symbol: str, fraction: float, rebalance: bool) -> Held:
+    """`fraction` of equity in the symbol from the split's first fill, with the env's costs.
+
+    At each decision the env would act on (the close of bar t) the order that brings the position
+    to `fraction` of that close's equity (its commission included) fills at bar t + 1's open with
+    buy_fill / sell_fill, slippage and commission as the agent pays them; the account is marked at
+    bar t + 1's close. `rebalance` False orders only at the first decision (buy once and hold: its
+    exposure drifts with the price); True orders at every one, so the exposure stays at `fraction`
+    bar after bar: the passive strategy with the agent's exposure."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"hold: fraction must be in [0, 1], got {fraction}")
     bars, (first, last) = env.markets[symbol], env.decision_range[symbol]
     cfg = env.config
-    capital, commission_rate = cfg.initial_capital, cfg.commission_bps * 1e-4
-    notional = torch.tensor(fraction * capital / (1.0 + commission_rate), dtype=torch.float64)
-    shares, commission, _ = buy_fill(notional, torch.tensor(bars.open[first + 1], dtype=torch.float64),
-                                     commission_rate, cfg.slippage_bps * 1e-4)
-    cash = capital - float(notional) - float(commission)
-    return np.concatenate([[capital], cash + float(shares) * bars.close[first + 1:last + 1]])
+    commission_rate, slippage_rate = cfg.commission_bps * 1e-4, cfg.slippage_bps * 1e-4
+    steps = last - first
+    equity = np.empty(steps + 1)
+    exposure, notional = np.zeros(steps), np.zeros(steps)
+    equity[0] = cash = cfg.initial_capital
+    shares = 0.0
+    for t in range(steps):
+        bar = first + 1 + t
+        open_price = torch.tensor(bars.open[bar], dtype=torch.float64)
+        order = fraction * equity[t] / (1.0 + commission_rate) - shares * float(open_price)
+        if t == 0 or rebalance:
+            if order > 0.0:
+                bought, commission, _ = buy_fill(torch.tensor(order, dtype=torch.float64), open_price,
+                                                 commission_rate, slippage_rate)
+                shares += float(bought)
+                cash -= order + float(commission)
+                notional[t] = order
+            elif order < 0.0:
+                sold = min(shares, -order / float(open_price))
+                proceeds, commission, _ = sell_fill(torch.tensor(sold, dtype=torch.float64), open_price,
+                                                    commission_rate, slippage_rate)
+                shares -= sold
+                cash += float(proceeds) - float(commission)
+                notional[t] = float(proceeds)
+        value = shares * float(bars.close[bar])
+        equity[t + 1] = cash + value
+        exposure[t] = value / equity[t + 1] if equity[t + 1] > 0 else 0.0
+    return Held(equity, exposure, notional)
 
 
 def mean_defined(values: list[float | None]) -> float | None:

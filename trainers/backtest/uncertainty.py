@@ -7,6 +7,10 @@ aggregate score could move by chance. Host numpy, float64; no scipy.
   the stationary bootstrap (Politis and Romano 1994, "The stationary bootstrap", JASA 89(428)),
   which resamples blocks of random (geometric) length so that serial dependence within a block
   survives the resampling.
+- `sharpe_difference_test`: the Sharpe ratio of one return series minus another's on the same
+  periods, with a paired stationary-bootstrap interval and a one-sided p-value (the same resampled
+  periods for both, so what they share cancels; the bootstrap analogue of Ledoit and Wolf 2008,
+  "Robust performance hypothesis testing with the Sharpe ratio", J. Empirical Finance 15(5)).
 - `iqm`, `stratified_bootstrap_iqm`, `probability_of_improvement` (and its interval): the
   aggregates of scores over runs (seeds) x tasks (symbols, folds) recommended by Agarwal,
   Schwarzer, Castro, Courville and Bellemare 2021, "Deep reinforcement learning at the edge of
@@ -103,6 +107,50 @@ def sharpe_interval(returns: np.ndarray, periods_per_year: float = 1.0, confiden
     return Interval(point=float(sharpe(returns, periods_per_year)), low=low, high=high, confidence=confidence,
                     method=f"stationary bootstrap (mean block {block:g}), percentile",
                     num_resamples=num_resamples)
+
+
+class SharpeDifference(NamedTuple):
+    difference: float
+    """Sharpe of x minus Sharpe of y, on the data as observed"""
+    low: float
+    high: float
+    """percentile bootstrap bounds of the difference"""
+    p_value: float
+    """one-sided p-value of "x's Sharpe is no higher than y's": the share of centred resampled
+    differences at or beyond the observed one, (count + 1) / (resamples + 1)"""
+    confidence: float
+    method: str
+    num_resamples: int
+
+
+def sharpe_difference_test(x: np.ndarray, y: np.ndarray, periods_per_year: float = 1.0, confidence: float = 0.95,
+                           mean_block: float | None = None, num_resamples: int = 2000, seed: int = 0
+                           ) -> SharpeDifference:
+    """Is (T,) return series x's Sharpe higher than (T,) y's over the same periods? Both are
+    resampled with the same stationary-bootstrap indices (mean block `default_mean_block(T)` by
+    default), which keeps their correlation and each one's serial dependence; the p-value is that
+    of the centred bootstrap (the resampled difference minus the observed one stands in for the
+    estimate's error under the null of no difference)."""
+    x, y = _check_series(x), _check_series(y)
+    if len(x) != len(y):
+        raise ValueError(f"x and y must cover the same periods, got {len(x)} and {len(y)}")
+    _check_confidence(confidence)
+    num_periods = len(x)
+    block = default_mean_block(num_periods) if mean_block is None else mean_block
+    rng = np.random.default_rng(seed)
+    stats = []
+    for size in _chunks(num_resamples, 2 * num_periods):
+        index = stationary_bootstrap_indices(num_periods, block, size, rng)
+        a, b = x[index], y[index]                                        # (r, T) each
+        stats.append(sharpe_from_sums(a.sum(1), (a * a).sum(1), num_periods, periods_per_year)
+                     - sharpe_from_sums(b.sum(1), (b * b).sum(1), num_periods, periods_per_year))
+    resampled = np.concatenate(stats)
+    observed = float(sharpe(x, periods_per_year) - sharpe(y, periods_per_year))
+    low, high = _percentiles(resampled, confidence)
+    p_value = (np.sum(resampled - observed >= observed) + 1.0) / (num_resamples + 1.0)
+    return SharpeDifference(difference=observed, low=low, high=high, p_value=float(p_value), confidence=confidence,
+                            method=f"paired stationary bootstrap (mean block {block:g}), centred, percentile",
+                            num_resamples=num_resamples)
 
 
 def iqm(scores: np.ndarray) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from envs import Bars, EnvConfig, VecTradingEnv
-from models import MultiSymbolPolicy, PolicyConfig
+from models import MultiSymbolPolicy, PolicyConfig, PolicyEnsemble
 from trainers.backtest.simulate import GREEDY, account_metrics, simulate
 from trainers.backtest.metrics import periods_per_year
 from trainers.backtest.best_k import Scored
@@ -67,8 +67,13 @@ class Validator:
     def run(self, policy: MultiSymbolPolicy) -> ValidationResult:
         """Backtest `policy`'s greedy actions on the val split; metrics per symbol and their mean."""
         self.policy.load_state_dict(policy.state_dict_for(self.symbols))
+        return self.backtest(self.policy)
+
+    def backtest(self, actor: MultiSymbolPolicy | PolicyEnsemble) -> ValidationResult:
+        """`run` for an actor over exactly these symbols, traded as it is (no copy): the weight
+        average, an ensemble or a weights file judged as one more trial (trainers.backtest.overfitting)."""
         with torch.no_grad():
-            sim = simulate(self.env, self.policy, 0, self.generator)  # host copies once, at the end
+            sim = simulate(self.env, actor, 0, 0, self.generator)  # host copies once, at the end
         capital, layout = self.env.config.initial_capital, self.env.layout
         per_symbol = {}
         for s, symbol in enumerate(self.symbols):

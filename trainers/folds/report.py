@@ -14,7 +14,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from trainers.backtest.report import write_json  # noqa: E402
-from trainers.folds.stitch import AGENT, BASELINES  # noqa: E402
+from trainers.backtest.evaluation import AGENT, BASELINES, BUY_AND_HOLD  # noqa: E402
+from trainers.folds.stitch import PAIRED, SEED_MEAN  # noqa: E402
 
 REPORT_FILE = "walkforward.json"
 
@@ -47,7 +48,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             agent, interval = strategies[AGENT], strategies[AGENT]["sharpe_interval"]
             stitched.add_row(name, seed, f"{agent['sharpe_annualised']:+.2f}",
                              f"[{interval['low']:+.2f}, {interval['high']:+.2f}]", f"{agent['total_return']:+.1%}",
-                             f"{agent['max_drawdown']:.1%}", f"{strategies['buy & hold']['sharpe_annualised']:+.2f}")
+                             f"{agent['max_drawdown']:.1%}", f"{strategies[BUY_AND_HOLD]['sharpe_annualised']:+.2f}")
     console.print(stitched)
 
     across = report["summary"]["across_seeds_and_folds"]
@@ -61,14 +62,35 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                       *((f"{improvement['point']:.2f}", f"[{improvement['low']:.2f}, {improvement['high']:.2f}]")
                         if improvement else ("", "")))
     console.print(stats)
-    deflated = report["summary"]["deflated_sharpe"]
-    if "skipped" in deflated:
-        console.print(f"deflated Sharpe: skipped ({deflated['skipped']})")
-    else:
-        cells = ", ".join(f"seed {s} {v['dsr']:.2f}" if "dsr" in v else f"seed {s} skipped ({v['skipped']})"
-                          for s, v in deflated["per_seed"].items())
-        console.print(f"deflated Sharpe of the stitched {deflated['of']} curve, {deflated['num_trials']} fold x seed "
-                      f"trials: {cells}")
+    print_significance(report, console)
+    selections = report["summary"]["fold_selection"]
+    cells = [f"fold {c['fold']} seed {c['seed']}: " + (f"PBO {c['pbo']:.2f}, deflated Sharpe {c['dsr']:.2f} of "
+             f"{c['num_trials']}" if "dsr" in c else f"skipped ({c.get('skipped', 'no selection')})") for c in selections]
+    console.print("each fold's checkpoint choice among its validations: " + "; ".join(cells), markup=False)
+
+
+def print_significance(report: dict[str, Any], console: Console) -> None:
+    """The stitched curves' tests: no skill, each buy-and-hold on the same bars, the random paths."""
+    summary = report["summary"]
+    trials = report.get("configurations", 1)
+    table = Table(title="is the stitched out-of-sample agent better? P(Sharpe > 0)"
+                        + (f" deflated over {trials} configurations" if trials > 1 else "")
+                        + "; paired bootstrap p-value of the Sharpe/yr difference (agent - baseline); "
+                          "percentile among the stitched random valid paths", title_justify="left")
+    for column in ("curve", "seed", "Sharpe/yr", "P(skill)", *(f"vs {b}" for b in PAIRED), "vs random paths"):
+        table.add_column(column, justify="right")
+    for name, tests in summary["significance"].items():
+        entries = [*tests["per_seed"].items(), *([(SEED_MEAN, tests[SEED_MEAN])] if SEED_MEAN in tests else [])]
+        for seed, test in entries:
+            skill = test["no_skill"]
+            table.add_row(name, seed, f"{test['sharpe_annualised']:+.2f}",
+                          f"{skill['probability']:.2f}" if "probability" in skill else "-",
+                          *(f"{test['paired'][b]['difference']:+.2f} (p {test['paired'][b]['p_value']:.2f})"
+                            for b in PAIRED),
+                          f"{test['random']['agent_percentile']:.0%} of {test['random']['paths']}")
+    console.print(table)
+    console.print("P(skill) >= 0.95 or a p-value <= 0.05 is evidence at the 5 % level; the stitched curves leave out "
+                  "the bar between consecutive test windows, which no fold trades", markup=False)
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> list[Path]:

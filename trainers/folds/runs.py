@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -58,12 +59,19 @@ def fold_config(base: TrainConfig, fold: Fold, seed: int, steps: int, purge_bars
 
 
 def finished(run_dir: Path) -> dict[str, Any] | None:
-    """The pair's test evaluation when it has one."""
+    """The pair's test evaluation when it has one (an evaluation from before the random paths
+    were recorded does not count: the pair is evaluated again), with "random_paths": symbol ->
+    (K, L + 1) equity of its random valid paths."""
     path = Path(run_dir) / EVALUATION_FILE
     if not path.is_file():
         return None
     payload = json.loads(path.read_text())
-    return payload if payload.get("split") == "test" else None
+    paths_file = Path(run_dir) / Path(payload.get("random_paths_file", "")).name
+    if payload.get("split") != "test" or not paths_file.is_file():
+        return None
+    with np.load(paths_file) as arrays:
+        payload["random_paths"] = {symbol: arrays[symbol] for symbol in arrays.files}
+    return payload
 
 
 def run_pair(pair: PairRun) -> dict[str, Any] | None:
@@ -84,7 +92,23 @@ def run_pair(pair: PairRun) -> dict[str, Any] | None:
     device = resolve_device(pair.config.run.device)
     console = Console(file=io.StringIO())  # the walk-forward report shows the test tables
     with torch.random.fork_rng(devices=[]):
-        return evaluate(pair.run_dir, "test", 0, device, pair.seed, console)
+        evaluate(pair.run_dir, "test", 0, device, pair.seed, console)
+    return finished(pair.run_dir)
+
+
+def purge_guarantee(purge_bars: int, lookback: int) -> str:
+    """What `purge_bars` between train and validation (and validation and test) guarantees, in words
+    (the log's first lines and walkforward.json)."""
+    window = ("so the first validation and test decisions' observation windows hold none of the previous "
+              "split's bars, and training's last reward (one bar ahead) is earned before them"
+              if purge_bars >= lookback + 1 else
+              f"fewer than the lookback + 1 = {lookback + 1}: the first validation and test observation windows "
+              "still show bars of the previous split")
+    return (f"purge {purge_bars} bars between train, validation and test ({window}). The features' own "
+            "normalisation windows (env.scale_window, the 250-bar z-scores, the 100-bar high/low and range, the "
+            "250-bar volatility percentile) reach further back, into bars the previous split traded: not "
+            "look-ahead (a feature at bar t uses bars up to t only, and episodes stop at their split's last bar), "
+            "but validation and test features are computed partly from training-period prices")
 
 
 PLAN_FILE = "walkforward_plan.json"

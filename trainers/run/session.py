@@ -21,6 +21,7 @@ from models import MultiSymbolPolicy
 from ppo_core import (EntropyController, IterationResult, PPOLearner, PPOParts, RewardNormalizer,
                       RolloutBuffer, ppo_iteration)
 from ppo_core.files import atomic_write_bytes
+from trainers.backtest import trials
 from trainers.backtest.best_k import BestK, Verdict
 from trainers.backtest.validation import ValidationResult, Validator, describe, summary
 from trainers.monitoring.alerts import CollapseAlerts
@@ -188,6 +189,8 @@ class Session:
         if self.world.is_main:
             result = self.validator.run(self.policy)
             verdict = self.best_k.record(self.global_step, result.mean["sharpe"])
+            # every validation is a trial of the selection, kept or not (trainers.backtest.trials)
+            trials.record(self.run_dir, self.global_step, result.mean["sharpe"], result.returns)
             self.log.validation(self.global_step, result.scalars(), summary(result, self.best_k.top))
             self.log.message(describe(self.global_step, result, verdict.kept))
             if self.on_validation is not None:

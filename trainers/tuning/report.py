@@ -14,8 +14,9 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
+from trainers.backtest import trials
 from trainers.backtest.overfitting import describe, selection_stats
-from trainers.tuning.trial import RETURNS_FILE, SEARCHED, trial_dir
+from trainers.tuning.trial import SEARCHED, trial_dir
 
 SCORED = (TrialState.COMPLETE, TrialState.PRUNED)
 """trials whose validations were seen, so they count as candidates of the choice"""
@@ -49,21 +50,24 @@ def sharpe_of(trial: FrozenTrial) -> float | None:
 
 
 def study_selection(study: optuna.Study, study_dir: Path) -> dict[str, Any]:
-    """PBO over the scored trials' val returns and the deflated Sharpe of the best completed
-    trial, with num_trials = every scored trial (pruned ones were candidates too)."""
-    scored = [t for t in study.trials if t.state in SCORED]
-    complete = [t for t in scored if t.state == TrialState.COMPLETE]
+    """PBO and the deflated Sharpe of the study's choice, the best completed trial's best
+    validation, among every validation of every trial (completed, pruned or failed: each one was
+    looked at), as each trial's run recorded them (trainers.backtest.trials)."""
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         return {"skipped": "no completed trial to choose", "num_candidates": 0}
     returns = {}
-    for trial in scored:
-        path = trial_dir(study_dir, trial.number) / RETURNS_FILE
-        if path.is_file():
-            returns[f"trial_{trial.number:04d}"] = np.load(path)
-    chosen = f"trial_{study.best_trial.number:04d}"
-    if len(returns) >= 2 and chosen not in returns:
-        return {"skipped": f"{chosen} has no {RETURNS_FILE}", "num_candidates": len(returns)}
-    return selection_stats(returns, chosen, num_trials=max(len(scored), len(returns)))
+    for trial in study.trials:
+        record = trials.read(trial_dir(study_dir, trial.number))
+        if record is not None:
+            returns.update({f"trial_{trial.number:04d} step {int(step):,}": row
+                            for step, row in zip(record.steps, record.returns)})
+    best = study.best_trial
+    chosen = f"trial_{best.number:04d} step {best.user_attrs.get('best_step', -1):,}"
+    if chosen not in returns:
+        return {"skipped": f"the chosen validation ({chosen}) is not in its run's {trials.VALIDATIONS_FILE}",
+                "num_candidates": len(returns)}
+    return selection_stats(returns, chosen)
 
 
 def write_report(study: optuna.Study, study_dir: Path, console: Console) -> dict[str, Any]:
@@ -71,7 +75,7 @@ def write_report(study: optuna.Study, study_dir: Path, console: Console) -> dict
     rows = ranked_rows(study.trials)
     selection = study_selection(study, study_dir)
     console.print(table(rows))
-    console.print(describe(selection, "trials"), markup=False)
+    console.print(describe(selection, "validations of every trial"), markup=False)
     best = next((row for row in rows if row["rank"] == 1), None)
     payload = {"study_dir": str(study_dir), "storage": str(study_dir / "study.db"),
                "num_trials": len(rows), "best": best, "selection": selection, "trials": rows}

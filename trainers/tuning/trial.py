@@ -17,8 +17,6 @@ from trainers.run.build import open_session
 from trainers.run.session import Session
 from trainers.backtest.validation import ValidationResult
 
-RETURNS_FILE = "val_returns.npy"
-"""TRIAL_DIR/val_returns.npy: (L,) per-bar val returns of the trial's best validation"""
 MINIBATCH_SIZES = (32, 64, 128)
 SEARCHED = ("ppo.learning_rate", "entropy.schedule.initial", "ppo.gae_lambda", "ppo.clip_coef",
             "ppo.update_epochs", "ppo.minibatch_size")
@@ -124,11 +122,8 @@ def run_trial(trial: optuna.Trial, spec: StudySpec, threads: int) -> float:
 
 
 def report(trial: optuna.Trial, session: Session, step: int, result: ValidationResult) -> None:
-    """Session.on_validation: keep the best validation's per-bar returns, report the mean Sharpe
-    to the trial and prune when the pruner says so."""
-    top = session.best_k.top
-    if top is not None and top.step == step:
-        np.save(session.run_dir / RETURNS_FILE, result.returns)
+    """Session.on_validation: report the mean Sharpe to the trial and prune when the pruner says
+    so (the run records every validation's returns itself: trainers.backtest.trials)."""
     score = result.mean["sharpe"]
     if np.isfinite(score):
         trial.report(score, step)
