@@ -17,6 +17,7 @@ from envs import EnvConfig, TradingSpec, VecTradingEnv
 from helpers import BATCH, ROOT, tiny_args
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
 from trainers.run import checkpoints
+from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.simulate import account_metrics
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
@@ -205,6 +206,24 @@ def test_evaluate_writes_table_json_and_pictures(tmp_path):
         by_hand = bars.close[last] / (bars.open[first + 1] * 1.0001 * 1.0002) - 1
         assert abs(rows["buy & hold"]["total_return"] - by_hand) < 1e-9
         assert len(report["equity_curves"][symbol]["agent (greedy)"]) == last - first + 1
+        # matched buy & hold holds the agent's exposure bar after bar, and says what it realised
+        baselines = report["baselines"][symbol]
+        agent_exposure = rows["agent (greedy)"]["exposure"]
+        assert baselines["matched buy & hold"]["fraction"] == pytest.approx(agent_exposure)
+        assert abs(rows["matched buy & hold"]["exposure"] - agent_exposure) < 0.01
+        # random valid is the median of its 32 paths, and the agent's place among them is their share below it
+        random = baselines["random valid"]
+        with np.load(run_dir / "random_paths_val.npz") as arrays:
+            paths = arrays[symbol]
+        assert paths.shape == (32, last - first + 1) == (random["paths"], last - first + 1)
+        assert rows["random valid"]["total_return"] == pytest.approx(np.median(paths[:, -1] / paths[:, 0] - 1.0))
+        sharpes = [equity_metrics(path, report["periods"][symbol]["bars_per_year"])["sharpe_annualised"]
+                   for path in paths]
+        agent_sharpe = rows["agent (greedy)"]["sharpe_annualised"]
+        assert random["agent_percentile"] == pytest.approx(np.mean(np.array(sharpes) < agent_sharpe)
+                                                           + 0.5 * np.mean(np.array(sharpes) == agent_sharpe))
+        assert random["sharpe_p05"] <= random["sharpe_median"] <= random["sharpe_p95"]
+        assert len({round(s, 9) for s in sharpes}) > 16  # 32 different paths, not one repeated
 
 
 def test_win_rate_and_profit_factor_show_a_dash_without_a_closed_trade():

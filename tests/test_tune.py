@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from trainers.backtest import trials
 from trainers.tune import main
 
 
@@ -41,10 +42,10 @@ def test_two_trials_in_two_workers_then_resume_to_three(tmp_path, capsys):
     assert first["val_sharpe"] >= second["val_sharpe"] and report["best"] == first
     assert first["ppo.minibatch_size"] in (32, 64, 128) and 1e-4 <= first["ppo.learning_rate"] <= 1e-3
     for row in report["trials"]:
-        assert (study_dir / f"trial_{row['trial']:04d}" / "val_returns.npy").is_file()
-    selection = report["selection"]
+        assert list(trials.read(study_dir / f"trial_{row['trial']:04d}").steps) == [256]
+    selection = report["selection"]  # every validation of every trial: one each here
     assert selection["num_candidates"] == 2 and selection["num_trials"] == 2
-    assert selection["chosen"] == f"trial_{first['trial']:04d}" and 0 <= selection["pbo"] <= 1
+    assert selection["chosen"] == f"trial_{first['trial']:04d} step 256" and 0 <= selection["pbo"] <= 1
 
     # the same study with --trials 3 runs one more trial; another trial setting is refused
     assert main(tiny(study_dir, 3)) == 0

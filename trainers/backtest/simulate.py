@@ -39,15 +39,18 @@ def simulate(env: VecTradingEnv, policy: MultiSymbolPolicy | PolicyEnsemble, num
         raise ValueError(f"simulate: {env.layout.per_symbol} accounts per symbol, but 1 greedy + {num_random} random "
                          f"+ {num_sampled} sampled asked for")
     role = env.layout.role(env.device)  # (N,)
-    random_role = (role > GREEDY) & (role <= num_random)
+    # the policy runs on its own accounts only (the same count per symbol, so they form a layout)
+    acting = ((role == GREEDY) | (role > num_random)).nonzero().squeeze(1)  # (S x (1 + num_sampled),)
+    acting_greedy = role[acting] == GREEDY
 
     def choose(obs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        greedy = policy.act(obs, mask, deterministic=True)[0]
-        sampled = policy.act(obs, mask)[0] if num_sampled else greedy
+        own_obs, own_mask = {key: value[acting] for key, value in obs.items()}, mask[acting]
+        greedy = policy.act(own_obs, own_mask, deterministic=True)[0]
+        sampled = policy.act(own_obs, own_mask)[0] if num_sampled else greedy
         # validation runs greedy accounts only: no random draws to make then
-        random = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if num_random
-                  else greedy)
-        return torch.where(role == GREEDY, greedy, torch.where(random_role, random, sampled))
+        actions = (torch.multinomial(mask.float(), 1, generator=generator).squeeze(1) if num_random
+                   else torch.zeros_like(role))
+        return actions.index_copy(0, acting, torch.where(acting_greedy, greedy, sampled))
 
     return run_episode(env, choose)
 
