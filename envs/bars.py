@@ -53,6 +53,13 @@ class Bars:
     def is_synthetic(self) -> bool:
         return not self.source.endswith(".parquet")
 
+    def until(self, last_ns: int) -> Bars:
+        """The bars up to and including timestamp `last_ns`: the market as it was known then."""
+        n = int(np.searchsorted(self.timestamps, last_ns, side="right"))
+        return Bars(symbol=self.symbol, timestamps=self.timestamps[:n], open=self.open[:n], high=self.high[:n],
+                    low=self.low[:n], close=self.close[:n], volume=self.volume[:n], sl_probs=self.sl_probs[:n],
+                    source=self.source)
+
     def scaled(self, factor: float) -> Bars:
         """The same market with every price multiplied by `factor` (volume unchanged)."""
         return Bars(symbol=self.symbol, timestamps=self.timestamps.copy(), open=self.open * factor,

@@ -87,8 +87,16 @@ def test_replaying_the_test_split_gives_evaluates_greedy_curve_and_a_second_run_
     assert rows(ledger) == before
     assert "wrote 0 new bar(s)" in capsys.readouterr().out
 
-    assert paper_main(["--report", str(ledger), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert paper_main(["--report", str(ledger), "--json", "--data-dir", str(run["data"])]) == 0
+    report = json.loads(capsys.readouterr().out)
+    summary = report["summary"]
+    # the ledger replays the test split, so its baselines are evaluate's rows (same bars, costs and seed)
+    for symbol, strategies in run["evaluation"]["results"].items():
+        assert set(report["results"][symbol]) == set(strategies)
+        for name in ("buy & hold", "matched buy & hold", "random valid"):
+            for key, value in strategies[name].items():
+                assert report["results"][symbol][name][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (name, key)
+        assert report["baselines"][symbol] == run["evaluation"]["baselines"][symbol]
     assert {"SPX", "GOOGL", "book (equal capital)"} <= set(summary)
     assert summary["SPX"]["fills"] == sum(r[0] == "SPX" for r in before["fills"])
     assert summary["SPX"]["equity"] == pytest.approx(equity(ledger, "SPX")[-1])

@@ -7,8 +7,9 @@ equity per symbol, one transaction per bar. Run again on the same data, it write
 new bars (python -m envs.fetch SYMBOL --force), it trades only those. `--from` starts a new ledger
 at a past date (a replay of history); without it a new ledger starts at the newest bar, flat.
 Prints what was written and each symbol's decision for the next bar. `--report` prints the
-equity, fills, Sharpe and drawdown so far (per symbol and for the equal-capital book) and writes
-a PNG of the equity curves."""
+equity, fills, Sharpe and drawdown so far (per symbol and for the equal-capital book), the same
+baselines as trainers.evaluate over the bars the ledger traded (read from --data-dir, default the
+run's) and writes a PNG of the equity curves."""
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,10 @@ from envs import DataError
 from models import CheckpointError
 from ppo_core import resolve_device
 from trainers.agent.paper import paper_trade
-from trainers.agent.paper_report import ledger_curves, summarise
+from trainers.agent.paper_report import ledger_baselines, ledger_curves, summarise
 from trainers.agent.tables import decisions_table, ledger_table
-from trainers.backtest.report import plot_curves
+from trainers.backtest.evaluation import RANDOM_PATHS, describe_symbol
+from trainers.backtest.report import plot_curves, print_tables
 from trainers.run import checkpoints
 
 
@@ -42,14 +44,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the weights a new ledger freezes: " + checkpoints.CHOICE_HELP)
     parser.add_argument("--report", type=Path, metavar="LEDGER", help="print what LEDGER holds and plot it")
     parser.add_argument("--png", type=Path, help="--report's plot (default LEDGER with .png)")
+    parser.add_argument("--random-paths", type=int, default=RANDOM_PATHS, metavar="K",
+                        help=f"--report's random valid paths per symbol (default {RANDOM_PATHS})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # a batch of one account per symbol: a thread pool only adds overhead
     console = Console(width=None if sys.stdout.isatty() else 150)
+    if args.random_paths < 1:
+        parser.error("--random-paths must be >= 1")
     try:
         if args.report:
-            return report(args.report, args.png, args.json, console)
+            return report(args.report, args.png, args.json, console, args.data_dir, args.random_paths,
+                          resolve_device(args.device))
         if not (args.run_dir and args.ledger):
             parser.error("--run-dir and --ledger are required (or --report LEDGER)")
         result = paper_trade(args.run_dir, args.data_dir, args.ledger, args.start, args.checkpoint,
@@ -73,19 +80,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(ledger: Path, png: Path | None, as_json: bool, console: Console) -> int:
-    """Print the ledger's summary (per symbol and the book) and write the equity PNG."""
+def report(ledger: Path, png: Path | None, as_json: bool, console: Console, data_dir: str | None = None,
+           num_random: int = RANDOM_PATHS, device: torch.device = torch.device("cpu")) -> int:
+    """Print the ledger's summary (per symbol and the book) and, where its bars can be read, the
+    baselines over the same bars; write the equity PNG."""
     curves, fills = ledger_curves(ledger)
     if not curves:
         print(f"{ledger}: no bar recorded yet", file=sys.stderr)
         return 0
     summary = summarise(curves, fills)
+    try:
+        outcomes = ledger_baselines(ledger, data_dir, device, num_random)
+        baselines = {"results": {s: o.rows for s, o in outcomes.items()},
+                     "baselines": {s: o.baselines for s, o in outcomes.items()}}
+    except (DataError, FileNotFoundError) as err:
+        outcomes, baselines = {}, {"skipped": f"the bars the ledger traded cannot be read ({err}); pass --data-dir"}
     png = png or ledger.with_suffix(".png")
     plot_curves(png, f"paper trading: {ledger.name}", curves)
     if as_json:
-        print(json.dumps({"ledger": str(ledger), "png": str(png), "summary": summary}, indent=2))
+        print(json.dumps({"ledger": str(ledger), "png": str(png), "summary": summary, **baselines}, indent=2))
         return 0
     console.print(ledger_table(summary, f"paper trading so far: {ledger}"))
+    if outcomes:
+        print_tables(baselines["results"], "paper", console)
+        for symbol, outcome in outcomes.items():
+            console.print(describe_symbol(symbol, outcome.period, outcome.baselines), markup=False)
+    else:
+        console.print(f"baselines: skipped ({baselines['skipped']})", markup=False)
     console.print(f"wrote {png}", markup=False)
     return 0
 

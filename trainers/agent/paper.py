@@ -74,8 +74,8 @@ def paper_trade(run_dir: Path, data_dir: str | None, ledger_path: Path, start: s
         meta = ledger.meta() or (_new_ledger(ledger, run_dir, config, markets, start_ns, checkpoint) if write else {})
         if not meta:
             raise LedgerError(f"{ledger_path}: an empty ledger (no paper run has started it)")
-        weights = _check_meta(meta, ledger_path, run_dir, start_ns)
-        env, notes = _paper_env(config, markets, meta["start"], device)
+        weights = check_meta(meta, ledger_path, run_dir, start_ns)
+        env, notes = paper_env(config, markets, meta["start"], device)
         if env is None:
             return PaperResult(meta["start"], 0, 0, ledger.last_positions(), [], notes, meta["policy"])
         check_age(env, max_age, time.time_ns())
@@ -158,7 +158,7 @@ def _new_ledger(ledger: Ledger, run_dir: Path, config: TrainConfig, markets: dic
     return ledger.meta()
 
 
-def _check_meta(meta: dict[str, str], ledger_path: Path, run_dir: Path, start_ns: int | None) -> Path:
+def check_meta(meta: dict[str, str], ledger_path: Path, run_dir: Path, start_ns: int | None) -> Path:
     """The frozen weights file after checking that the ledger belongs to this run and start and that
     its weights are unchanged."""
     if Path(meta["run_dir"]) != run_dir.resolve():
@@ -175,10 +175,11 @@ def _check_meta(meta: dict[str, str], ledger_path: Path, run_dir: Path, start_ns
     return weights
 
 
-def _paper_env(config: TrainConfig, markets: dict[str, Bars], start: str, device: torch.device
-               ) -> tuple[VecTradingEnv | None, list[str]]:
-    """A one-account-per-symbol backtest env whose test split runs from `start` to the data's end,
-    over the symbols that have a bar to trade there, and a note for each other one."""
+def paper_env(config: TrainConfig, markets: dict[str, Bars], start: str, device: torch.device, per_symbol: int = 1
+              ) -> tuple[VecTradingEnv | None, list[str]]:
+    """A backtest env (`per_symbol` accounts per symbol, one for the paper account itself) whose
+    test split runs from `start` to the data's end, over the symbols that have a bar to trade
+    there, and a note for each other one."""
     env_config = replace(config.env.backtest(), split_dates=(start, start), trade_period=(), purge_bars=0)
     tradable, notes = [], []
     for symbol in config.run.symbols:
@@ -190,7 +191,7 @@ def _paper_env(config: TrainConfig, markets: dict[str, Bars], start: str, device
             notes.append(f"{symbol}: no bar to trade after {start} yet (newest {newest})")
     if not tradable:
         return None, notes
-    return VecTradingEnv(tradable, 1, env_config, device, markets={s: markets[s] for s in tradable},
+    return VecTradingEnv(tradable, per_symbol, env_config, device, markets={s: markets[s] for s in tradable},
                          split="test", seed=0), notes
 
 

@@ -1,15 +1,25 @@
 """What a paper-trading ledger says so far: per symbol and for the equal-capital book, the equity,
 return, annualised Sharpe (trainers.backtest.metrics, the one formula), drawdown and fills (the PNG:
-trainers.backtest.report.plot_curves)."""
+trainers.backtest.report.plot_curves); and, where the bars it traded can be read, the same
+baselines trainers.evaluate shows (buy-and-hold, matched buy-and-hold, the random valid paths and
+the agent's percentile among them) over the same bars and dates."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
+import torch
+
+from configs.train import read_run_config
+from envs import load_market
 from envs.splits import format_timestamp
-from trainers.agent.ledger import Ledger
+from trainers.agent.ledger import Ledger, LedgerError
+from trainers.agent.paper import check_meta, paper_env
+from trainers.backtest.evaluation import AGENT, RANDOM_PATHS, SymbolOutcome, symbol_results
 from trainers.backtest.metrics import equity_metrics, periods_per_year
+from trainers.backtest.simulate import simulate
+from trainers.run import checkpoints
 
 BOOK = "book (equal capital)"
 
@@ -50,4 +60,43 @@ def summarise(curves: dict[str, tuple[np.ndarray, np.ndarray]], fills: dict[str,
         if len(stamps) >= 3:
             row.update(equity_metrics(equity, periods_per_year(stamps)))
         out[name] = row
+    return out
+
+
+def ledger_baselines(ledger_path: Path, data_dir: str | None, device: torch.device,
+                     num_random: int = RANDOM_PATHS, seed: int = 0) -> dict[str, SymbolOutcome]:
+    """Per symbol of the ledger, evaluate's rows over exactly the bars it recorded: the frozen
+    policy replayed greedy (which must reproduce the ledger's equity), buy-and-hold, matched
+    buy-and-hold and `num_random` random valid paths, from the ledger's start to each symbol's
+    newest recorded bar, read from `data_dir` (default: the run's). LedgerError when those bars
+    are not the ones the ledger traded."""
+    ledger = Ledger.open(ledger_path, create=False)
+    try:
+        meta, curves = ledger.meta(), ledger.equity_curves()
+    finally:
+        ledger.close()
+    run_dir = Path(meta["run_dir"])
+    config = read_run_config(run_dir / "config.toml")
+    data_dir = data_dir or config.run.data_dir
+    symbols = [s for s in config.run.symbols if s in curves]
+    markets = load_market(symbols, data_dir, strict=config.env.strict_data)
+    markets = {s: markets[s].until(int(curves[s][0][-1])) for s in symbols}
+    env, _ = paper_env(config, markets, meta["start"], device, per_symbol=1 + num_random)
+    if env is None:
+        return {}
+    weights = check_meta(meta, ledger_path, run_dir, None)
+    chosen, _ = checkpoints.choose(run_dir, str(weights))
+    actor = checkpoints.load_policy(config, [chosen], env.symbols, env.trading_spec, env.device)
+    generator = torch.Generator(device=env.device).manual_seed(seed)
+    with torch.no_grad():
+        sim = simulate(env, actor, num_random, 0, generator)
+    out = {}
+    for s, symbol in enumerate(env.symbols):
+        outcome = symbol_results(env, sim, s, num_random, 0)
+        recorded = np.asarray(curves[symbol][1], dtype=np.float64)
+        replayed = outcome.curves[AGENT]
+        if replayed.shape != recorded.shape or not np.allclose(replayed, recorded, rtol=1e-9, atol=0.0):
+            raise LedgerError(f"{ledger_path}: {symbol}'s bars in {data_dir} do not replay the equity the ledger "
+                              "recorded; pass the --data-dir the ledger traded")
+        out[symbol] = outcome
     return out
