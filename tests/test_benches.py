@@ -64,3 +64,14 @@ def test_learning_quick_backtests_each_checkpoint_kind_against_every_family_orac
             assert [r["symbol"] for r in rows] == list(GENERATED)
             assert all(r["oracle_sharpe"] > 0 and r["oracle_share"] is not None for r in rows)
             assert [r["oracle_sharpe"] for r in rows] != [r["oracle_sharpe"] for r in test_rows]
+
+
+@pytest.mark.slow
+def test_calibration_prints_every_rate():
+    out = subprocess.run([sys.executable, str(BENCH / "calibration.py"), "--draws", "20"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    report = json.loads(out.stdout)
+    rates = [*report["selection_dsr_above_0.95"].values(), *report["pbo_mean"].values(),
+             *report["paired_test"].values(),
+             *(v for row in report["walk_forward_probabilistic_sharpe"].values() for v in row.values())]
+    assert len(rates) == 3 + 3 + 2 + 2 * 3 and all(0.0 <= rate <= 1.0 for rate in rates)
