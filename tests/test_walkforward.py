@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import TINY
 
-from trainers.folds.stitch import stitch
+from trainers.folds.stitch import pooled_bars_per_year, stitch
 from trainers.walkforward import main
 
 
@@ -22,6 +22,14 @@ def test_the_stitched_curve_compounds_the_fold_returns():
     assert equity[0] == curves[0][0]
     product = np.prod([c[-1] / c[0] for c in curves])
     assert equity[-1] / equity[0] == pytest.approx(product, rel=1e-12)
+
+
+def test_pieces_keep_their_own_bar_frequency():
+    """Two years of daily bars and one year of hourly bars (24 x 252 a year): the pooled frequency
+    is all the bars over all three years, not the last piece's frequency."""
+    daily, hourly = 504, 24 * 252
+    assert pooled_bars_per_year([daily, hourly], [252.0, 24 * 252.0]) == pytest.approx((daily + hourly) / 3.0)
+    assert pooled_bars_per_year([100, 300], [252.0, 252.0]) == pytest.approx(252.0)
 
 
 def walkforward_args(run_dir) -> list[str]:
@@ -47,7 +55,26 @@ def test_an_interrupted_walkforward_continues_to_the_same_report(tmp_path, capsy
     assert report["purge_bars"] == 25  # auto: the lookback (24) plus the reward's one bar
     across = report["summary"]["across_seeds_and_folds"]
     assert across["iqm_sharpe"]["agent (greedy)"]["low"] <= across["iqm_sharpe"]["agent (greedy)"]["point"]
-    assert "purge 25 bars" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "purge 25 bars" in out and "not look-ahead" in report["purge"]
+    # every symbol and the book: the stitched curve tested against no skill, each buy-and-hold on the
+    # same bars, and the random paths stitched the same way
+    significance = report["summary"]["significance"]
+    assert set(significance) == {"SPX", "GOOGL", "book"}
+    test = significance["book"]["per_seed"]["1"]
+    assert significance["book"]["num_trials"] == 1 and 0.0 <= test["no_skill"]["probability"] <= 1.0
+    assert set(test["paired"]) == {"buy & hold", "matched buy & hold"}
+    assert all(0.0 < p["p_value"] <= 1.0 and p["low"] <= p["high"] for p in test["paired"].values())
+    assert test["random"]["paths"] == 32 and 0.0 <= test["random"]["agent_percentile"] <= 1.0
+    assert test["bars"] == sum(report["summary"]["stitched"]["book"]["1"]["agent (greedy)"]["fold_lengths"])
+    assert [c["fold"] for c in report["summary"]["fold_selection"]] == [0, 1]
+    assert all("num_trials" in c or "skipped" in c for c in report["summary"]["fold_selection"])
+    assert len(report["summary"]["boundaries"]) == 1
+    matched = [r for r in report["summary"]["rows"] if r["strategy"] == "matched buy & hold" and r["symbol"] != "book"]
+    agent = {(r["fold"], r["symbol"]): r["exposure"] for r in report["summary"]["rows"]
+             if r["strategy"] == "agent (greedy)" and r["symbol"] != "book"}
+    assert all(abs(r["exposure"] - agent[(r["fold"], r["symbol"])]) < 0.01 for r in matched)
+    assert "P(skill)" in out and "each fold's checkpoint choice among its validations" in out
 
     # as if killed after fold 0: fold 1 never ran; the rerun trains it and reports the same
     cut = tmp_path / "cut"
