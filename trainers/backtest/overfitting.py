@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from configs.train import TrainConfig
+from envs import DataError
 
 from trainers.backtest.metrics import sharpe, sharpe_from_sums
 from trainers.backtest import trials
@@ -275,7 +276,11 @@ def checkpoint_selection(run_dir: Path, config: TrainConfig, members: list[check
     returns = {checkpoints.at_step(run_dir, int(step)).weights.stem: row
                for step, row in zip(record.steps, record.returns)}
     if chosen not in returns:
-        judge = validator()
+        try:
+            judge = validator()
+        except DataError as err:  # e.g. the run's own bars moved since it trained
+            return {"skipped": f"{chosen} needs a backtest on the run's val split, whose bars cannot be read: {err}",
+                    "num_candidates": len(returns)}
         actor = checkpoints.load_policy(config, members, judge.symbols, judge.env.trading_spec, judge.env.device)
         returns[chosen] = judge.backtest(actor).returns
     stats = selection_stats(returns, chosen)

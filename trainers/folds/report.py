@@ -66,7 +66,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     selections = report["summary"]["fold_selection"]
     cells = [f"fold {c['fold']} seed {c['seed']}: " + (f"PBO {c['pbo']:.2f}, deflated Sharpe {c['dsr']:.2f} of "
              f"{c['num_trials']}" if "dsr" in c else f"skipped ({c.get('skipped', 'no selection')})") for c in selections]
-    console.print("each fold's checkpoint choice among its validations: " + "; ".join(cells), markup=False)
+    console.print("each fold's checkpoint choice among its validations (PBO: ties count one half): " + "; ".join(cells),
+                  markup=False)
 
 
 def print_significance(report: dict[str, Any], console: Console) -> None:
