@@ -16,7 +16,8 @@ from rich.console import Console
 from configs.train import TrainConfig
 from envs import SPLITS
 from ppo_core import resolve_device
-from trainers.backtest.evaluation import AGENT, MATCHED, RANDOM, evaluate
+from trainers.backtest.evaluation import evaluate
+from trainers.backtest.report import AGENT, MATCHED, RANDOM
 from trainers.backtest.uncertainty import stratified_bootstrap_iqm
 from trainers.run.build import open_session
 from trainers.run.loop import train

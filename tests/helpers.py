@@ -26,3 +26,36 @@ TINY = [
 
 def tiny_args(run_dir: Path, iterations: int) -> list[str]:
     return TINY + ["--run-dir", str(run_dir), "--total-steps", str(iterations * BATCH)]
+
+
+def check_report_page(page: Path, out_dir: Path) -> int:
+    """An HTML tear sheet is self-contained and renders: every <img> is an inline PNG that decodes,
+    nothing is loaded from elsewhere; where Chromium is installed, headless Chromium loads it with
+    no console error and its screenshot is far from blank. Returns the number of images."""
+    import base64
+    import re
+    import shutil
+    import subprocess
+
+    import matplotlib.image
+
+    text = page.read_text(encoding="utf-8")
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', text)
+    assert sources, f"{page}: no image"
+    for source in sources:
+        assert source.startswith("data:image/png;base64,"), source[:60]
+        data = base64.b64decode(source.split(",", 1)[1])
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r'(src|href)="(?!data:)', text), "the page loads something from elsewhere"
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        return len(sources)
+    shot = out_dir / f"{page.stem}.screenshot.png"
+    run = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                          "--window-size=1200,2400", f"--screenshot={shot}", page.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    console_errors = [line for line in run.stderr.splitlines() if "CONSOLE" in line and "ERROR" in line.upper()]
+    assert run.returncode == 0 and not console_errors, (run.returncode, console_errors)
+    pixels = matplotlib.image.imread(shot)[..., :3]
+    assert (pixels.min(axis=-1) < 0.9).mean() > 0.03, "the screenshot is nearly blank"
+    return len(sources)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import ROOT, tiny_args
+from helpers import ROOT, check_report_page, tiny_args
 
 from trainers.agent.paper_report import book_curve
 from trainers.evaluate import main as evaluate_main
@@ -101,6 +101,8 @@ def test_replaying_the_test_split_gives_evaluates_greedy_curve_and_a_second_run_
     assert summary["SPX"]["fills"] == sum(r[0] == "SPX" for r in before["fills"])
     assert summary["SPX"]["equity"] == pytest.approx(equity(ledger, "SPX")[-1])
     assert "sharpe_annualised" in summary["SPX"] and ledger.with_suffix(".png").stat().st_size > 0
+    # the tear sheet: the book, then per symbol the equity and the risk panels
+    assert check_report_page(ledger.with_suffix(".html"), tmp_path) == 1 + 2 * 2
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ from helpers import ROOT, TINY
 from envs import EnvConfig, VecTradingEnv, load_market, synthetic_bars, validate_bars
 from envs.bars import implausible_moves
 from envs.synthetic import MOMENTUM, synthetic_market
-from trainers.backtest.evaluation import ORACLE, oracle_results
+from trainers.backtest.evaluation import oracle_results
+from trainers.backtest.report import ORACLE
 from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.backtest.oracle import known_expected_return, oracle_sharpe
 from trainers.backtest.simulate import hold

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from configs.train import TrainConfig, build
 from envs import EnvConfig, TradingSpec, VecTradingEnv
-from helpers import BATCH, ROOT, tiny_args
+from helpers import BATCH, ROOT, check_report_page, tiny_args
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
 from trainers.run import checkpoints
 from trainers.backtest.metrics import equity_metrics
@@ -193,8 +193,10 @@ def test_evaluate_writes_table_json_and_pictures(tmp_path):
     assert main(tiny_args(run_dir, 1)) == 0
     args = ["--run-dir", str(run_dir), "--split", "val", "--sampled", "2", "--device", "cpu"]
     assert evaluate_main(args) == 0
-    report = json.loads((run_dir / "evaluation.json").read_text())
+    report = json.loads((run_dir / "evaluation_val.json").read_text())
     assert set(report["results"]) == {"SPX", "GOOGL"}
+    # the tear sheet: per symbol the equity and the risk panels
+    assert check_report_page(run_dir / "report_val.html", tmp_path) == 2 * 2
     env = VecTradingEnv(["SPX", "GOOGL"], 1, EnvConfig(episode_length=0, random_start=False, obs_noise=0.0),
                         data_dir=str(ROOT / "data"), split="val")
     for symbol, rows in report["results"].items():

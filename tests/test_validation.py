@@ -227,17 +227,20 @@ def test_validation_writes_scalars_keeps_the_top_k_and_evaluate_picks_the_best(t
     assert evaluate_main(["--run-dir", str(run_dir), "--split", "val", "--device", "cpu"]) == 0
     steps = ", ".join(f"{c.step:,}" for c in listed)
     assert f"weight average of the 2 best by mean validation Sharpe (steps {steps}" in capsys.readouterr().out
-    report = json.loads((run_dir / "evaluation.json").read_text())
+    report = json.loads((run_dir / "evaluation_val.json").read_text())
     assert report["checkpoint"]["choice"] == "average"
     assert evaluate_main(["--run-dir", str(run_dir), "--split", "val", "--device", "cpu", "--checkpoint", "best"]) == 0
     assert f"best of 2 by mean validation Sharpe, step {listed[0].step:,}" in capsys.readouterr().out
-    report = json.loads((run_dir / "evaluation.json").read_text())
+    report = json.loads((run_dir / "evaluation_val.json").read_text())
     assert report["checkpoint"]["step"] == listed[0].step and report["checkpoint"]["choice"] == "best"
     greedy = np.mean([rows["agent (greedy)"]["sharpe_annualised"] for rows in report["results"].values()])
     assert greedy == pytest.approx(listed[0].val_sharpe, abs=1e-9)
     assert evaluate_main(["--run-dir", str(run_dir), "--checkpoint", "latest", "--device", "cpu"]) == 0
     latest = json.loads((run_dir / "evaluation.json").read_text())["checkpoint"]
     assert latest["step"] == 4 * BATCH and latest["choice"] == "latest"
+    # the test split's evaluation did not overwrite the val split's, nor its tear sheet
+    assert json.loads((run_dir / "evaluation_val.json").read_text())["split"] == "val"
+    assert {p.name for p in run_dir.glob("report_*.html")} == {"report_val.html", "report_test.html"}
 
     # resume keeps competing against the earlier bests
     assert main(["--resume", str(run_dir), "--total-steps", str(6 * BATCH)]) == 0

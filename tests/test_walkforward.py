@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import TINY
+from helpers import TINY, check_report_page
 
 from trainers.folds.stitch import pooled_bars_per_year, stitch
 from trainers.walkforward import main
@@ -75,6 +75,9 @@ def test_an_interrupted_walkforward_continues_to_the_same_report(tmp_path, capsy
              if r["strategy"] == "agent (greedy)" and r["symbol"] != "book"}
     assert all(abs(r["exposure"] - agent[(r["fold"], r["symbol"])]) < 0.01 for r in matched)
     assert "P(skill)" in out and "each fold's checkpoint choice among its validations" in out
+    # the tear sheet: per symbol and the book, the stitched equity and the risk panels
+    assert check_report_page(whole / "walkforward.html", tmp_path) == 3 * 2
+    assert len(report["summary"]["timestamps"]["book"]) == test["bars"] + 1
 
     # as if killed after fold 0: fold 1 never ran; the rerun trains it and reports the same
     cut = tmp_path / "cut"

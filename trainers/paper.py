@@ -26,7 +26,7 @@ from envs import DataError
 from models import CheckpointError
 from ppo_core import resolve_device
 from trainers.agent.paper import paper_trade
-from trainers.agent.paper_report import ledger_baselines, ledger_curves, summarise
+from trainers.agent.paper_report import ledger_baselines, ledger_curves, summarise, write_paper_page
 from trainers.agent.tables import decisions_table, ledger_table
 from trainers.backtest.evaluation import RANDOM_PATHS, describe_symbol
 from trainers.backtest.report import plot_curves, print_tables
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|PATH",
                         help="the weights a new ledger freezes: " + checkpoints.CHOICE_HELP)
     parser.add_argument("--report", type=Path, metavar="LEDGER", help="print what LEDGER holds and plot it")
-    parser.add_argument("--png", type=Path, help="--report's plot (default LEDGER with .png)")
+    parser.add_argument("--png", type=Path, help="--report's plot (default LEDGER with .png; the HTML tear sheet "
+                                                 "beside it with .html)")
     parser.add_argument("--random-paths", type=int, default=RANDOM_PATHS, metavar="K",
                         help=f"--report's random valid paths per symbol (default {RANDOM_PATHS})")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -96,9 +97,12 @@ def report(ledger: Path, png: Path | None, as_json: bool, console: Console, data
     except (DataError, FileNotFoundError) as err:
         outcomes, baselines = {}, {"skipped": f"the bars the ledger traded cannot be read ({err}); pass --data-dir"}
     png = png or ledger.with_suffix(".png")
+    page = png.with_suffix(".html")
     plot_curves(png, f"paper trading: {ledger.name}", curves)
+    write_paper_page(page, ledger, summary, curves, outcomes, baselines.get("skipped", ""))
     if as_json:
-        print(json.dumps({"ledger": str(ledger), "png": str(png), "summary": summary, **baselines}, indent=2))
+        print(json.dumps({"ledger": str(ledger), "png": str(png), "html": str(page), "summary": summary, **baselines},
+                         indent=2))
         return 0
     console.print(ledger_table(summary, f"paper trading so far: {ledger}"))
     if outcomes:
@@ -107,7 +111,7 @@ def report(ledger: Path, png: Path | None, as_json: bool, console: Console, data
             console.print(describe_symbol(symbol, outcome.period, outcome.baselines), markup=False)
     else:
         console.print(f"baselines: skipped ({baselines['skipped']})", markup=False)
-    console.print(f"wrote {png}", markup=False)
+    console.print(f"wrote {png} and {page}", markup=False)
     return 0
 
 

@@ -16,7 +16,9 @@ from envs import load_market
 from envs.splits import format_timestamp
 from trainers.agent.ledger import Ledger, LedgerError
 from trainers.agent.paper import check_meta, paper_env
-from trainers.backtest.evaluation import AGENT, RANDOM_PATHS, SymbolOutcome, symbol_results
+from trainers.backtest import pages, tearsheet as ts
+from trainers.backtest.evaluation import RANDOM_PATHS, SymbolOutcome, symbol_results
+from trainers.backtest.report import AGENT
 from trainers.backtest.metrics import equity_metrics, periods_per_year
 from trainers.backtest.simulate import simulate
 from trainers.run import checkpoints
@@ -100,3 +102,30 @@ def ledger_baselines(ledger_path: Path, data_dir: str | None, device: torch.devi
                               "recorded; pass the --data-dir the ledger traded")
         out[symbol] = outcome
     return out
+
+
+def write_paper_page(path: Path, ledger_path: Path, summary: dict[str, dict],
+                     curves: dict[str, tuple[np.ndarray, np.ndarray]], outcomes: dict[str, SymbolOutcome],
+                     skipped: str = "") -> None:
+    """LEDGER.html: the ledger's summary, the equal-capital book's curve, and per symbol the same
+    tear sheet as an evaluation (its baselines over the bars the ledger traded) when `outcomes`
+    has it, else why not (`skipped`)."""
+    rows = [(name, row["first"], row["last"], row["bars"], row["fills"], f"{row['equity']:,.2f}",
+             *(f"{row[k]:{fmt}}" if k in row else "-" for k, fmt in
+               (("total_return", "+.2%"), ("sharpe_annualised", "+.2f"), ("max_drawdown", ".2%"))))
+            for name, row in summary.items()]
+    sections = [ts.paragraph(f"ledger {ledger_path}"),
+                ts.table(("", "first", "last", "bars", "fills", "equity", "return", "Sharpe/yr", "max DD"), rows)]
+    if len(curves) > 1:
+        stamps, equity = book_curve(curves)
+        sections.append(ts.equity_section("book (equal capital)", stamps, {BOOK: equity}))
+    for symbol, (stamps, _) in curves.items():
+        if symbol not in outcomes:
+            continue
+        outcome = outcomes[symbol]
+        title = f"{symbol}: paper trading {summary[symbol]['first']} .. {summary[symbol]['last']}"
+        sections.append(pages.symbol_section(title, symbol, outcome.rows, outcome.curves, outcome.period,
+                                             outcome.baselines, stamps, outcome.random_paths))
+    if skipped:
+        sections.append(ts.paragraph(f"baselines: skipped ({skipped})"))
+    ts.write_page(path, f"Paper trading: {ledger_path.name}", sections)

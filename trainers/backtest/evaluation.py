@@ -36,24 +36,23 @@ from trainers.backtest.oracle import known_expected_return, simulate_oracle
 from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
 from trainers.backtest.validation import Validator
 from trainers.backtest.metrics import equity_metrics, periods_per_year
-from trainers.backtest.report import plot_equity, print_tables, write_arrays, write_json
+from trainers.backtest.pages import write_evaluation_page
+from trainers.backtest.report import (AGENT, BUY_AND_HOLD, MATCHED, ORACLE, RANDOM, plot_equity, print_tables,
+                                     write_arrays, write_json)
 from trainers.backtest.simulate import (GREEDY, account_metrics, hold, mean_defined, random_roles, sampled_roles,
                                         simulate)
 from trainers.backtest.uncertainty import sharpe_interval, sharpe_standard_error
 from trainers.run import checkpoints
 
-AGENT = "agent (greedy)"
-ORACLE = "oracle (long-only)"
-"""the row of the long-only oracle, for generated symbols whose process is known"""
-BUY_AND_HOLD = "buy & hold"
-MATCHED = "matched buy & hold"
-"""buy-and-hold rebalanced every bar to the agent's realised mean exposure"""
-RANDOM = "random valid"
-"""the median over RANDOM_PATHS uniformly random valid paths"""
-BASELINES = (BUY_AND_HOLD, MATCHED, RANDOM)
 RANDOM_PATHS = 32
 """random valid paths per symbol: one path's Sharpe is one draw of a wide distribution (a standard
 deviation of ~0.5 a year over two years of daily bars), so the agent is placed among many"""
+
+
+def evaluation_file(split: str) -> str:
+    """evaluation.json for the test split (what the walk-forward and paper trading read),
+    evaluation_<split>.json for the others, so evaluating one split never overwrites another's."""
+    return "evaluation.json" if split == "test" else f"evaluation_{split}.json"
 
 
 def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, seed: int,
@@ -62,8 +61,9 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
     """Backtest one of the run's checkpoints on `split` ("average", "best", "latest", "ensemble" or a weights
     file, see checkpoints.choose_members) of the run's bars, or of the same symbols' files in `data_dir`
     (other bars, split at the run's dates), beside `num_random` random valid paths per symbol; writes
-    evaluation.json (which names the checkpoint and the data), random_paths_<split>.npz (each symbol's
-    (K, L + 1) random-path equity) and PNGs to `out_dir` (default: the run directory)."""
+    evaluation_file(split) (which names the checkpoint and the data), random_paths_<split>.npz (each
+    symbol's (K, L + 1) random-path equity), report_<split>.html (the tear sheet) and PNGs to
+    `out_dir` (default: the run directory)."""
     if num_random < 1:
         raise ValueError(f"num_random must be >= 1 random valid path per symbol, got {num_random}")
     out_dir = run_dir if out_dir is None else out_dir
@@ -89,15 +89,16 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
         sim = simulate(env, actor, num_random, num_sampled, generator)
 
     oracle = oracle_results(env, device, seed)
-    results, curves_json, periods, baselines, paths = {}, {}, {}, {}, {}
+    results, curves_json, periods, baselines, paths, stamps = {}, {}, {}, {}, {}, {}
     for s, symbol in enumerate(env.symbols):
         outcome = symbol_results(env, sim, s, num_random, num_sampled, oracle.get(symbol))
         results[symbol], periods[symbol], baselines[symbol] = outcome.rows, outcome.period, outcome.baselines
         curves_json[symbol] = {name: curve.tolist() for name, curve in outcome.curves.items()}
         paths[symbol] = outcome.random_paths
         first, last = env.decision_range[symbol]
-        plot_equity(out_dir / f"equity_{split}_{symbol}.png", symbol, split, outcome.curves,
-                    env.markets[symbol].timestamps[first:last + 1], outcome.random_paths)
+        stamps[symbol] = env.markets[symbol].timestamps[first:last + 1]
+        plot_equity(out_dir / f"equity_{split}_{symbol}.png", symbol, split, outcome.curves, stamps[symbol],
+                    outcome.random_paths)
     paths_file = out_dir / f"random_paths_{split}.npz"
     write_arrays(paths_file, paths)
 
@@ -118,9 +119,12 @@ def evaluate(run_dir: Path, split: str, num_sampled: int, device: torch.device, 
                               "members": [str(m.weights) for m in members]},
                "results": results, "baselines": baselines, "random_paths_file": str(paths_file),
                "selection": selection, "periods": periods, "skipped": skipped,
-               "equity_curves": curves_json}
-    write_json(out_dir / "evaluation.json", payload)
-    console.print(f"wrote {out_dir / 'evaluation.json'}, {paths_file.name} and equity_{split}_<symbol>.png")
+               "equity_curves": curves_json, "timestamps": {s: t.tolist() for s, t in stamps.items()}}
+    write_json(out_dir / evaluation_file(split), payload)
+    page = out_dir / f"report_{split}.html"
+    write_evaluation_page(page, payload, paths)
+    console.print(f"wrote {out_dir / evaluation_file(split)}, {paths_file.name}, {page.name} and "
+                  f"equity_{split}_<symbol>.png")
     return payload
 
 

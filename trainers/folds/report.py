@@ -13,11 +13,12 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from trainers.backtest.report import write_json  # noqa: E402
-from trainers.backtest.evaluation import AGENT, BASELINES, BUY_AND_HOLD  # noqa: E402
+from trainers.backtest import tearsheet as ts  # noqa: E402
+from trainers.backtest.report import AGENT, BASELINES, BUY_AND_HOLD, MATCHED, RANDOM, equity_figure, write_json  # noqa: E402
 from trainers.folds.stitch import PAIRED, SEED_MEAN  # noqa: E402
 
 REPORT_FILE = "walkforward.json"
+PAGE_FILE = "walkforward.html"
 
 
 def print_report(report: dict[str, Any], console: Console) -> None:
@@ -70,58 +71,117 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                   markup=False)
 
 
+def significance_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Per curve (symbol, book) and seed (and the mean of the seeds): Sharpe/yr, P(skill), each
+    paired test, the random percentile; formatted cells (console and HTML alike)."""
+    rows = []
+    for name, tests in report["summary"]["significance"].items():
+        entries = [*tests["per_seed"].items(), *([(SEED_MEAN, tests[SEED_MEAN])] if SEED_MEAN in tests else [])]
+        for seed, test in entries:
+            skill = test["no_skill"]
+            rows.append((name, seed, f"{test['sharpe_annualised']:+.2f}",
+                         f"{skill['probability']:.2f}" if "probability" in skill else "-",
+                         *(f"{test['paired'][b]['difference']:+.2f} (p {test['paired'][b]['p_value']:.2f})"
+                           for b in PAIRED),
+                         f"{test['random']['agent_percentile']:.0%} of {test['random']['paths']}"))
+    return rows
+
+
+SIGNIFICANCE_COLUMNS = ("curve", "seed", "Sharpe/yr", "P(skill)", *(f"vs {b}" for b in PAIRED), "vs random paths")
+
+
 def print_significance(report: dict[str, Any], console: Console) -> None:
     """The stitched curves' tests: no skill, each buy-and-hold on the same bars, the random paths."""
-    summary = report["summary"]
     trials = report.get("configurations", 1)
     table = Table(title="is the stitched out-of-sample agent better? P(Sharpe > 0)"
                         + (f" deflated over {trials} configurations" if trials > 1 else "")
                         + "; paired bootstrap p-value of the Sharpe/yr difference (agent - baseline); "
                           "percentile among the stitched random valid paths", title_justify="left")
-    for column in ("curve", "seed", "Sharpe/yr", "P(skill)", *(f"vs {b}" for b in PAIRED), "vs random paths"):
+    for column in SIGNIFICANCE_COLUMNS:
         table.add_column(column, justify="right")
-    for name, tests in summary["significance"].items():
-        entries = [*tests["per_seed"].items(), *([(SEED_MEAN, tests[SEED_MEAN])] if SEED_MEAN in tests else [])]
-        for seed, test in entries:
-            skill = test["no_skill"]
-            table.add_row(name, seed, f"{test['sharpe_annualised']:+.2f}",
-                          f"{skill['probability']:.2f}" if "probability" in skill else "-",
-                          *(f"{test['paired'][b]['difference']:+.2f} (p {test['paired'][b]['p_value']:.2f})"
-                            for b in PAIRED),
-                          f"{test['random']['agent_percentile']:.0%} of {test['random']['paths']}")
+    for row in significance_rows(report):
+        table.add_row(*row)
     console.print(table)
     console.print("P(skill) >= 0.95 or a p-value <= 0.05 is evidence at the 5 % level; the stitched curves leave out "
                   "the bar between consecutive test windows, which no fold trades", markup=False)
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> list[Path]:
-    """RUN_DIR/walkforward.json and walkforward_<name>.png per symbol and the book; the paths."""
+    """RUN_DIR/walkforward.json, walkforward.html (the tear sheet) and walkforward_<name>.png per
+    symbol and the book; the paths."""
     write_json(Path(run_dir) / REPORT_FILE, report)
-    paths = [Path(run_dir) / REPORT_FILE]
-    for name, per_seed in report["summary"]["stitched"].items():
+    paths = [Path(run_dir) / REPORT_FILE, Path(run_dir) / PAGE_FILE]
+    write_page(paths[1], report)
+    for name in report["summary"]["stitched"]:
         path = Path(run_dir) / f"walkforward_{name}.png"
-        plot_stitched(path, name, per_seed, report["folds"])
+        fig = equity_figure(f"{name}: stitched out-of-sample equity", stitched_curves(report, name),
+                            boundaries=fold_boundaries(report))
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
         paths.append(path)
     return paths
 
 
-def plot_stitched(path: Path, name: str, per_seed: dict[str, Any], folds: list[dict[str, Any]]) -> None:
-    """Each seed's stitched agent curve over out-of-sample bars, a line at every fold boundary."""
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    lengths: list[int] = []
-    for seed, strategies in per_seed.items():
-        ax.plot(strategies[AGENT]["equity"], label=f"agent, seed {seed}", linewidth=1.2)
-        lengths = strategies[AGENT]["fold_lengths"]
-    for k, boundary in enumerate(np.cumsum([0, *lengths[:-1]])):
-        ax.axvline(boundary, color="grey", linestyle=":", linewidth=0.8)
-        ax.text(boundary, ax.get_ylim()[1], f" fold {k}: {folds[k]['test_start']}", fontsize=7, va="top")
-    ax.set_title(f"{name}: stitched out-of-sample equity (test windows of {len(lengths)} folds)")
-    ax.set_xlabel("out-of-sample bar")
-    ax.set_ylabel("equity")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def stitched_curves(report: dict[str, Any], name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each seed's stitched agent curve and the first seed's baselines, over their dates."""
+    stamps = np.asarray(report["summary"]["timestamps"][name], dtype=np.int64)
+    per_seed = report["summary"]["stitched"][name]
+    curves = {f"agent, seed {seed}": (stamps, np.asarray(s[AGENT]["equity"])) for seed, s in per_seed.items()}
+    first_seed, first = next(iter(per_seed.items()))
+    for baseline in (BUY_AND_HOLD, MATCHED):
+        label = baseline if baseline == BUY_AND_HOLD else f"{baseline} (seed {first_seed})"
+        curves[label] = (stamps, np.asarray(first[baseline]["equity"]))
+    return curves
+
+
+def fold_boundaries(report: dict[str, Any]) -> list[tuple[str, int]]:
+    """(label, ns timestamp) of each fold's first test day."""
+    return [(f"fold {f['index']}", int(np.datetime64(f["test_start"], "ns").astype(np.int64))) for f in report["folds"]]
+
+
+def write_page(path: Path, report: dict[str, Any]) -> None:
+    """walkforward.html: the folds and the purge, per curve the stitched equity with the random
+    paths' band and the fold boundaries, drawdown and rolling Sharpe, its statistics; then the
+    statistics over seeds x folds and each fold's checkpoint selection."""
+    summary = report["summary"]
+    folds = ts.table(("fold", "train from", "validation from", "test from", "test to (exclusive)"),
+                     [(f["index"], f["train_start"], f["val_start"], f["test_start"], f["test_end"]) for f in report["folds"]])
+    sections = [folds, ts.paragraph(report.get("purge", "")),
+                ts.paragraph(f"seeds {', '.join(map(str, report['seeds']))}; {report['steps_per_fold']:,} account-steps "
+                             f"per fold and seed; configurations compared: {report.get('configurations', 1)}")]
+    significance = significance_rows(report)
+    for name, per_seed in summary["stitched"].items():
+        stamps = np.asarray(summary["timestamps"][name], dtype=np.int64)
+        first = next(iter(per_seed.values()))
+        band = first[RANDOM]["band"]
+        curves = stitched_curves(report, name)
+        equity = {label: equity for label, (_, equity) in curves.items()}
+        sections += [f"<h2>{ts.esc(name)}: stitched out of sample</h2>",
+                     ts.equity_section(f"{name}: stitched equity", stamps, equity,
+                                       (f"random valid, 5-95 % of {band['paths']} stitched paths (first seed)",
+                                        np.asarray(band["low"]), np.asarray(band["high"])), fold_boundaries(report)),
+                     ts.risk_section(f"{name}: drawdown and rolling Sharpe", stamps, equity, first[AGENT]["bars_per_year"]),
+                     ts.table(("seed", "Sharpe/yr", "95 % interval", "return", "max DD", "B&H Sharpe/yr"),
+                              [(seed, f"{s[AGENT]['sharpe_annualised']:+.2f}",
+                                f"[{s[AGENT]['sharpe_interval']['low']:+.2f}, {s[AGENT]['sharpe_interval']['high']:+.2f}]",
+                                f"{s[AGENT]['total_return']:+.1%}", f"{s[AGENT]['max_drawdown']:.1%}",
+                                f"{s[BUY_AND_HOLD]['sharpe_annualised']:+.2f}") for seed, s in per_seed.items()]),
+                     ts.table(SIGNIFICANCE_COLUMNS, [row for row in significance if row[0] == name])]
+    sections.append(ts.meanings("Sharpe interval", "P(skill)", "paired p-value", "random percentile"))
+    across = summary["across_seeds_and_folds"]
+    sections += ["<h2>Over seeds x folds</h2>",
+                 ts.table(("strategy", "IQM Sharpe/yr", "95 % interval", "P(agent > it)", "95 % interval"),
+                          [(strategy, f"{iqm['point']:+.2f}", f"[{iqm['low']:+.2f}, {iqm['high']:+.2f}]",
+                            *((f"{p['point']:.2f}", f"[{p['low']:.2f}, {p['high']:.2f}]")
+                              if (p := across["probability_of_improvement"].get(strategy)) else ("", "")))
+                           for strategy, iqm in across["iqm_sharpe"].items()]),
+                 ts.meanings("IQM"),
+                 "<h2>Each fold's checkpoint selection</h2>",
+                 ts.table(("fold", "seed", "PBO", "deflated Sharpe", "trials"),
+                          [(c["fold"], c["seed"], *((f"{c['pbo']:.2f}", f"{c['dsr']:.2f}", c["num_trials"]) if "dsr" in c
+                                                    else (c.get("skipped", "-"), "", ""))) for c in summary["fold_selection"]]),
+                 ts.meanings("PBO", "deflated Sharpe")]
+    ts.write_page(path, f"Walk-forward: {', '.join(report['summary']['stitched'])}", sections)
 
 
 def _fmt(value: float | None, fmt: str) -> str:

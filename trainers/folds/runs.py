@@ -24,13 +24,12 @@ from configs.train import TrainConfig, as_dict
 from envs.folds import Fold
 from ppo_core import resolve_device
 from ppo_core.files import atomic_write_bytes
-from trainers.backtest.evaluation import evaluate
+from trainers.backtest.evaluation import evaluate, evaluation_file
 from trainers.run import checkpoints
 from trainers.run.build import open_session
 from trainers.run.loop import EXIT_OK, train
 from trainers.run.transfer import TransferRequest
 
-EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -62,7 +61,7 @@ def finished(run_dir: Path) -> dict[str, Any] | None:
     """The pair's test evaluation when it has one (an evaluation from before the random paths
     were recorded does not count: the pair is evaluated again), with "random_paths": symbol ->
     (K, L + 1) equity of its random valid paths."""
-    path = Path(run_dir) / EVALUATION_FILE
+    path = Path(run_dir) / evaluation_file("test")
     if not path.is_file():
         return None
     payload = json.loads(path.read_text())

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from envs.folds import Fold
-from trainers.backtest.evaluation import AGENT, BASELINES, BUY_AND_HOLD, MATCHED, RANDOM, percentile_among
+from trainers.backtest.evaluation import percentile_among
+from trainers.backtest.report import AGENT, BASELINES, BUY_AND_HOLD, MATCHED, RANDOM
 from trainers.backtest.metrics import equity_metrics, max_drawdown, sharpe
 from trainers.backtest.overfitting import deflated_sharpe_of, probabilistic_sharpe
 from trainers.backtest.uncertainty import (Interval, probability_of_improvement_interval, sharpe_difference_test,
@@ -91,13 +92,17 @@ def summarize(payloads: dict[tuple[int, int], dict[str, Any]], folds: list[Fold]
                                  **_curve_row(curve, per_year[(fold.index, BOOK)])})
             curves[(fold.index, s)], paths[(fold.index, s)] = fold_curves, fold_paths
     names = [*symbols, *([BOOK] if all(BOOK in c for c in curves.values()) else [])]
-    stitched, significance = {}, {}
+    stitched, significance, stamps = {}, {}, {}
     for name in names:
         lengths = [len(curves[(fold.index, seeds[0])][name][AGENT]) - 1 for fold in folds]
         frequency = pooled_bars_per_year(lengths, [per_year[(fold.index, name)] for fold in folds])
-        stitched[name] = {str(s): _stitched(name, s, folds, curves, frequency, seed) for s in seeds}
+        stitched[name] = {str(s): _stitched(name, s, folds, curves, paths, frequency, seed) for s in seeds}
         significance[name] = _significance(name, folds, seeds, curves, paths, frequency, configurations, seed)
-    return {"rows": rows, "stitched": stitched, "significance": significance,
+        # the book shares its symbols' calendar (book_curve): the first symbol's bars date it
+        source = symbols[0] if name == BOOK else name
+        pieces = [payloads[(fold.index, seeds[0])]["timestamps"][source] for fold in folds]
+        stamps[name] = [*pieces[0], *(stamp for piece in pieces[1:] for stamp in piece[1:])]
+    return {"rows": rows, "stitched": stitched, "significance": significance, "timestamps": stamps,
             "boundaries": _boundaries(payloads, folds, seeds[0], symbols),
             "across_seeds_and_folds": _across(rows, folds, seeds, symbols, seed),
             "fold_selection": _fold_selection(payloads, folds, seeds)}
@@ -109,9 +114,10 @@ def _curve_row(curve: np.ndarray, bars_per_year: float) -> dict[str, float | Non
             "max_drawdown": metrics["max_drawdown"], "exposure": None, "trades": None}
 
 
-def _stitched(name: str, seed_value: int, folds: list[Fold], curves: dict, bars_per_year: float,
+def _stitched(name: str, seed_value: int, folds: list[Fold], curves: dict, paths: dict, bars_per_year: float,
               seed: int) -> dict[str, Any]:
-    """One stitched curve per strategy of symbol (or book) `name`; the agent's with its interval."""
+    """One stitched curve per strategy of symbol (or book) `name`, with its equity; the agent's with
+    its interval; the random paths stitched path by path, as their 5-95 % band."""
     out: dict[str, Any] = {}
     for strategy in (AGENT, *BASELINES):
         pieces = [curves[(fold.index, seed_value)][name][strategy] for fold in folds]
@@ -119,11 +125,16 @@ def _stitched(name: str, seed_value: int, folds: list[Fold], curves: dict, bars_
         returns = equity[1:] / equity[:-1] - 1.0
         entry = {"total_return": float(equity[-1] / equity[0] - 1.0),
                  "sharpe_annualised": float(sharpe(returns, bars_per_year)), "max_drawdown": max_drawdown(equity),
-                 "fold_lengths": [len(p) - 1 for p in pieces], "bars_per_year": bars_per_year}
+                 "fold_lengths": [len(p) - 1 for p in pieces], "bars_per_year": bars_per_year,
+                 "equity": equity.tolist()}
         if strategy == AGENT:
             entry["sharpe_interval"] = _interval(sharpe_interval(returns, bars_per_year, seed=seed))
-            entry["equity"] = equity.tolist()
         out[strategy] = entry
+    random_paths = stitched_returns([paths[(fold.index, seed_value)][name] for fold in folds])  # (K, T)
+    random_equity = float(curves[(folds[0].index, seed_value)][name][AGENT][0]) * np.cumprod(
+        np.concatenate([np.ones((len(random_paths), 1)), 1.0 + random_paths], axis=1), axis=1)
+    low, high = np.quantile(random_equity, [0.05, 0.95], axis=0)
+    out[RANDOM]["band"] = {"paths": len(random_paths), "low": low.tolist(), "high": high.tolist()}
     return out
 
 
