@@ -194,6 +194,12 @@ class EnvConfig:
     def __post_init__(self) -> None:
         self.validate()
 
+    @property
+    def round_trip_cost(self) -> float:
+        """What buying and later selling costs as a fraction of the notional: commission and
+        slippage, each paid on both fills."""
+        return 2.0 * (self.commission_bps + self.slippage_bps) * 1e-4
+
     def backtest(self) -> EnvConfig:
         """This config for trading a whole split once, as evaluation and validation do: one
         episode from the split's first tradable bar to its end, observations without noise."""

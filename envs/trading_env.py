@@ -152,6 +152,7 @@ class VecTradingEnv(VectorEnv):
                                for s, bars in self.markets.items()}
         if self.split == "train":
             self._warn_untradable()
+            self._warn_costly()
 
     def _decision_range(self, bars: Bars, start: int, end: int) -> tuple[int, int]:
         """(first decision bar, last marked bar) of the split's bars [start, end); a DataError that
@@ -176,6 +177,23 @@ class VecTradingEnv(VectorEnv):
         episode_length 0) would refuse them."""
         first = _first_decision(self.config)
         return [s for s, r in self._split_ranges.items() if r[split][1] - 1 <= max(r[split][0], first)]
+
+    def _warn_costly(self) -> None:
+        """Warn of symbols whose typical bar moves less than a round trip costs: an agent learns that
+        trading them does not pay, and stops (the costs are set for daily equities by default)."""
+        cost = self.config.round_trip_cost
+        for symbol, bars in self.markets.items():
+            start, end = self._split_ranges[symbol]["train"]
+            close = bars.close[start:end]
+            if len(close) < 2:
+                continue
+            move = float(np.median(np.abs(close[1:] / close[:-1] - 1.0)))
+            if move < cost:
+                warnings.warn(f"{symbol}: its typical bar moves {move * 1e4:.1f} bp (median |close-to-close return| "
+                              f"on the train split), less than a round trip costs ({cost * 1e4:.1f} bp: 2 x "
+                              f"(env.commission_bps {self.config.commission_bps:g} + env.slippage_bps "
+                              f"{self.config.slippage_bps:g})); the agent will learn that trading does not pay. "
+                              "Set costs for the asset class: docs/environment.md, Costs", stacklevel=4)
 
     def _warn_untradable(self) -> None:
         """Warn, before training starts, of symbols that validation or testing will refuse."""

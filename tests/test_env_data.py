@@ -1,6 +1,7 @@
 """Parquet loading and validation, splits, synthetic markets, the planted signal and bundled data."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,23 @@ def test_an_unadjusted_split_is_named_and_strict_data_refuses_it(tmp_path: Path)
 def test_bundled_real_bars_have_no_implausible_move(recwarn) -> None:
     load_market(["SPX", "GOOGL", "EURUSD"], DATA, strict=True)  # hourly EURUSD news moves stay below 20 %
     assert not [w for w in recwarn if "robust standard deviations" in str(w.message)]
+
+
+def test_a_symbol_that_moves_less_than_a_round_trip_is_warned_of_and_the_fx_preset_lifts_it():
+    """Hourly EUR/USD moves a median ~4 bp a bar, below the equity defaults' 6 bp round trip: the
+    training env warns, naming it; SPX (~55 bp) is not named; under configs/costs_fx_hourly.toml
+    (0.9 bp) nothing is."""
+    from configs.train import DEFAULT_CONFIG, resolve
+
+    def warned(config: EnvConfig) -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            VecTradingEnv(["EURUSD", "SPX"], 1, config, data_dir=str(DATA), split="train")
+        return [str(w.message) for w in caught if "round trip" in str(w.message)]
+
+    default = EnvConfig()
+    assert default.round_trip_cost == pytest.approx(2 * (2.0 + 1.0) * 1e-4)
+    [message] = warned(default)
+    assert message.startswith("EURUSD: its typical bar moves") and "6.0 bp" in message
+    fx = resolve(DEFAULT_CONFIG.with_name("costs_fx_hourly.toml")).env
+    assert fx.round_trip_cost < 1e-4 and warned(fx) == []
