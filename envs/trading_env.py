@@ -23,7 +23,7 @@ from torch import Tensor
 from envs.accounts import Accounts, Fill, episode_stats, fill_orders
 from envs.bars import NUM_SL_PROBS, Bars, DataError
 from envs.config import EnvConfig
-from envs.features import NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
+from envs.features import CLIP, NUM_REGIME, NUM_TECHNICAL, WARMUP_BARS, compute_features
 from envs.layout import AccountLayout
 from envs.market_data import load_market
 from envs.masking import action_mask
@@ -352,8 +352,9 @@ class VecTradingEnv(VectorEnv):
                     else torch.zeros_like(first))
         technical = self._technical(first, noise_at, memory if self.reuse_obs_memory else None)
         regime = self._regime[index]
-        if self._noise is not None:
+        if self._noise is not None:  # kept inside the declared bounds, as the features are
             regime = regime + self.config.obs_noise * self._noise.slices(noise_at)[:, -NUM_REGIME:]
+            regime.clamp_(-CLIP, CLIP)
         if accounts is None:  # the last such call is the current observation's (final_obs comes first)
             self._window_refs = torch.stack([first, noise_at], dim=1)
         account = account_observation(acc, self._close[index], self._actions, self.config, self.trading_spec)
@@ -369,8 +370,9 @@ class VecTradingEnv(VectorEnv):
             technical = torch.index_select(self._windows, 0, first, out=out.view(rows, -1))
         else:
             technical = self._windows.index_select(0, first)
-        if self._noise is not None:
+        if self._noise is not None:  # kept inside the declared bounds, as the features are
             technical.add_(self._noise.slices(noise_at)[:, :technical.shape[1]], alpha=self.config.obs_noise)
+            technical.clamp_(-CLIP, CLIP)
         return technical.view(rows, self.config.lookback, NUM_TECHNICAL)
 
     def compact_observations(self) -> dict[str, "WindowRefs"]:

@@ -1,6 +1,8 @@
 """The gymnasium surfaces: vector API shapes, auto-reset, determinism, resume, and check_env."""
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -98,6 +100,15 @@ def test_repeat_limit_forces_hold() -> None:
 def test_single_account_wrapper_passes_check_env() -> None:
     env = SingleAccountEnv("A", EnvConfig(episode_length=16, obs_noise=0.0), markets=MARKETS)
     check_env(env, skip_render_check=True)
+    # the default config's training-split observation noise stays inside the declared bounds too
+    noisy = SingleAccountEnv("A", EnvConfig(episode_length=16, obs_noise=0.5), markets=MARKETS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # check_env only warns of observations outside the space
+        check_env(noisy, skip_render_check=True)
+    obs, _ = noisy.reset(seed=1)
+    for _ in range(16):
+        assert noisy.observation_space.contains(obs)
+        obs, *_ = noisy.step(0)
     obs, info = env.reset(seed=3)
     assert info["action_mask"].dtype == np.bool_ and info["action_mask"][0]
     total_steps, done = 0, False
