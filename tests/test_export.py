@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny_args
+from helpers import BATCH, tiny_args
 
 from envs import DEFAULT_SPEC
 from models import MultiSymbolPolicy, PolicyConfig
@@ -55,10 +55,16 @@ def test_an_unknown_format_is_refused_and_nothing_written(tmp_path):
 
 @pytest.mark.slow
 def test_a_trained_run_exports_from_the_command_line(tmp_path, capsys):
+    """The weight average (the default) and the best list exports like any checkpoint; the
+    ensemble, several networks at run time, is refused with why and what to export instead."""
     run_dir = tmp_path / "run"
-    assert train_main(tiny_args(run_dir, 1)) == 0
+    assert train_main(tiny_args(run_dir, 2) + ["--set", f"run.eval_every={BATCH}", "--set", "run.keep_best=2"]) == 0
     capsys.readouterr()
     assert export_main(["--run-dir", str(run_dir)]) == 0
     out = capsys.readouterr().out
+    assert "weight average of the 2 best" in out
     assert (run_dir / "policy.pt").is_file() and "max |diff| from the eager policy" in out
+    with pytest.raises(SystemExit):
+        export_main(["--run-dir", str(run_dir), "--checkpoint", "ensemble"])
+    assert "export --checkpoint average" in capsys.readouterr().err
     assert export_main(["--run-dir", str(tmp_path / "missing")]) == 2

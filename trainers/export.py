@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.accounts_per_symbol < 1:
         parser.error("--accounts-per-symbol must be >= 1")
+    if args.checkpoint == "ensemble":
+        parser.error("--checkpoint ensemble: the ensemble averages several networks' action probabilities at "
+                     "run time and is not one network to export; export --checkpoint average (one network "
+                     "with the mean of the same best list's weights) or each member's step_*.safetensors")
     try:
         config = read_run_config(args.run_dir / "config.toml")
         chosen, which = checkpoints.choose(args.run_dir, args.checkpoint)
