@@ -246,3 +246,19 @@ def test_win_rate_and_profit_factor_show_a_dash_without_a_closed_trade():
     cells = [cell.strip() for cell in held_row.split("│")]
     columns = [title for _, title, _ in COLUMNS]
     assert cells[2 + columns.index("win")] == "-" and cells[2 + columns.index("PF")] == "-"
+
+
+def test_a_run_directory_removed_while_the_run_shuts_down_is_not_recreated(tmp_path, capsys):
+    """Deleting RUN_DIR while the trainer finishes (the save of a Ctrl-C, say) must not bring it
+    back: the save says nothing was written and closing leaves no file behind."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    config, run_dir, resume = resolve_run(build_parser().parse_args(tiny_args(run_dir, 2)))
+    session = open_session(config, run_dir, resume=resume)
+    session.iterate()
+    shutil.rmtree(run_dir)
+    assert session.save() is None
+    session.close()
+    assert not run_dir.exists()
+    assert "no longer exists; no checkpoint written" in capsys.readouterr().out

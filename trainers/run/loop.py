@@ -124,7 +124,8 @@ def finish_iteration(session: Session, result: IterationResult, stop: StopReques
         session.save()
     if stopping:
         signal_name = stop.signal_name or "a signal to another rank"
-        log.message(f"{signal_name}: checkpoint saved at step {session.global_step:,}; "
-                    f"continue with: python -m trainers.ppo --resume {session.run_dir}", style="bold yellow")
+        if session.run_dir.is_dir():  # else Session.save said why nothing was written
+            log.message(f"{signal_name}: checkpoint saved at step {session.global_step:,}; "
+                        f"continue with: python -m trainers.ppo --resume {session.run_dir}", style="bold yellow")
         return EXIT_INTERRUPTED
     return None

@@ -166,7 +166,11 @@ class Session:
             parts = self.world.gather_objects(to_cpu({key: state[key] for key in RANK_KEYS}))
             state.update(world_size=self.world.size, ranks=parts[1:])
         checkpoint = None
-        if self.world.is_main:
+        if self.world.is_main and not self.run_dir.is_dir():
+            # removed while the run went on (say, deleted during a Ctrl-C shutdown): not recreated
+            self.log.message(f"{self.run_dir} no longer exists; no checkpoint written at step {self.global_step:,}",
+                             style="bold yellow")
+        elif self.world.is_main:
             checkpoint = checkpoints.save(self.run_dir, self.policy, as_dict(self.config),
                                             list(self.config.run.symbols), self.global_step, state,
                                             best=self.best_k.best)
