@@ -79,3 +79,34 @@ def test_searched_keys_cannot_be_set(tmp_path, capsys):
     pytest.importorskip("optuna", reason="the tune extra is not installed")
     assert main(tiny(tmp_path / "study", 1) + ["--set", "ppo.clip_coef=0.2"]) == 2
     assert "leave them to the search" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_hosts_share_one_study_through_a_journal_storage(tmp_path):
+    """Two independent commands (two hosts: their own study dirs) on one --storage journal file run
+    one study: every trial number once, the study reaching its total, and the selection counting
+    the validations of the trials both ran."""
+    optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
+    import subprocess
+
+    (tmp_path / "empty").mkdir()
+    storage = f"journal:{tmp_path / 'shared.journal'}"
+    commands = [[sys.executable, "-m", "trainers.tune", *tiny(tmp_path / f"host{k}", 4), "--storage", storage]
+                for k in (1, 2)]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for command in commands]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="tune",
+                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "shared.journal"))))
+    numbers = [t.number for t in study.trials]
+    assert len(numbers) == len(set(numbers)) and len(numbers) >= 4
+    ran = {k: {int(p.name[len("trial_"):]) for p in (tmp_path / f"host{k}").glob("trial_*")} for k in (1, 2)}
+    assert not ran[1] & ran[2] and ran[1] | ran[2] == set(numbers)  # each trial ran on exactly one host
+    from trainers.tuning.report import study_selection
+    from trainers.tuning.trial import VAL_RETURNS
+
+    recorded = sum(key.startswith(VAL_RETURNS) for t in study.trials for key in t.user_attrs)
+    assert recorded >= 4 and study_selection(study)["num_trials"] == recorded  # both hosts' validations

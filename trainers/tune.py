@@ -3,8 +3,9 @@
 Each trial trains one run (STUDY_DIR/trial_NNNN) with the guide's Appendix A ranges (learning rate,
 entropy coefficient, GAE lambda, clip, epochs, minibatch size) and is scored by its best mean
 validation Sharpe; the median pruner ends weak trials at a validation. The study lives in
-STUDY_DIR/study.db (SQLite): the same command with a larger --trials resumes it, and --jobs K runs
-K worker processes on that storage. At the end the ranked table and the selection bias of picking
+STUDY_DIR/study.db (SQLite) or the --storage an Optuna RDB URL or journal file names: the same
+command with a larger --trials resumes it, --jobs K runs K worker processes on it, and the same
+command on several hosts with one shared --storage makes them workers of one study. At the end the ranked table and the selection bias of picking
 its top (trainers.tuning.report) are printed and written as study.json and study.csv.
 
 Optuna is an optional extra: pip install -e ".[tune]".
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: runs/tune-<time>-<symbols>); an existing one is resumed")
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes sharing the study (each gets cores / jobs torch threads)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="where the study lives, for workers on several hosts: an Optuna RDB URL "
+                             "(postgresql://user:pass@host/db, mysql://..., sqlite:///PATH) or journal:PATH (a "
+                             "journal file on a filesystem every host shares); default STUDY_DIR/study.db")
     parser.add_argument("--steps-per-trial", type=int, help="run.total_steps of each trial")
     parser.add_argument("--config", type=Path, help="TOML config file (default: the trainer's defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -71,23 +76,23 @@ def study_spec(args: argparse.Namespace) -> StudySpec:
     if args.steps_per_trial is not None:
         cli["run.total_steps"] = args.steps_per_trial
     study_dir = args.study_dir
-    spec = check_spec(StudySpec(study_dir or Path("."), args.config, tuple(args.overrides), cli))
+    spec = check_spec(StudySpec(study_dir or Path("."), args.config, tuple(args.overrides), cli,
+                                storage_url=args.storage))
     if study_dir is None:
         symbols = "-".join(spec.config().run.symbols)
         study_dir = Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{symbols}"
-    return StudySpec(study_dir, spec.config_path, spec.overrides, spec.cli, spec.minibatch_sizes)
+    return StudySpec(study_dir, spec.config_path, spec.overrides, spec.cli, spec.minibatch_sizes, spec.storage_url)
 
 
 def open_study(spec: StudySpec, seed: int = 0, pruner: optuna.pruners.BasePruner | None = None
                ) -> optuna.Study:
-    """Create or load the study in spec.study_dir; ConfigError when a loaded one was started with
-    other trial settings. `seed` varies the sampler between workers and resumptions."""
+    """Create or load the study in its storage (spec.storage); ConfigError when a loaded one was
+    started with other trial settings. `seed` varies the sampler between workers and resumptions."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # trainers.tune prints its own line per trial
     spec.study_dir.mkdir(parents=True, exist_ok=True)
-    # SQLite serialises writers; a generous lock timeout lets K workers queue instead of failing
-    storage = optuna.storages.RDBStorage(spec.storage, engine_kwargs={"connect_args": {"timeout": 60}})
+    storage = spec.open_storage()
     study = optuna.create_study(
         study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner or optuna.pruners.MedianPruner())
@@ -102,8 +107,8 @@ def open_study(spec: StudySpec, seed: int = 0, pruner: optuna.pruners.BasePruner
     if changed:
         details = "; ".join(f"{key}: the study has {saved.get(key)!r}, given {base.get(key)!r}"
                             for key in sorted(changed))
-        raise ConfigError(f"{spec.study_dir}: {details}. A resumed study keeps its trial settings; "
-                          "start a new --study-dir for others")
+        raise ConfigError(f"{spec.storage}: {details}. A resumed study keeps its trial settings; "
+                          "start a new --study-dir (or --storage) for others")
     return study
 
 
@@ -112,11 +117,14 @@ def _json_form(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
-def work(spec: StudySpec, num_trials: int, seed: int, threads: int,
+def work(spec: StudySpec, num_trials: int, seed: int, threads: int, total: int,
          pruner: optuna.pruners.BasePruner | None = None) -> None:
-    """Run `num_trials` trials of the study (one worker; the parent or a spawned process)."""
+    """Run up to `num_trials` trials of the study (one worker; the parent, a spawned process or
+    another host's command), stopping once the study holds `total` completed or pruned trials."""
     import optuna
+    from optuna.study import MaxTrialsCallback
 
+    from trainers.tuning.report import SCORED
     from trainers.tuning.trial import TrialFailed, run_trial
 
     study = open_study(spec, seed, pruner)
@@ -128,8 +136,9 @@ def work(spec: StudySpec, num_trials: int, seed: int, threads: int,
         where = trial.user_attrs.get("run_dir")
         print(f"trial {trial.number}: {trial.state.name.lower()}, {score} ({where})", flush=True)
 
-    study.optimize(lambda trial: run_trial(trial, spec, threads), n_trials=num_trials,
-                   catch=(TrialFailed,), callbacks=[announce])
+    # other workers (other hosts too) add trials to the same study: stop at the study's total
+    study.optimize(lambda trial: run_trial(trial, spec, threads), n_trials=num_trials, catch=(TrialFailed,),
+                   callbacks=[announce, MaxTrialsCallback(total, states=SCORED)])
 
 
 def run_study(spec: StudySpec, trials: int, jobs: int, console: Console,
@@ -143,18 +152,22 @@ def run_study(spec: StudySpec, trials: int, jobs: int, console: Console,
     remaining = max(trials - done, 0)
     jobs = max(min(jobs, remaining), 1)
     threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    console.print(f"study {spec.study_dir}: {done} trials done, running {remaining} more with {jobs} worker"
+    console.print(f"study {spec.storage} ({spec.study_dir}): {done} trials done, running {remaining} more with "
+                  f"{jobs} worker"
                   f"{'s' * (jobs > 1)} ({threads} torch threads each)", markup=False)
     shares = [remaining // jobs + (k < remaining % jobs) for k in range(jobs)]
-    seeds = [int(np.random.SeedSequence([spec.config().run.seed, len(study.trials), k]).generate_state(1)[0])
+    # a shared --storage may have workers on other hosts starting at the same moment: this process
+    # joins the seed so that they do not sample the same settings
+    host = [os.getpid()] if spec.storage_url else []
+    seeds = [int(np.random.SeedSequence([spec.config().run.seed, len(study.trials), k, *host]).generate_state(1)[0])
              for k in range(jobs)]
     if jobs == 1:
         if remaining:
-            work(spec, remaining, seeds[0], threads, pruner)
+            work(spec, remaining, seeds[0], threads, trials, pruner)
     else:
         # spawn: a fresh interpreter per worker, no forked torch thread pools or SQLite handles
         context = multiprocessing.get_context("spawn")
-        workers = [context.Process(target=work, args=(spec, share, seed, threads, pruner))
+        workers = [context.Process(target=work, args=(spec, share, seed, threads, trials, pruner))
                    for share, seed in zip(shares, seeds)]
         for worker in workers:
             worker.start()

@@ -14,9 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.table import Table
 
-from trainers.backtest import trials
 from trainers.backtest.overfitting import describe, selection_stats
-from trainers.tuning.trial import SEARCHED, trial_dir
+from trainers.tuning.trial import SEARCHED, VAL_RETURNS, decode_returns
 
 SCORED = (TrialState.COMPLETE, TrialState.PRUNED)
 """trials whose validations were seen, so they count as candidates of the choice"""
@@ -49,23 +48,20 @@ def sharpe_of(trial: FrozenTrial) -> float | None:
     return trial.value if trial.state == TrialState.COMPLETE else trial.user_attrs.get("best_val_sharpe")
 
 
-def study_selection(study: optuna.Study, study_dir: Path) -> dict[str, Any]:
+def study_selection(study: optuna.Study) -> dict[str, Any]:
     """PBO and the deflated Sharpe of the study's choice, the best completed trial's best
     validation, among every validation of every trial (completed, pruned or failed: each one was
-    looked at), as each trial's run recorded them (trainers.backtest.trials)."""
+    looked at), as the trials recorded them in the study's storage (VAL_RETURNS), whichever host
+    ran them."""
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     if not complete:
         return {"skipped": "no completed trial to choose", "num_candidates": 0}
-    returns = {}
-    for trial in study.trials:
-        record = trials.read(trial_dir(study_dir, trial.number))
-        if record is not None:
-            returns.update({f"trial_{trial.number:04d} step {int(step):,}": row
-                            for step, row in zip(record.steps, record.returns)})
+    returns = {f"trial_{trial.number:04d} step {int(key[len(VAL_RETURNS):]):,}": decode_returns(value)
+               for trial in study.trials for key, value in trial.user_attrs.items() if key.startswith(VAL_RETURNS)}
     best = study.best_trial
     chosen = f"trial_{best.number:04d} step {best.user_attrs.get('best_step', -1):,}"
     if chosen not in returns:
-        return {"skipped": f"the chosen validation ({chosen}) is not in its run's {trials.VALIDATIONS_FILE}",
+        return {"skipped": f"the chosen validation ({chosen}) has no recorded returns in the study",
                 "num_candidates": len(returns)}
     return selection_stats(returns, chosen)
 
@@ -73,7 +69,7 @@ def study_selection(study: optuna.Study, study_dir: Path) -> dict[str, Any]:
 def write_report(study: optuna.Study, study_dir: Path, console: Console) -> dict[str, Any]:
     """Print the ranked table and the selection statistics; write study.json and study.csv."""
     rows = ranked_rows(study.trials)
-    selection = study_selection(study, study_dir)
+    selection = study_selection(study)
     console.print(table(rows))
     console.print(describe(selection, "validations of every trial"), markup=False)
     best = next((row for row in rows if row["rank"] == 1), None)

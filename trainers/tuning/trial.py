@@ -2,6 +2,7 @@
 report to the Optuna trial (pruned runs end with a checkpoint). Needs optuna (the tune extra)."""
 from __future__ import annotations
 
+import base64
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,12 @@ from trainers.run.build import open_session
 from trainers.run.session import Session
 from trainers.backtest.validation import ValidationResult
 
+JOURNAL = "journal:"
+"""--storage prefix of an Optuna journal file"""
+VAL_RETURNS = "val_returns/"
+"""trial user attribute prefix: val_returns/<step> holds that validation's (L,) per-bar returns
+(float64, base64), so a study's selection statistics count every validation of every trial on
+whichever host ran it"""
 MINIBATCH_SIZES = (32, 64, 128)
 SEARCHED = ("ppo.learning_rate", "entropy.schedule.initial", "ppo.gae_lambda", "ppo.clip_coef",
             "ppo.update_epochs", "ppo.minibatch_size")
@@ -40,10 +47,23 @@ class StudySpec:
     """dotted keys from the dedicated flags (symbols, steps per trial)"""
     minibatch_sizes: tuple[int, ...] = MINIBATCH_SIZES
     """the MINIBATCH_SIZES that divide each symbol's share of the rollout"""
+    storage_url: str | None = None
+    """--storage: an Optuna RDB URL (sqlite:///..., postgresql://..., mysql://...) or journal:PATH
+    (Optuna's journal file, for a filesystem the hosts share); None: STUDY_DIR/study.db"""
 
     @property
     def storage(self) -> str:
-        return f"sqlite:///{self.study_dir.resolve() / 'study.db'}"
+        return self.storage_url or f"sqlite:///{self.study_dir.resolve() / 'study.db'}"
+
+    def open_storage(self) -> optuna.storages.BaseStorage:
+        """The Optuna storage `storage` names."""
+        if self.storage.startswith(JOURNAL):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(self.storage[len(JOURNAL):]))
+        # SQLite serialises writers; a generous lock timeout lets workers queue instead of failing
+        engine = {"connect_args": {"timeout": 60}} if self.storage.startswith("sqlite") else {}
+        return optuna.storages.RDBStorage(self.storage, engine_kwargs=engine)
 
     def config(self, values: dict[str, Any] | None = None, threads: int = 0) -> TrainConfig:
         """The resolved config of a trial with `values` (dotted keys); `threads` sets
@@ -68,7 +88,7 @@ def check_spec(spec: StudySpec) -> StudySpec:
         raise ConfigError(f"ppo.minibatch_size: none of {MINIBATCH_SIZES} divides each symbol's share of "
                           f"the rollout (run.num_steps x run.envs_per_symbol = {share}); make it a multiple "
                           "of 32")
-    return StudySpec(spec.study_dir, spec.config_path, spec.overrides, spec.cli, fitting)
+    return StudySpec(spec.study_dir, spec.config_path, spec.overrides, spec.cli, fitting, spec.storage_url)
 
 
 def suggest(trial: optuna.Trial, base: TrainConfig, minibatch_sizes: tuple[int, ...]) -> dict[str, Any]:
@@ -122,8 +142,9 @@ def run_trial(trial: optuna.Trial, spec: StudySpec, threads: int) -> float:
 
 
 def report(trial: optuna.Trial, session: Session, step: int, result: ValidationResult) -> None:
-    """Session.on_validation: report the mean Sharpe to the trial and prune when the pruner says
-    so (the run records every validation's returns itself: trainers.backtest.trials)."""
+    """Session.on_validation: record the validation's returns on the trial (VAL_RETURNS), report
+    the mean Sharpe to the trial and prune when the pruner says so."""
+    trial.set_user_attr(f"{VAL_RETURNS}{step}", encode_returns(result.returns))
     score = result.mean["sharpe"]
     if np.isfinite(score):
         trial.report(score, step)
@@ -138,3 +159,12 @@ def record_best(trial: optuna.Trial, session: Session) -> None:
         trial.set_user_attr("best_val_sharpe", top.score)
         trial.set_user_attr("best_step", top.step)
     trial.set_user_attr("steps", session.global_step)
+
+
+def encode_returns(returns: np.ndarray) -> str:
+    """(L,) float64 returns as base64 text (a trial user attribute; exact, unlike a decimal list)."""
+    return base64.b64encode(np.asarray(returns, dtype="<f8").tobytes()).decode("ascii")
+
+
+def decode_returns(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f8").copy()
