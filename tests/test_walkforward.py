@@ -91,3 +91,29 @@ def test_an_interrupted_walkforward_continues_to_the_same_report(tmp_path, capsy
     # another plan in the same directory is refused by name, nothing is overwritten
     assert main([*walkforward_args(cut), "--folds", "3"]) == 2
     assert "walkforward_plan.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_on_one_run_directory_split_the_pairs_and_report_alike(tmp_path):
+    """The same walk-forward started twice on one RUN_DIR (two hosts on a shared filesystem, here
+    two processes): every fold x seed pair is trained and tested by exactly one of them, and both
+    end with the same report."""
+    import re
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "shared"
+    args = [*walkforward_args(run_dir)]
+    args[args.index("--seeds") + 1] = "1,2"
+    command = [sys.executable, "-m", "trainers.walkforward", *args]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outputs = [process.communicate(timeout=900) for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], outputs
+    ran_here = [re.findall(r"fold (\d) seed (\d): tested here", out) for out, _ in outputs]
+    everywhere = sorted(ran_here[0] + ran_here[1])
+    assert everywhere == [("0", "1"), ("0", "2"), ("1", "1"), ("1", "2")]  # each pair once, by one process
+    for out, _ in outputs:
+        assert len(re.findall(r"fold \d seed \d: tested", out)) == 4  # each knows all four
+    report = json.loads((run_dir / "walkforward.json").read_text())
+    assert set(report["summary"]["stitched"]["book"]) == {"1", "2"}

@@ -4,7 +4,8 @@ Each fold trains an ordinary run per seed on its past (RUN_DIR/fold_k/seed_s), s
 checkpoint on its validation window and trades its test window; the test windows are stitched
 into one out-of-sample curve per symbol and seed and judged with intervals over seeds and folds
 (trainers.folds; docs/validation.md, "Walk-forward"). Rerun the same command to continue an
-interrupted walk-forward: finished runs are not redone.
+interrupted walk-forward: finished runs are not redone. The same command on several hosts sharing
+RUN_DIR (or twice on one) splits the fold x seed runs between them (trainers.folds.runs.run_folds).
 """
 from __future__ import annotations
 
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"fold {fold.index}: train {fold.train_start} .., validation {fold.val_start} .., test "
                       f"{fold.test_start} .. {fold.test_end} (exclusive)", markup=False)
     try:
-        payloads = run_folds(walk, args.jobs, on_pair=lambda pair, _: console.print(
-            f"fold {pair.fold.index} seed {pair.seed}: tested ({pair.run_dir})", markup=False))
+        payloads = run_folds(walk, args.jobs, on_pair=lambda pair, _, here: console.print(
+            f"fold {pair.fold.index} seed {pair.seed}: tested {'here' if here else 'by another process'} "
+            f"({pair.run_dir})", markup=False))
     except (ConfigError, ValueError, DataError, checkpoints.ResumeError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR

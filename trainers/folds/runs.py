@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import multiprocessing
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from ppo_core.files import atomic_write_bytes
 from trainers.backtest.evaluation import evaluate, evaluation_file
 from trainers.run import checkpoints
 from trainers.run.build import open_session
+from trainers.run.lock import ProcessLock
 from trainers.run.loop import EXIT_OK, train
 from trainers.run.transfer import TransferRequest
 
@@ -160,24 +162,76 @@ def check_plan(walk: WalkForward) -> bool:
     return True
 
 
-def run_folds(walk: WalkForward, jobs: int = 1, on_pair: Callable[[PairRun, dict], None] | None = None
-              ) -> dict[tuple[int, int], dict[str, Any]] | None:
+CLAIMED_ELSEWHERE = "claimed elsewhere"
+"""claim_and_run's answer when another process (on this host or another sharing RUN_DIR) holds the pair"""
+POLL_SECONDS = 5.0
+"""how often a process waiting for another's pair looks again"""
+
+
+def claim_lock(pair: PairRun) -> ProcessLock:
+    """The pair's claim, RUN_DIR/fold_k/seed_s.claim: held by the one process that trains and
+    tests the pair (the kernel's lock, so a process that dies frees it)."""
+    return ProcessLock(pair.run_dir.with_name(pair.run_dir.name + ".claim"), str(pair.run_dir),
+                       "running this walk-forward pair")
+
+
+def claim_and_run(pair: PairRun) -> tuple[dict[str, Any] | str | None, bool]:
+    """(the pair's test evaluation, whether this process ran it): already there, or trained and
+    tested here under its claim; CLAIMED_ELSEWHERE while another process holds the claim; None
+    when training was interrupted."""
+    done = finished(pair.run_dir)
+    if done is not None:
+        return done, False
+    lock = claim_lock(pair)
+    try:
+        lock.acquire()
+    except ConfigError:
+        return CLAIMED_ELSEWHERE, False
+    try:
+        return run_pair(pair), True
+    finally:
+        lock.release()
+
+
+def run_folds(walk: WalkForward, jobs: int = 1, on_pair: Callable[[PairRun, dict, bool], None] | None = None,
+              poll_seconds: float = POLL_SECONDS) -> dict[tuple[int, int], dict[str, Any]] | None:
     """Every fold x seed run in fold order (a fold's seeds in parallel with `jobs` > 1); the test
-    evaluations by (fold, seed), or None when a run was interrupted (its checkpoint kept)."""
+    evaluations by (fold, seed), or None when a run was interrupted (its checkpoint kept).
+
+    Several processes may share RUN_DIR (the same command on several hosts over a shared
+    filesystem, or twice on one): each pair is claimed by one of them (claim_lock), the others
+    take the fold's other pairs and then wait for the claimed ones, so every pair is trained and
+    tested exactly once and every process ends with the whole report. `on_pair(pair, payload,
+    here)` is told of each pair as it is known, `here` False for another process's."""
     payloads: dict[tuple[int, int], dict[str, Any]] = {}
     for fold in walk.folds:
         pairs = walk.pairs(fold)
         if jobs > 1:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-                results = pool.map(run_pair, pairs)
-                finished_pairs = list(zip(pairs, results))
+                outcomes = list(zip(pairs, pool.map(claim_and_run, pairs)))
         else:  # one at a time, each reported as it ends
-            finished_pairs = ((pair, run_pair(pair)) for pair in pairs)
-        for pair, result in finished_pairs:
+            outcomes = ((pair, claim_and_run(pair)) for pair in pairs)
+        waiting = []
+        for pair, (result, here) in outcomes:
             if result is None:
                 return None
+            if result == CLAIMED_ELSEWHERE:
+                waiting.append(pair)
+                continue
             payloads[(fold.index, pair.seed)] = result
             if on_pair is not None:
-                on_pair(pair, result)
+                on_pair(pair, result, here)
+        while waiting:  # another process holds these: wait, or take over a claim it gave up
+            time.sleep(poll_seconds)
+            for pair in list(waiting):
+                result, here = claim_and_run(pair)
+                if result == CLAIMED_ELSEWHERE:
+                    continue
+                if result is None:
+                    return None
+                waiting.remove(pair)
+                payloads[(fold.index, pair.seed)] = result
+                if on_pair is not None:
+                    on_pair(pair, result, here)
     return payloads
