@@ -1,7 +1,7 @@
 """Does the default configuration learn to trade? Train through the trainer's own code, then
 backtest the greedy policy on the unseen test split against an oracle and two baselines.
 
-    python bench/learning.py [--quick] [--steps 500000] [--real-steps 150000] [--seeds 1,2,...]
+    python bench/learning.py [--quick] [--steps 500000] [--real-steps 150000] [--seeds 1,2,...] [--config FILE]
                              [--checkpoint average,best,ensemble] [--fresh 2]
                              [--bars 3000] [--device auto|cpu|cuda] [--set KEY=VALUE ...] [--json PATH]
 
@@ -65,7 +65,7 @@ def run(name: str, symbols: list[str], data_dir: Path, steps: int, seed: int, ar
     """Train with the default config on `symbols`, evaluate on test with each --checkpoint kind, and
     on every split of each of `fresh_dirs`; ({kind: evaluation payload}, seconds, {kind: payloads of
     the fresh draws, `backtest_elsewhere`'s order})."""
-    config = resolve(DEFAULT_CONFIG, args.overrides, cli={
+    config = resolve(args.config, args.overrides, cli={
         "run.symbols": symbols, "run.data_dir": str(data_dir), "run.total_steps": steps,
         "run.seed": seed, "run.device": args.device})
     run_dir = work / f"{name}_seed{seed}"
@@ -166,8 +166,11 @@ def main() -> None:
                         help="runs trained at once, each in its own process (give each one torch thread: "
                              "--set run.torch_threads=1)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                        help="the config every run starts from (default configs/default.toml), e.g. "
+                             "configs/full_size.toml")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
-                        help="config override on top of configs/default.toml (repeatable)")
+                        help="config override on top of --config (repeatable)")
     parser.add_argument("--checkpoint", default=DEFAULT_CHOICE, dest="checkpoints", metavar="KINDS",
                         help="what the backtest trades, comma-separated: average (the weight average of the "
                              "best checkpoints by validation, trainers.evaluate's default), best (the top one) "
@@ -207,7 +210,7 @@ def main() -> None:
         plans = []  # (market, symbols, data dir, steps, oracle Sharpes, title, fresh dirs, their oracle Sharpes)
         if "generated" in markets:
             data_dir = work / "data"
-            run_config = resolve(DEFAULT_CONFIG, args.overrides)
+            run_config = resolve(args.config, args.overrides)
             oracle = oracle_sharpe(run_config, data_dir, write_generated(data_dir, args.bars))
             fresh_dirs = [work / f"fresh{r}" for r in range(1, args.fresh + 1)]
             fresh_oracles = [oracle_sharpe(run_config, d, expected, split)
@@ -252,7 +255,7 @@ def main() -> None:
                                     f"seeds {args.seeds} (beats: seeds that beat both baselines)")
                         print_verdict(name, results[name]["iqm_over_seeds_and_symbols"])
     emit({"bench": "learning", "checkpoints": args.checkpoints, "seeds": seeds, "bars": args.bars, "fresh": args.fresh,
-          "overrides": args.overrides, "steps": args.steps, "real_steps": args.real_steps,
+          "config": str(args.config), "overrides": args.overrides, "steps": args.steps, "real_steps": args.real_steps,
           "train_and_eval_seconds": {k: round(v, 1) for k, v in seconds.items()},
           "wall_seconds": round(time.perf_counter() - start, 1),
           "markets": {symbol: market.family for symbol, market in GENERATED.items()},
