@@ -165,3 +165,18 @@ def test_a_run_written_before_a_field_existed_reads_the_value_it_trained_with(tm
     old = read_run_config(path)
     assert (old.env.feature_norm, old.ppo.weight_decay) == ("zscore", 0.0)
     assert old.env.feature_norm != EnvConfig().feature_norm and old.ppo.weight_decay != PPOConfig().weight_decay
+
+
+def test_every_preset_loads_and_says_what_it_changes():
+    """Each configs/*.toml preset resolves over the defaults; full_size's buys reach 90 % of equity
+    and its adds 25 %; the cost presets set both costs (the FX one under a 1 bp round trip)."""
+    folder = DEFAULT_CONFIG.parent
+    for path in folder.glob("*.toml"):
+        assert resolve(path, ["run.device=cpu"]).run.device == "cpu", path
+    full = resolve(folder / "full_size.toml").env
+    buys = {a.name: a.buy_fraction for a in full.actions if a.kind in ("buy", "add")}
+    assert buys == {"BUY_SMALL": 0.25, "BUY_MEDIUM": 0.5, "BUY_LARGE": 0.9, "ADD_TO_POSITION": 0.25}
+    equity = resolve(folder / "costs_equity_daily.toml").env
+    assert (equity.commission_bps, equity.slippage_bps) == (2.0, 1.0) == (EnvConfig().commission_bps,
+                                                                         EnvConfig().slippage_bps)
+    assert resolve(folder / "costs_fx_hourly.toml").env.round_trip_cost < 1e-4
