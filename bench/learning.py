@@ -81,7 +81,8 @@ def pooled(segments: list[list[dict]]) -> list[dict]:
     for rows in zip(*segments, strict=True):
         row = {key: float(np.mean([r[key] for r in rows]))
                for key in ("agent_sharpe", "oracle_sharpe", "matched_bh_sharpe", "matched_bh_exposure",
-                           "random_sharpe", "random_percentile", "agent_return", "agent_exposure", "agent_trades")}
+                           "random_sharpe", "random_percentile", "agent_return", "agent_max_drawdown",
+                           "agent_exposure", "agent_trades")}
         row["symbol"] = rows[0]["symbol"]
         row["oracle_share"] = row["agent_sharpe"] / row["oracle_sharpe"] if row["oracle_sharpe"] > 0 else None
         row["beats_matched_and_random"] = (row["agent_sharpe"] > row["matched_bh_sharpe"]
@@ -107,7 +108,8 @@ def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
                     "agent_sharpe_iqm": interval([[r["agent_sharpe"]] for r in symbol_rows]),
                     "matched_bh_sharpe": mean("matched_bh_sharpe"), "matched_bh_exposure": mean("matched_bh_exposure"),
                     "random_sharpe": mean("random_sharpe"), "random_percentile": mean("random_percentile"),
-                    "agent_return": mean("agent_return"), "agent_exposure": mean("agent_exposure"),
+                    "agent_return": mean("agent_return"), "agent_max_drawdown": mean("agent_max_drawdown"),
+                    "agent_exposure": mean("agent_exposure"),
                     "agent_trades": mean("agent_trades"),
                     "beats_matched_and_random": sum(r["beats_matched_and_random"] for r in symbol_rows)})
     return out
@@ -127,7 +129,7 @@ def print_table(rows: list[dict], title: str) -> None:
     lowest = "min_oracle_share" in rows[0]
     for column in ("symbol", "agent", "oracle", "share", *(["median share", "lowest share", "agent IQM [95 %]"]
                                                            if lowest else []), "matched B&H",
-                   "its exposure", "random median", "agent pct", "return", "exposure", "trades"):
+                   "its exposure", "random median", "agent pct", "return", "max DD", "exposure", "trades"):
         table.add_column(column, justify="right")
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
@@ -138,6 +140,7 @@ def print_table(rows: list[dict], title: str) -> None:
                          iqm_cell(r["agent_sharpe_iqm"])] if lowest else []), fmt(r["matched_bh_sharpe"], "+.2f"),
                       fmt(r["matched_bh_exposure"], ".0%"), fmt(r["random_sharpe"], "+.2f"),
                       fmt(r["random_percentile"], ".0%"), fmt(r["agent_return"], "+.1%"),
+                      fmt(r["agent_max_drawdown"], ".1%"),
                       fmt(r["agent_exposure"], ".0%"), fmt(r["agent_trades"], ".0f"))
     Console(file=sys.stderr, width=None if sys.stderr.isatty() else 160).print(table)
 

@@ -70,7 +70,8 @@ def summarise(report: dict, oracle: dict[str, float]) -> list[dict]:
                "matched_bh_exposure": strategies[MATCHED]["exposure"],
                "random_sharpe": strategies[RANDOM]["sharpe_annualised"],
                "random_percentile": baselines[RANDOM]["agent_percentile"],
-               "agent_return": agent["total_return"], "agent_exposure": agent["exposure"],
+               "agent_return": agent["total_return"], "agent_max_drawdown": agent["max_drawdown"],
+               "agent_exposure": agent["exposure"],
                "agent_trades": agent["trades"]}
         row["oracle_share"] = (row["agent_sharpe"] / row["oracle_sharpe"]
                                if row["oracle_sharpe"] and row["oracle_sharpe"] > 0 else None)
