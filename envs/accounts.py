@@ -120,12 +120,12 @@ def sell_fill(shares: Tensor, open_price: Tensor, commission_rate: float, slippa
     return proceeds, commission_rate * proceeds, price
 
 
-def fill_orders(acc: Accounts, executed: Tensor, open_price: Tensor, table: ActionTensors,
+def fill_orders(acc: Accounts, executed: Tensor, open_price: Tensor, table: ActionTensors, buy_fraction: Tensor,
                 commission_rate: float, slippage_rate: float) -> Fill:
     """Execute `executed` (N,) long at `open_price` (N,) with buy_fill / sell_fill. Buys spend
-    the action's fraction of the equity at decision time (the mask guarantees the cash), sells
-    sell the action's fraction of the shares."""
-    buy_notional = table.buy_fraction[executed] * acc.equity
+    `buy_fraction` ((A,) or (N, A): the table's, or sized by volatility targeting) of the equity at
+    decision time (the mask guarantees the cash), sells sell the action's fraction of the shares."""
+    buy_notional = buy_fraction.expand(executed.shape[0], -1).gather(1, executed[:, None])[:, 0] * acc.equity
     bought, buy_commission, buy_price = buy_fill(buy_notional, open_price, commission_rate, slippage_rate)
     sell_fraction = table.sell_fraction[executed]
     sold = sell_fraction * acc.shares

@@ -7,6 +7,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 NUM_SL_PROBS = 3
+SECONDS_PER_YEAR = 365.25 * 24 * 3600
+
+
+def periods_per_year(timestamps_ns: np.ndarray) -> float:
+    """Bars per calendar year, measured from (T,) int64 nanosecond timestamps."""
+    if len(timestamps_ns) < 2:
+        raise ValueError("need at least two timestamps to measure the bar frequency")
+    span_s = (int(timestamps_ns[-1]) - int(timestamps_ns[0])) / 1e9
+    if span_s <= 0:
+        raise ValueError("timestamps must increase to measure the bar frequency")
+    return (len(timestamps_ns) - 1) / (span_s / SECONDS_PER_YEAR)
+
 
 
 class DataError(ValueError):

@@ -165,6 +165,16 @@ class EnvConfig:
     `end` (later bars are never seen); empty = the whole data (walk-forward sets it per fold)"""
     max_exposure: float = 0.9
     """BUY and ADD are masked once position value / equity reaches this"""
+    vol_target: float = 0.0
+    """volatility targeting (docs/environment.md, Sizing): when > 0, every buy and add fraction is
+    multiplied at each decision by vol_target / the symbol's annualised volatility over the last
+    vol_window bars (at most vol_scale_max; the result at most max_exposure), so a position bought
+    at fraction f carries about f x vol_target of volatility whatever the symbol's; 0 = off, the
+    action table's fractions as they are"""
+    vol_window: int = 20
+    """close-to-close returns behind volatility targeting's volatility estimate"""
+    vol_scale_max: float = 2.0
+    """largest factor volatility targeting applies to a fraction (calm markets, a volatility of 0)"""
     obs_noise: float = 1.0
     """std of Gaussian noise added to the normalised market features (obs keys technical and regime)
     of every observation, in their (unit) scale: a training augmentation, so the policy cannot tell the
@@ -218,6 +228,9 @@ class EnvConfig:
         _check_range(self, "max_consecutive_actions", 1, 1_000_000)
         _check_range(self, "diversity_window", 1, 100_000)
         _check_range(self, "max_exposure", 0.0, 1.0, low_open=True)
+        _check_range(self, "vol_target", 0.0, 10.0)
+        _check_range(self, "vol_window", 2, 100_000)
+        _check_range(self, "vol_scale_max", 0.0, 100.0, low_open=True)
         _check_range(self, "obs_noise", 0.0, 10.0)
         if self.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm: expected one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")

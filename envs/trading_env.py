@@ -29,6 +29,7 @@ from envs.market_data import load_market
 from envs.masking import action_mask
 from envs.noise import NoisePool
 from envs.observation import account_observation
+from envs.sizing import position_scale
 from envs.phases import (
     Marks,
     commit,
@@ -224,6 +225,7 @@ class VecTradingEnv(VectorEnv):
         regime = torch.zeros(num_symbols, t_max, NUM_REGIME, device=self.device)
         sl_probs = torch.full((num_symbols, t_max, NUM_SL_PROBS), 0.5, device=self.device)
         prices = torch.ones(2, num_symbols, t_max, dtype=torch.float64, device=self.device)
+        scale = torch.ones(num_symbols, t_max, dtype=torch.float64, device=self.device)
         for s, bars in enumerate(self.markets.values()):
             length = len(bars)
             tech[s, :length], regime[s, :length] = compute_features(
@@ -231,11 +233,13 @@ class VecTradingEnv(VectorEnv):
             sl_probs[s, :length] = torch.as_tensor(bars.sl_probs, dtype=torch.float32, device=self.device)
             prices[0, s, :length] = torch.as_tensor(bars.open, device=self.device)
             prices[1, s, :length] = torch.as_tensor(bars.close, device=self.device)
+            scale[s, :length] = torch.as_tensor(position_scale(bars, self.config), device=self.device)
         self.t_max = t_max
         self._tech = rearrange(tech, "s t f -> (s t) f")
         self._regime = rearrange(regime, "s t f -> (s t) f")
         self._sl_probs = rearrange(sl_probs, "s t k -> (s t) k")
         self._open, self._close = rearrange(prices, "p s t -> p (s t)")
+        self._scale = rearrange(scale, "s t -> (s t)") if self.config.vol_target > 0 else None
         ranges = torch.tensor([self.decision_range[s] for s in self.symbols], device=self.device)  # (S, 2)
         per_account = self.layout.per_account(ranges)  # (N, 2)
         self._first, self._last = per_account[:, 0], per_account[:, 1]
@@ -311,8 +315,8 @@ class VecTradingEnv(VectorEnv):
         cfg, acc = self.config, self.accounts
         bar = acc.t + 1
         index = self._row + bar  # (N,) flat row of each account's next bar
-        fill = fill_orders(acc, executed, self._open[index], self._actions, cfg.commission_bps * 1e-4,
-                           cfg.slippage_bps * 1e-4)
+        fill = fill_orders(acc, executed, self._open[index], self._actions, self._buy_fractions(acc),
+                           cfg.commission_bps * 1e-4, cfg.slippage_bps * 1e-4)
         return fill, mark_to_market(acc, fill, bar, self._close[index])
 
     def _end_episodes(self, done: Tensor, info: dict[str, Any]) -> None:
@@ -338,9 +342,17 @@ class VecTradingEnv(VectorEnv):
     def _compute_mask(self, acc: Accounts | None = None) -> Tensor:
         """Valid actions (N, A) bool of the account state (the current one by default) at its close."""
         acc = acc if acc is not None else self.accounts
-        return action_mask(self._actions, acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
+        return action_mask(self._actions, self._buy_fractions(acc), acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
                            max_exposure=self.config.max_exposure,
                            commission_rate=self.config.commission_bps * 1e-4)
+
+    def _buy_fractions(self, acc: Accounts) -> Tensor:
+        """What each buy and add spends, as a fraction of equity, at the accounts' decision bars:
+        the table's (A,), or (N, A) scaled by volatility targeting (env.vol_target; envs.sizing)."""
+        if self._scale is None:
+            return self._actions.buy_fraction
+        scale = self._scale[self._row + acc.t]
+        return (self._actions.buy_fraction * scale[:, None]).clamp_max(self.config.max_exposure)
 
     def _observe(self, memory: Tensor, accounts: Accounts | None = None) -> dict[str, Tensor]:
         """The observation dict of the current state (or of `accounts`): float32 (N, ...) tensors;

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,11 @@ NUM_ACTIONS = SPEC.num_actions
 E = 8
 MARKET = {"A": synthetic_bars("A", 400), "B": synthetic_bars("B", 300)}
 ENV = VecTradingEnv(["A", "B"], E, EnvConfig(episode_length=24, obs_noise=0.0), markets=MARKET, seed=0)
+LARGE = tuple(replace(a, buy_fraction=min(10 * a.buy_fraction, 0.95)) for a in SPEC.actions)
+"""the default table with buys of 25 / 60 / 90 % and adds of 30 %"""
+VOL_TARGETED = VecTradingEnv(["A", "B"], E, EnvConfig(episode_length=24, obs_noise=0.0, actions=LARGE, vol_target=0.4,
+                                                      vol_scale_max=5.0), markets=MARKET, seed=0)
+"""buys scaled up to 5x by volatility targeting: the mask must still keep cash >= 0"""
 
 action_rows = st.lists(st.lists(st.integers(0, NUM_ACTIONS - 1), min_size=2 * E, max_size=2 * E),
                        min_size=1, max_size=40)
@@ -29,12 +36,13 @@ def close_now(env: VecTradingEnv) -> torch.Tensor:
 
 @settings(max_examples=25, deadline=None)
 @given(action_rows, st.integers(0, 1000))
-def test_equity_cash_shares_and_cost(actions: list[list[int]], seed: int) -> None:
-    ENV.reset(seed=seed)
+@pytest.mark.parametrize("env", [ENV, VOL_TARGETED], ids=["default", "vol_targeted"])
+def test_equity_cash_shares_and_cost(env: VecTradingEnv, actions: list[list[int]], seed: int) -> None:
+    env.reset(seed=seed)
     for row in actions:
-        _, reward, terminated, truncated, info = ENV.step(torch.tensor(row))
-        acc = ENV.accounts
-        torch.testing.assert_close(acc.equity, acc.cash + acc.shares * close_now(ENV), rtol=1e-12, atol=1e-6)
+        _, reward, terminated, truncated, info = env.step(torch.tensor(row))
+        acc = env.accounts
+        torch.testing.assert_close(acc.equity, acc.cash + acc.shares * close_now(env), rtol=1e-12, atol=1e-6)
         assert (acc.cash >= 0).all() and (acc.shares >= 0).all()
         cost = info["reward_components"]["cost"]
         assert (cost <= 0).all() and (info["cost"] >= 0).all()

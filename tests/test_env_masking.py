@@ -49,7 +49,7 @@ def test_mask_rules_hold_for_any_state(rows: list[tuple[float, float, float]]) -
     cash, shares, price = (torch.tensor(col, dtype=torch.float64) for col in zip(*rows))
     for spec in (SPEC, EXTENDED):
         table = spec.tensors(torch.device("cpu"), torch.float64)
-        mask = action_mask(table, cash, shares, cash + shares * price, price, max_exposure=MAX_EXPOSURE,
+        mask = action_mask(table, table.buy_fraction, cash, shares, cash + shares * price, price, max_exposure=MAX_EXPOSURE,
                            commission_rate=COMMISSION)
         assert mask.shape == (len(rows), spec.num_actions) and mask.dtype == torch.bool
         assert mask[:, spec.hold_id].all()

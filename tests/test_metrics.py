@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from trainers.backtest.metrics import equity_metrics, max_drawdown, periods_per_year, sharpe
+from envs.bars import periods_per_year
+from trainers.backtest.metrics import equity_metrics, max_drawdown, sharpe
 
 
 def test_equity_metrics_match_hand_computation():

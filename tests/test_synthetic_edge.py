@@ -16,7 +16,8 @@ from envs.bars import implausible_moves
 from envs.synthetic import MOMENTUM, synthetic_market
 from trainers.backtest.evaluation import oracle_results
 from trainers.backtest.report import ORACLE
-from trainers.backtest.metrics import equity_metrics, periods_per_year
+from envs.bars import periods_per_year
+from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.oracle import known_expected_return, oracle_sharpe
 from trainers.backtest.simulate import hold
 from trainers.evaluate import main as evaluate_main

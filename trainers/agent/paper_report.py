@@ -19,7 +19,8 @@ from trainers.agent.paper import check_meta, paper_env
 from trainers.backtest import pages, tearsheet as ts
 from trainers.backtest.evaluation import RANDOM_PATHS, SymbolOutcome, symbol_results
 from trainers.backtest.report import AGENT
-from trainers.backtest.metrics import equity_metrics, periods_per_year
+from envs.bars import periods_per_year
+from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.simulate import simulate
 from trainers.run import checkpoints
 

@@ -35,7 +35,8 @@ from envs.splits import format_timestamp
 from trainers.backtest.oracle import known_expected_return, simulate_oracle
 from trainers.backtest.overfitting import checkpoint_selection, describe as describe_selection
 from trainers.backtest.validation import Validator
-from trainers.backtest.metrics import equity_metrics, periods_per_year
+from envs.bars import periods_per_year
+from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.pages import write_evaluation_page
 from trainers.backtest.report import (AGENT, BUY_AND_HOLD, MATCHED, ORACLE, RANDOM, plot_equity, print_tables,
                                      write_arrays, write_json)

@@ -11,19 +11,6 @@ import math
 
 import numpy as np
 
-SECONDS_PER_YEAR = 365.25 * 24 * 3600
-
-
-def periods_per_year(timestamps_ns: np.ndarray) -> float:
-    """Bars per calendar year, measured from (T,) int64 nanosecond timestamps."""
-    if len(timestamps_ns) < 2:
-        raise ValueError("need at least two timestamps to measure the bar frequency")
-    span_s = (int(timestamps_ns[-1]) - int(timestamps_ns[0])) / 1e9
-    if span_s <= 0:
-        raise ValueError("timestamps must increase to measure the bar frequency")
-    return (len(timestamps_ns) - 1) / (span_s / SECONDS_PER_YEAR)
-
-
 def sharpe_from_sums(total: np.ndarray, squares: np.ndarray, count: np.ndarray | float,
                      periods_per_year: float = 1.0) -> np.ndarray:
     """The Sharpe ratio, the one formula every report uses: mean / std (ddof 1) of per-period

@@ -13,7 +13,8 @@ import torch
 
 from envs import Bars, VecTradingEnv
 from envs.synthetic import synthetic_market
-from trainers.backtest.metrics import equity_metrics, periods_per_year
+from envs.bars import periods_per_year
+from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.simulate import run_episode
 
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from envs import Bars, DataError, EnvConfig, VecTradingEnv
-from trainers.backtest.metrics import periods_per_year
+from envs.bars import periods_per_year
 from trainers.backtest.oracle import hold_while_long
 from trainers.backtest.simulate import account_metrics
 
