@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--init-encoder-from", type=Path, metavar="CHECKPOINT_OR_RUN_DIR",
                         help="experimental: a new run whose encoder is --encoder-blend ALPHA x that run's "
                              "(transferred) encoder + (1 - ALPHA) x a fresh one; heads start fresh")
+    parser.add_argument("--allow-encoder-overlap", action="store_true",
+                        help="start from a supervised encoder (trainers.pretrain) whose labels reach into this run's "
+                             "validation or test anyway (refused otherwise; logged)")
     parser.add_argument("--encoder-blend", type=float, default=1.0, metavar="ALPHA",
                         help="experimental: alpha in [0, 1] for --init-encoder-from (default 1)")
     parser.add_argument("--kl-anchor", type=float, metavar="COEF",
@@ -131,7 +134,7 @@ def open_run(args: argparse.Namespace, config: TrainConfig, run_dir: Path, resum
         world.main_first(lambda: fetch_missing(config.run.symbols, config.run.data_dir)
                          if world.is_main else None)
     transfer = TransferRequest(args.init_from, args.transfer_strategy, args.new_symbol_heads,
-                               args.init_encoder_from, args.encoder_blend)
+                               args.init_encoder_from, args.encoder_blend, args.allow_encoder_overlap)
     preflight(config, run_dir, resuming, transfer)
     return open_session(config, run_dir, resume=resuming, transfer=transfer, world=world)
 

@@ -29,7 +29,7 @@ from trainers.run import checkpoints
 from trainers.run.distributed import World
 from trainers.run.lock import ProcessLock, run_lock
 from trainers.run.session import STOPPED_FILE, Session
-from trainers.run.transfer import (TransferRequest, differs, init_encoder_from, init_from, record,
+from trainers.run.transfer import (TransferRequest, check_label_dates, differs, init_encoder_from, init_from, record,
                                    transfer_from)
 
 ResumePoint = tuple[checkpoints.Checkpoint, dict[str, Any], list[str]]
@@ -65,6 +65,8 @@ def _open(config: TrainConfig, run_dir: Path, resume: bool, request: TransferReq
     resume_point = find_resume_point(run_dir, resume, world)
     device = set_up_process(config, world)
     env, config, warnings_seen = open_env(config, device, world.seed(config.run.seed))
+    if resume_point is None:  # refused before a new directory is made; init_encoder_from reports it
+        check_label_dates(request, config.env.split_dates)
     if world.is_main:  # a new directory is made (and locked) once the data has loaded
         run_dir.mkdir(parents=True, exist_ok=True)
         lock.acquire()
@@ -213,7 +215,7 @@ def start_weights(session: Session, resume_point: ResumePoint | None, request: T
     elif request.source is not None:
         init_from(policy, request, seed, log, run_dir)
     elif request.encoder_source is not None:
-        init_encoder_from(policy, request, seed, log, run_dir)
+        init_encoder_from(policy, request, seed, log, run_dir, session.config.env.split_dates)
     else:
         log_initial_weights(log, policy)
 

@@ -7,10 +7,13 @@ by the old weights or accounts start fresh, and the report goes to the log and R
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from configs.loader import ConfigError, build
@@ -39,6 +42,9 @@ class TransferRequest:
     """--init-encoder-from (experimental): blend only the encoder of this checkpoint or run"""
     encoder_blend: float = 1.0
     """--encoder-blend alpha: encoder = alpha * transferred + (1 - alpha) * fresh"""
+    allow_encoder_overlap: bool = False
+    """--allow-encoder-overlap: start from a supervised encoder whose labels reach into this run's
+    validation or test (logged); refused otherwise"""
 
 
 SL_ENCODER_FILE = "encoder.safetensors"
@@ -156,17 +162,52 @@ def sl_encoder_mapping(weights: Path, policy: MultiSymbolPolicy) -> tuple[dict[s
     return {k: v for k, v in tensors.items() if k.startswith("encoder.")}, report
 
 
+def check_label_dates(request: TransferRequest, split_dates: tuple[str, ...]) -> tuple[str, bool] | None:
+    """For --init-encoder-from a supervised encoder: (the line its transfer report keeps on its label
+    dates against the run's `split_dates` (first validation, first test), whether they overlap);
+    None for any other source. ConfigError naming both dates when the encoder saw a label at or
+    after the run's first validation date and --allow-encoder-overlap was not given: the run's
+    validation and test would grade an encoder that already saw their outcomes."""
+    if request.encoder_source is None:
+        return None
+    weights = source_weights(request.encoder_source)[0]
+    if not is_sl_encoder(weights):
+        return None
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata() or {}
+    seen, what = meta.get("last_label_date"), "last label date"
+    if seen is None and len(dates := json.loads(meta.get("split_dates", "[]"))) == 2:
+        seen, what = dates[1], "pretraining's first test date (a format-1 file records no label date)"
+    val_start = split_dates[0]
+    if seen is None:
+        problem = f"it records no label dates, so nothing shows they end before {val_start}, this run's first validation date"
+    elif np.datetime64(seen, "ns") >= np.datetime64(val_start, "ns"):
+        problem = (f"the encoder saw labels up to {seen} (its {what}), but this run validates from {val_start} "
+                   "(env.split_dates)")
+    else:
+        return f"label dates checked: the encoder's {what} {seen} is before this run's first validation date {val_start}", False
+    if not request.allow_encoder_overlap:
+        raise ConfigError(f"--init-encoder-from {weights}: {problem}; pretrain with split dates no later than this "
+                          "run's, or pass --allow-encoder-overlap")
+    return f"label dates overlap, started anyway (--allow-encoder-overlap): {problem}", True
+
+
 def init_encoder_from(policy: MultiSymbolPolicy, request: TransferRequest, seed: int, log: RunLog,
-                      run_dir: Path) -> None:
+                      run_dir: Path, split_dates: tuple[str, ...]) -> None:
     """Experimental --init-encoder-from: the encoder becomes alpha * transferred + (1 - alpha) * its
     fresh init; the heads stay fresh. The source is another run's policy (transferred to this
-    architecture) or a supervised encoder from trainers.pretrain (mapped key by key)."""
+    architecture) or a supervised encoder from trainers.pretrain (mapped key by key, after
+    check_label_dates against the run's `split_dates`)."""
     assert request.encoder_source is not None, "init_encoder_from needs request.encoder_source"
     weights, line = source_weights(request.encoder_source)
     log.message(f"experimental encoder blend (alpha {request.encoder_blend:g}) from {line}")
     if is_sl_encoder(weights):
+        dates, overlap = check_label_dates(request, split_dates)
+        if overlap:
+            log.message(f"warning: {dates}", style="bold yellow")
         device = next(policy.parameters()).device
         tensors, report = sl_encoder_mapping(weights, policy)
+        report.notes.append(dates)
         report.notes.append(f"encoder only, blended with alpha {request.encoder_blend:g}; heads fresh")
         blend_encoder(policy, {k: v.to(device) for k, v in tensors.items()}, request.encoder_blend)
         record(log, run_dir, report)

@@ -43,6 +43,10 @@ NEVER = np.iinfo(np.int64).max
 METADATA_KEY = b"sl_probs"
 
 
+TRAIN_REFIT = "train"
+"""the fit on the train split's labels only, which serves the validation split"""
+
+
 @dataclass
 class Refit:
     """One model fit of the plan and the bars it serves."""
@@ -90,6 +94,14 @@ def known_at(examples: Examples, horizon: int, purge: int) -> np.ndarray:
         out[rows[inside]] = stamps[later[inside]]
     out[~examples.labelled] = NEVER
     return out
+
+
+def last_label_time(examples: Examples, rows: np.ndarray, horizon: int) -> int:
+    """The timestamp (int64 ns) of the latest label `rows` carry: the bar t + horizon of each row's
+    symbol, the newest price a model fitted (or early-stopped) on them has seen."""
+    labels = [examples.timestamps[s][examples.bar[mine] + horizon]
+              for s in range(len(examples.timestamps)) if len(mine := rows[examples.symbol[rows] == s])]
+    return int(max(stamps.max() for stamps in labels))
 
 
 def split_membership(examples: Examples, bounds: tuple[int, int], period: tuple[int, int] | None,
@@ -156,7 +168,7 @@ def plan_refits(examples: Examples, bounds: tuple[int, int], *, horizon: int, lo
         plan.notes.append(f"the train split never knows {min_history} examples before "
                           f"{dates[0]} (--min-history): every train bar's sl_prob is 0.5 and "
                           "the train split has no metrics")
-    train_model = refit("train", val_date, test_date)
+    train_model = refit(TRAIN_REFIT, val_date, test_date)
     if train_model is None:
         raise ValueError(f"the train split (before {dates[0]}) has too few labelled examples to fit "
                          f"a model ({len(train_rows)} known before the first validation date with a "

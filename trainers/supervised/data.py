@@ -56,10 +56,13 @@ class Examples:
         """Row indices of `symbol`'s bars, oldest first."""
         return np.flatnonzero(self.symbol == symbol)
 
-    def take(self, rows: np.ndarray) -> dict[str, Tensor]:
-        """The observations of `rows` (index array) as a dict of (B, ...) tensors."""
-        index = torch.as_tensor(rows, dtype=torch.long, device=next(iter(self.obs.values())).device)
-        return {key: value.index_select(0, index) for key, value in self.obs.items()}
+    def take(self, rows: np.ndarray) -> tuple[dict[str, Tensor], Tensor]:
+        """The model inputs of `rows` (index array): the observations as a dict of (B, ...)
+        tensors and the rows' symbols (B,) long, on the observations' device."""
+        device = next(iter(self.obs.values())).device
+        index = torch.as_tensor(rows, dtype=torch.long, device=device)
+        symbol = torch.as_tensor(self.symbol[rows], dtype=torch.long, device=device)
+        return {key: value.index_select(0, index) for key, value in self.obs.items()}, symbol
 
 
 def first_decision_bar(lookback: int) -> int:

@@ -66,17 +66,19 @@ class Fitted:
     fit_rows: int
     stop_rows: int
 
-    def outputs(self, obs: dict[str, Tensor]) -> Tensor:
-        """Raw model outputs (B,) float32 without grad, in eval mode, in chunks."""
+    def outputs(self, obs: dict[str, Tensor], symbol: Tensor) -> Tensor:
+        """Raw model outputs (B,) float32 of observations (B, ...) of symbols (B,), without grad,
+        in eval mode, in chunks."""
         self.model.eval()
-        size = next(iter(obs.values())).shape[0]
+        size = symbol.shape[0]
         with torch.no_grad():
-            return torch.cat([self.model({k: v[i:i + EVAL_CHUNK] for k, v in obs.items()}).float()
+            return torch.cat([self.model({k: v[i:i + EVAL_CHUNK] for k, v in obs.items()},
+                                         symbol[i:i + EVAL_CHUNK]).float()
                               for i in range(0, size, EVAL_CHUNK)]) if size else torch.zeros(0)
 
-    def probabilities(self, obs: dict[str, Tensor]) -> np.ndarray:
+    def probabilities(self, obs: dict[str, Tensor], symbol: Tensor) -> np.ndarray:
         """(B,) float64: the probability that the price is higher `horizon` bars on."""
-        out = self.outputs(obs).double()
+        out = self.outputs(obs, symbol).double()
         if self.target == "return":
             out = PROBIT * out / self.spread
         return torch.sigmoid(out).cpu().numpy()
@@ -104,7 +106,8 @@ def fit(model: nn.Module, examples: Examples, fit_rows: np.ndarray, stop_rows: n
     model = model.to(device)
     targets = torch.as_tensor(raw / scale, dtype=torch.float32, device=device)
     fit_index = torch.as_tensor(fit_rows, dtype=torch.long, device=device)
-    stop_obs = examples.take(stop_rows)
+    symbols = torch.as_tensor(examples.symbol, dtype=torch.long, device=device)
+    stop_inputs = examples.take(stop_rows)
     stop_target = targets[torch.as_tensor(stop_rows, dtype=torch.long, device=device)]
     generator = torch.Generator(device="cpu").manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
@@ -117,12 +120,12 @@ def fit(model: nn.Module, examples: Examples, fit_rows: np.ndarray, stop_rows: n
         for start in range(0, len(order), settings.batch_size):
             rows = order[start:start + settings.batch_size]
             obs = {k: v.index_select(0, rows) for k, v in examples.obs.items()}
-            loss = _loss(model(obs), targets[rows], kind)
+            loss = _loss(model(obs, symbols[rows]), targets[rows], kind)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-        stop_loss = float(_loss(fitted.outputs(stop_obs), stop_target, kind))
+        stop_loss = float(_loss(fitted.outputs(*stop_inputs), stop_target, kind))
         fitted.epochs = epoch
         if stop_loss < fitted.stop_loss:
             fitted.stop_loss, fitted.best_epoch, since_best = stop_loss, epoch, 0
@@ -134,6 +137,6 @@ def fit(model: nn.Module, examples: Examples, fit_rows: np.ndarray, stop_rows: n
     model.load_state_dict(best_state)
     model.eval()
     if kind == "return":
-        residual = fitted.outputs(stop_obs) - stop_target
+        residual = fitted.outputs(*stop_inputs) - stop_target
         fitted.spread = max(float(residual.double().square().mean().sqrt()), 1e-6)
     return fitted

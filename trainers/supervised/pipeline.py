@@ -21,9 +21,11 @@ from ppo_core.device import resolve_device
 from ppo_core.files import atomic_write_bytes
 from trainers.backtest.report import write_json
 from trainers.supervised.causal import (
+    TRAIN_REFIT,
     Plan,
     created_now,
     file_sha256,
+    last_label_time,
     per_symbol_columns,
     plan_refits,
     served_rows,
@@ -36,7 +38,8 @@ from trainers.supervised.models import MODEL_NAMES, build_model, count_parameter
 from trainers.supervised.report import backtest, print_table, split_env, summarise_backtest
 
 ENCODER_FILE = "encoder.safetensors"
-ENCODER_FORMAT_VERSION = "1"
+ENCODER_FORMAT_VERSION = "2"
+"""2: per-symbol heads (head.weight (S, D)) and last_label_date; 1: one head, no label date"""
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ class ModelResult:
     probabilities: np.ndarray
     """(M,) pooled causal probabilities, 0.5 where no model serves the bar"""
     fits: list[dict[str, object]]
-    final: Fitted
+    before_validation: Fitted
+    """the fit that serves the validation split: it saw no label at or after the first validation
+    date, so a run on the same split dates can start from it (encoder.safetensors)"""
     parameters: int
 
 
@@ -91,37 +96,42 @@ def fit_plan(name: str, index: int, examples: Examples, plan: Plan, config: Trai
              options: PretrainOptions, env: VecTradingEnv, console: Console) -> ModelResult:
     """Every fit of `plan` for model `name`; each serves its bars' probabilities."""
     probabilities = np.full(len(examples), 0.5)
-    fits, fitted = [], None
+    fits, fitted, before_validation = [], None, None
     for k, refit in enumerate(plan.refits):
         seed = config.run.seed * 1009 + index * 101 + k
         torch.manual_seed(seed)
         model = build_model(name, lookback=config.env.lookback, hidden=options.hidden,
-                            encoder=config.model.encoder, obs_shapes=env.trading_spec.obs_shapes)
+                            encoder=config.model.encoder, obs_shapes=env.trading_spec.obs_shapes,
+                            num_symbols=len(examples.symbols))
         start = time.perf_counter()
         fitted = fit(model, examples, refit.fit_rows, refit.stop_rows, options.fit, seed)
         rows = served_rows(examples, refit)
         if len(rows):
-            probabilities[rows] = fitted.probabilities(examples.take(rows))
+            probabilities[rows] = fitted.probabilities(*examples.take(rows))
         seconds = time.perf_counter() - start
+        if refit.name == TRAIN_REFIT:
+            before_validation = fitted
         fits.append({**refit.describe(), "epochs": fitted.epochs, "best_epoch": fitted.best_epoch,
                      "stop_loss": fitted.stop_loss, "seconds": round(seconds, 2)})
         console.print(f"  {name:8s} {refit.name:14s} fit {len(refit.fit_rows):6d}  stop {len(refit.stop_rows):5d}"
                       f"  epochs {fitted.epochs:3d} (best {fitted.best_epoch:3d})  {seconds:6.1f} s")
-    assert fitted is not None  # the plan always ends with the final model
-    return ModelResult(probabilities, fits, fitted, count_parameters(fitted.model))
+    assert fitted is not None and before_validation is not None  # every plan has both
+    return ModelResult(probabilities, fits, before_validation, count_parameters(fitted.model))
 
 
 def save_encoder(path: Path, fitted: Fitted, config: TrainConfig, env: VecTradingEnv, target: str,
-                 horizon: int) -> None:
-    """encoder.safetensors: keys `encoder.<FeatureEncoder key>` and `head.<key>`; metadata kind
-    sl_encoder, format_version 1, encoder_config, obs_shapes, symbols, target, horizon, lookback
-    (and split_dates, what its training saw)."""
+                 horizon: int, last_label: int) -> None:
+    """encoder.safetensors: keys `encoder.<FeatureEncoder key>` and `head.weight` (S, D),
+    `head.bias` (S,); metadata kind sl_encoder, format_version, encoder_config, obs_shapes, symbols
+    (the heads' order), target, horizon, lookback, split_dates and last_label_date (the newest bar
+    whose price any of its fit or early-stopping labels used: a run must validate after it)."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in fitted.model.state_dict().items()}
     metadata = {"kind": "sl_encoder", "format_version": ENCODER_FORMAT_VERSION,
                 "encoder_config": json.dumps(asdict(config.model.encoder)),
                 "obs_shapes": json.dumps({k: list(v) for k, v in env.trading_spec.obs_shapes.items()}),
                 "symbols": ",".join(env.symbols), "target": target, "horizon": str(horizon),
-                "lookback": str(config.env.lookback), "split_dates": json.dumps(list(env.config.split_dates))}
+                "lookback": str(config.env.lookback), "split_dates": json.dumps(list(env.config.split_dates)),
+                "last_label_date": format_timestamp(last_label)}
     atomic_write_bytes(path, safetensors.torch.save(tensors, metadata=metadata))
 
 
@@ -189,8 +199,10 @@ def run_pretrain(config: TrainConfig, options: PretrainOptions, console: Console
         load_bars(out_dir, symbol)  # the copy must be what the loader reads
         files[symbol] = str(path)
     if "encoder" in results:
-        save_encoder(out_dir / ENCODER_FILE, results["encoder"].final, config, env, options.fit.target,
-                     options.horizon)
+        saved = next(refit for refit in plan.refits if refit.name == TRAIN_REFIT)
+        last_label = last_label_time(examples, np.concatenate([saved.fit_rows, saved.stop_rows]), options.horizon)
+        save_encoder(out_dir / ENCODER_FILE, results["encoder"].before_validation, config, env, options.fit.target,
+                     options.horizon, last_label)
         files["encoder"] = str(out_dir / ENCODER_FILE)
 
     served = np.zeros(len(examples), dtype=bool)
@@ -212,9 +224,11 @@ def run_pretrain(config: TrainConfig, options: PretrainOptions, console: Console
         signals.append({symbol: np.ones(len(env.markets[symbol])) for symbol in env.symbols})
         trades = backtest(split_env_, signals)
         for name, traded in zip(results, trades):
+            probabilities = results[name].probabilities
             payload_models[name]["splits"][split] = {
-                "classification": classification_metrics(examples.up[rows], results[name].probabilities[rows],
-                                                         majority),
+                "classification": classification_metrics(examples.up[rows], probabilities[rows], majority),
+                "per_symbol": {symbol: classification_metrics(examples.up[mine], probabilities[mine], majority)
+                               for symbol, mine in _by_symbol(examples, rows).items()},
                 "backtest": summarise_backtest(traded)}
         baselines["always long"]["splits"][split] = {"backtest": summarise_backtest(trades[-1])}
     wall = time.perf_counter() - began
@@ -232,6 +246,12 @@ def run_pretrain(config: TrainConfig, options: PretrainOptions, console: Console
     console.print(f"wrote {', '.join(Path(p).name for p in files.values())} and pretrain.json to {out_dir} "
                   f"in {wall:.0f} s; train on them with --data-dir {out_dir}")
     return payload
+
+
+def _by_symbol(examples: Examples, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """`rows` grouped by symbol (symbols without a row left out)."""
+    groups = {examples.symbols[s]: rows[examples.symbol[rows] == s] for s in range(len(examples.symbols))}
+    return {symbol: mine for symbol, mine in groups.items() if len(mine)}
 
 
 def _first_prediction(examples: Examples, plan: Plan, symbol: int) -> str | None:

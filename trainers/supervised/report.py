@@ -108,5 +108,11 @@ def print_table(payload: dict, console: Console) -> None:
             table.add_row(name, SPLIT_NAMES[split], *[_cell(values.get(key), fmt) for key, _, fmt in columns],
                           end_section=split == list(splits)[-1] and index < len(rows) - 1)
     console.print(table)
+    if len(payload["symbols"]) > 1:  # each symbol's own relation, which pooled figures can hide
+        for name, entry in payload["models"].items():
+            test = entry["splits"].get("test", {}).get("per_symbol", {})
+            if test:
+                console.print(f"{name} test AUC per symbol: " + ", ".join(
+                    f"{symbol} {_cell(metrics.get('auc'), '{:.3f}')}" for symbol, metrics in test.items()))
     for note in payload["notes"]:
         console.print(f"[yellow]note:[/] {note}")
