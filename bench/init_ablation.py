@@ -66,8 +66,8 @@ def run_one(init: str, gain: float | None, seed: int, data_dir: Path, args: argp
                 except NonFiniteLossError as err:
                     error = f"iteration {session.iteration + 1}: {err}"
                     break
-                entropies.append(result.update.entropy)
-                grad_norms.append(result.update.grad_norm)
+                entropies.append(result.update.steps.entropy)
+                grad_norms.append(result.update.steps.grad_norm)
                 if result.collapse is not None:
                     error = str(result.collapse)
                     break

@@ -7,7 +7,7 @@ from ppo_core.distributions import entropy_of, masked_log_probs, masked_logits
 from ppo_core.entropy import (AdaptiveEntropyConfig, EntropyCollapseError, EntropyConfig,
                               EntropyController, EntropyGuardConfig, EntropyScheduleConfig, EntropyState)
 from ppo_core.gae import compute_gae
-from ppo_core.learner import (ActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, UpdateMetrics,
+from ppo_core.learner import (ActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, StepMetrics,
                               UpdateStats, resolve_amp)
 from ppo_core.loss import LossMetrics, explained_variance, ppo_loss
 from ppo_core.iteration import IterationResult, PPOParts, ppo_iteration
@@ -22,7 +22,7 @@ __all__ = [
     "MLPActorCritic",
     "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "PPOParts", "RewardNormalizer", "RolloutBuffer",
     "RolloutResult",
-    "StepData", "TensorVecEnv", "UpdateMetrics", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance", "kl_divergence",
+    "StepData", "TensorVecEnv", "StepMetrics", "UpdateStats", "collect_rollout", "compute_gae", "explained_variance", "kl_divergence",
     "entropy_of", "masked_log_probs", "masked_logits", "ppo_iteration", "ppo_loss", "resolve_amp",
     "resolve_device", "scheduled", "synchronize",
 ]

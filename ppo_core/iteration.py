@@ -13,7 +13,7 @@ from ppo_core.buffer import RolloutBuffer
 from ppo_core.device import synchronize
 from ppo_core.entropy import EntropyCollapseError, EntropyController, EntropyState
 from ppo_core.gae import compute_gae
-from ppo_core.learner import ActorCritic, PPOLearner, UpdateMetrics
+from ppo_core.learner import ActorCritic, PPOLearner, UpdateStats
 from ppo_core.rollout import RolloutResult, StepData, TensorVecEnv, collect_rollout
 
 
@@ -41,7 +41,7 @@ class IterationResult(NamedTuple):
     next_obs: dict[str, Tensor]
     """observations the next iteration starts from"""
     rollout: RolloutResult
-    update: UpdateMetrics
+    update: UpdateStats
     """the update's statistics, read to the host (the iteration's one read of the update)"""
     entropy: EntropyState
     """the entropy stack after observing this update"""
@@ -88,7 +88,7 @@ def ppo_iteration(parts: PPOParts, obs: dict[str, Tensor], *, global_step: int, 
     updated = time.perf_counter()
     collapse = None
     try:
-        entropy.observe(step_after, update.entropy)
+        entropy.observe(step_after, update.steps.entropy)
     except EntropyCollapseError as err:
         collapse = err
     return IterationResult(next_obs=rollout.next_obs, rollout=rollout, update=update, entropy=entropy.state(),

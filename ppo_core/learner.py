@@ -138,24 +138,38 @@ class ActorCritic(Protocol):
         ...
 
 
-class UpdateStats(NamedTuple):
-    """Means over the minibatches that ran; tensors stay on the device until `to_dict`."""
+class StepMetrics(NamedTuple):
+    """What one optimizer step measures: `PPOLearner._step` returns them as device scalars (0-d
+    tensors), `update` stacks each step's once, sums them and reports each field's mean over the
+    steps that ran (logged as `losses/<field>`). A new metric is one field here and its value in
+    `_step`; `read` returns the same record with floats."""
 
-    policy_loss: Tensor
-    value_loss: Tensor
-    entropy: Tensor
-    approx_kl: Tensor
-    clip_fraction: Tensor
-    explained_variance: Tensor
+    policy_loss: Tensor | float
+    value_loss: Tensor | float
+    entropy: Tensor | float
+    """mean policy entropy (nats): what the entropy stack observes"""
+    approx_kl: Tensor | float
+    clip_fraction: Tensor | float
+    grad_norm: Tensor | float
+    """pre-clip global gradient norm; its mean is over the steps with finite gradients"""
+    clipped_share: Tensor | float
+    """1 when the gradient norm exceeded max_grad_norm: its mean is the share of such steps"""
+    finite_share: Tensor | float
+    """1 when the step's gradients were finite (0: the fp16 GradScaler skipped the step)"""
+    anchor_kl: Tensor | float
+    """KL(initial policy || current) while the KL anchor is on, else 0"""
+
+
+class UpdateStats(NamedTuple):
+    """One update's metrics: device tensors until `read()`, which returns the same record with
+    host floats (one sync for all of them)."""
+
+    steps: StepMetrics
+    """means over the optimizer steps that ran"""
+    explained_variance: Tensor | float
     """of the rollout's values against the GAE returns"""
-    grad_norm: Tensor
-    """mean pre-clip global gradient norm over steps with finite gradients"""
-    clipped_share: Tensor
-    """share of minibatches whose gradient norm exceeded max_grad_norm"""
-    skipped_steps: Tensor
+    skipped_steps: Tensor | float
     """optimizer steps the fp16 GradScaler skipped for inf/NaN gradients"""
-    anchor_kl: Tensor
-    """mean KL(initial policy || current) over the minibatches while the KL anchor is on, else 0"""
     epochs_run: int
     stopped_early: bool
     """True when KL early stopping skipped the epochs after `epochs_run`"""
@@ -164,46 +178,23 @@ class UpdateStats(NamedTuple):
     anchor_coef: float
     """the KL anchor's weight in this update (0 when off or decayed)"""
 
-    def read(self) -> UpdateMetrics:
-        """The host values. This is a host sync point (one read for all tensors)."""
-        names = [name for name, value in zip(self._fields, self) if isinstance(value, Tensor)]
-        values = dict(zip(names, torch.stack([getattr(self, n).float() for n in names]).tolist()))
-        return UpdateMetrics(**values, epochs_run=self.epochs_run, stopped_early=self.stopped_early,
-                             learning_rate=self.learning_rate, clip_coef=self.clip_coef,
-                             anchor_coef=self.anchor_coef)
-
-
-class UpdateMetrics(NamedTuple):
-    """UpdateStats read to the host (logged as `losses/<field>`)."""
-
-    policy_loss: float
-    value_loss: float
-    entropy: float
-    """mean policy entropy (nats) over the minibatches: what the entropy stack observes"""
-    approx_kl: float
-    clip_fraction: float
-    explained_variance: float
-    grad_norm: float
-    clipped_share: float
-    skipped_steps: float
-    anchor_kl: float
-    epochs_run: int
-    stopped_early: bool
-    learning_rate: float
-    clip_coef: float
-    anchor_coef: float
+    def read(self) -> UpdateStats:
+        """This record with host floats. A host sync point (one read for all tensors)."""
+        tensors = [*self.steps, self.explained_variance, self.skipped_steps]
+        values = torch.stack([torch.as_tensor(t).float() for t in tensors]).tolist()
+        width = len(StepMetrics._fields)
+        return self._replace(steps=StepMetrics(*values[:width]), explained_variance=values[width],
+                             skipped_steps=values[width + 1])
 
     def scalars(self) -> dict[str, float]:
-        """`losses/<field>` floats for TensorBoard."""
-        return {f"losses/{name}": float(value) for name, value in zip(self._fields, self)}
+        """`losses/<name>` floats for TensorBoard, of a record that was `read()`."""
+        flat = {**self.steps._asdict(), **{k: v for k, v in self._asdict().items() if k != "steps"}}
+        return {f"losses/{name}": float(value) for name, value in flat.items()}
 
 
-# metric rows accumulated on the device, one stack per minibatch
-_METRICS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
-            "grad_norm", "finite_grad", "clipped", "anchor_kl")
 _CHECKED = ("policy_loss", "value_loss", "entropy", "grad_norm")
-_CHECKED_ROWS = [_METRICS.index(name) for name in _CHECKED]
-_KL = _METRICS.index("approx_kl")
+_CHECKED_ROWS = [StepMetrics._fields.index(name) for name in _CHECKED]
+_KL = StepMetrics._fields.index("approx_kl")
 
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
@@ -263,14 +254,13 @@ class PPOLearner:
         clip_coef = scheduled(cfg.clip_coef, cfg.clip_schedule, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        totals = torch.zeros(len(_METRICS), device=self.device)
-        skipped = torch.zeros((), device=self.device)
+        totals = torch.zeros(len(StepMetrics._fields), device=self.device)
         per_epoch = self.minibatches_per_epoch(buffer.batch_size, num_groups)
         num_minibatches, epochs_run, stopped_early = 0, 0, False
         for epoch in range(cfg.update_epochs):
-            epoch_totals = torch.zeros(len(_METRICS), device=self.device)
+            epoch_totals = torch.zeros_like(totals)
             for mb in buffer.minibatches(advantages, returns, per_epoch, num_groups, generator):
-                epoch_totals += self._step(mb, ent_coef, clip_coef, skipped, num_groups, anchor_coef)
+                epoch_totals += torch.stack(self._step(mb, ent_coef, clip_coef, num_groups, anchor_coef))
             if self.sync is not None:
                 self.sync(epoch_totals)  # every process reads the same KL and stops together
             totals += epoch_totals
@@ -283,19 +273,15 @@ class PPOLearner:
             if cfg.target_kl > 0 and kl > cfg.target_kl:
                 stopped_early = epoch + 1 < cfg.update_epochs
                 break
-        means = dict(zip(_METRICS, totals / num_minibatches))
-        finite_steps = totals[_METRICS.index("finite_grad")]
-        grad_norm = totals[_METRICS.index("grad_norm")] / finite_steps.clamp(min=1)
+        sums = StepMetrics(*totals)
+        finite_steps = sums.finite_share
+        means = StepMetrics(*(totals / num_minibatches))._replace(grad_norm=sums.grad_norm / finite_steps.clamp(min=1))
         ev = explained_variance(buffer.values, returns)
         if self.sync is not None:
             self.sync(ev)
-        return UpdateStats(
-            policy_loss=means["policy_loss"], value_loss=means["value_loss"], entropy=means["entropy"],
-            approx_kl=means["approx_kl"], clip_fraction=means["clip_fraction"],
-            explained_variance=ev,
-            grad_norm=grad_norm, clipped_share=means["clipped"], skipped_steps=skipped,
-            anchor_kl=means["anchor_kl"], epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr,
-            clip_coef=clip_coef, anchor_coef=anchor_coef)
+        return UpdateStats(steps=means, explained_variance=ev, skipped_steps=num_minibatches - finite_steps,
+                           epochs_run=epochs_run, stopped_early=stopped_early, learning_rate=lr,
+                           clip_coef=clip_coef, anchor_coef=anchor_coef)
 
     def minibatches_per_epoch(self, batch_size: int, num_groups: int | None) -> int:
         """num_minibatches, or each group's share of `batch_size` samples / minibatch_size."""
@@ -308,9 +294,9 @@ class PPOLearner:
                              f"({share} samples = num_steps x envs per group)")
         return share // size
 
-    def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, skipped: Tensor,
-              num_groups: int | None = None, anchor_coef: float = 0.0) -> Tensor:
-        """One optimizer step on a minibatch; returns the (len(_METRICS),) metric row."""
+    def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, num_groups: int | None = None,
+              anchor_coef: float = 0.0) -> StepMetrics:
+        """One optimizer step on a minibatch and what it measured (float32 device scalars)."""
         cfg = self.config
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
@@ -335,17 +321,17 @@ class PPOLearner:
         if self.scaler.is_enabled():
             # fp16 overflow is routine: the scaler skips the step and lowers the scale, so only
             # the loss is checked for non-finite values on this path.
-            skipped += ~finite_grad
             checked_norm = torch.where(finite_grad, grad_norm, 0.0)
         else:
             checked_norm = grad_norm
         # with fp16 this reads found_inf on the host (GradScaler's own sync); a no-op wrapper otherwise
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return torch.stack([m.policy_loss, m.value_loss, m.entropy, m.approx_kl, m.clip_fraction,
-                            checked_norm, finite_grad.float(),
-                            (finite_grad & (grad_norm > cfg.max_grad_norm)).float(),
-                            anchor_kl.detach().float()]).float()
+        measured = StepMetrics(policy_loss=m.policy_loss, value_loss=m.value_loss, entropy=m.entropy,
+                               approx_kl=m.approx_kl, clip_fraction=m.clip_fraction, grad_norm=checked_norm,
+                               clipped_share=finite_grad & (grad_norm > cfg.max_grad_norm),
+                               finite_share=finite_grad, anchor_kl=anchor_kl.detach())
+        return StepMetrics(*(value.float() for value in measured))
 
     @staticmethod
     def _raise_if_non_finite(finite: list[float], epoch: int) -> None:

@@ -98,7 +98,7 @@ def _worker(rank: int, port: int, argv: list[str], out: str, stop_after: int) ->
         records.append({
             "params": flat_params(self), "epochs_run": result.update.epochs_run,
             "stopped_early": result.update.stopped_early, "local_kl": max(local_kl),
-            "kl": result.update.approx_kl, "local_batch": self.buffer.batch_size,
+            "kl": result.update.steps.approx_kl, "local_batch": self.buffer.batch_size,
             "batch": self.batch_size, "global_step": self.global_step,
             "obs_before": obs_before, "obs_after": self.obs["technical"].clone(),
         })

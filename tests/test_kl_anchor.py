@@ -83,7 +83,7 @@ def _learner_after_update(anchor_coef: float) -> tuple[list[torch.Tensor], float
     advantages, returns = torch.randn(8, 4, generator=generator), torch.randn(8, 4, generator=generator)
     stats = learner.update(buffer, advantages, returns, ent_coef=0.0, progress=0.0,
                            generator=torch.Generator().manual_seed(3), anchor_coef=anchor_coef)
-    return [p.detach().clone() for p in policy.parameters()], float(stats.anchor_kl)
+    return [p.detach().clone() for p in policy.parameters()], float(stats.steps.anchor_kl)
 
 
 def test_a_decayed_anchor_changes_nothing_and_an_active_one_is_measured():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ppo_core import (MLPActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, RolloutBuffer,
+from ppo_core import (MLPActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, RolloutBuffer, StepMetrics,
                       compute_gae)
 
 T, N, F, A = 16, 4, 3, 2
@@ -36,7 +36,7 @@ def test_kl_early_stop_triggers_when_forced_and_records_the_epoch():
     _, learner, buf, adv, ret = setup(learning_rate=0.05, target_kl=1e-6, update_epochs=4)
     stats = update(learner, buf, adv, ret)
     assert stats.epochs_run == 1 and stats.stopped_early
-    assert stats.approx_kl.item() > 1e-6
+    assert stats.steps.approx_kl.item() > 1e-6
     _, learner, buf, adv, ret = setup(learning_rate=0.05, target_kl=0.0, update_epochs=4)
     stats = update(learner, buf, adv, ret)
     assert stats.epochs_run == 4 and not stats.stopped_early
@@ -47,8 +47,9 @@ def test_update_changes_the_policy_and_reports_finite_stats():
     before = [p.detach().clone() for p in policy.parameters()]
     stats = update(learner, buf, adv, ret, num_groups=2)  # also exercises the group layout
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
-    values = stats.read()
-    assert all(math.isfinite(float(v)) for v in values)
+    values = stats.read().scalars()
+    assert set(values) >= {f"losses/{name}" for name in StepMetrics._fields}
+    assert all(math.isfinite(v) for v in values.values())
 
 
 def test_bf16_autocast_on_cpu_runs_an_update():
@@ -58,7 +59,7 @@ def test_bf16_autocast_on_cpu_runs_an_update():
     stats = update(learner, buf, adv, ret)
     assert dtypes and set(dtypes) == {torch.bfloat16}
     assert not learner.scaler.is_enabled()
-    assert torch.isfinite(stats.policy_loss) and torch.isfinite(stats.value_loss)
+    assert torch.isfinite(stats.steps.policy_loss) and torch.isfinite(stats.steps.value_loss)
     assert all(p.dtype == torch.float32 for p in policy.parameters())
 
 
@@ -77,7 +78,7 @@ def test_fp16_with_grad_scaler_on_cuda():
     learner = PPOLearner(policy, PPOConfig(**CLEANRL, amp="auto", target_kl=0.0), "cuda")
     assert learner.scaler.is_enabled() and learner.amp_dtype == torch.float16
     stats = update(learner, buf, adv, ret)
-    assert torch.isfinite(stats.policy_loss) and stats.epochs_run == 4
+    assert torch.isfinite(stats.steps.policy_loss) and stats.epochs_run == 4
     assert learner.state_dict()["scaler"]["scale"] > 0
 
 
@@ -89,7 +90,7 @@ def test_fp16_grad_scaler_skips_overflowing_steps_instead_of_raising():
     stats = update(learner, buf, adv, ret)
     assert stats.skipped_steps.item() == 2 and learner.scaler.get_scale() == 2.0**58
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
-    assert torch.isfinite(stats.policy_loss)
+    assert torch.isfinite(stats.steps.policy_loss)
 
 
 def test_gradients_are_clipped_to_max_grad_norm():
@@ -103,7 +104,7 @@ def test_gradients_are_clipped_to_max_grad_norm():
     learner.optimizer.register_step_pre_hook(record)
     stats = update(learner, buf, adv, ret)
     assert len(norms) == 16 and max(norms) <= 1e-3 * (1 + 1e-4)
-    assert stats.grad_norm.item() > 1e-3 and stats.clipped_share.item() == 1.0
+    assert stats.steps.grad_norm.item() > 1e-3 and stats.steps.clipped_share.item() == 1.0
 
 
 @pytest.mark.parametrize("poison, name", [("advantages", "policy_loss"), ("returns", "value_loss")])

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from configs.alerts import ALERT_NAMES, AlertConfig
-from ppo_core import EntropyState, UpdateMetrics
+from ppo_core import EntropyState, UpdateStats
 from trainers.monitoring.rollout_stats import RolloutSummary, SymbolActions
 
 class IterationSignals(NamedTuple):
@@ -53,11 +53,11 @@ class Alert(NamedTuple):
     """short tag for the log line, e.g. `entropy 0.18<0.3`"""
 
 
-def iteration_signals(rollout: RolloutSummary, update: UpdateMetrics, entropy: EntropyState, global_step: int,
+def iteration_signals(rollout: RolloutSummary, update: UpdateStats, entropy: EntropyState, global_step: int,
                       total_steps: int) -> IterationSignals:
     """What the alerts read from one iteration's rollout summary, update and entropy stack."""
     return IterationSignals(
-        global_step=global_step, total_steps=total_steps, actions=rollout.actions, entropy=update.entropy,
+        global_step=global_step, total_steps=total_steps, actions=rollout.actions, entropy=update.steps.entropy,
         repeat_limit_events=rollout.repeat_limit_events, episodes=rollout.episodes,
         episode_steps=rollout.episode_steps, guard_triggers=entropy.guard_triggers)
 

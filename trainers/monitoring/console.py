@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 from torch.utils.tensorboard import SummaryWriter
 
-from ppo_core import EntropyState, UpdateMetrics
+from ppo_core import EntropyState, UpdateStats
 from trainers.monitoring.rollout_stats import RolloutSummary
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class IterationMetrics:
     TensorBoard receives as `scalars()`."""
 
     rollout: RolloutSummary
-    update: UpdateMetrics
+    update: UpdateStats
     entropy: EntropyState
     alerts: dict[str, float]
     """CollapseAlerts.scalars(): `alerts/<name>` counts and `alerts/<name>_active` flags"""
@@ -37,7 +37,7 @@ class IterationMetrics:
     def scalars(self) -> dict[str, float]:
         """Every TensorBoard scalar of the iteration."""
         return {**self.rollout.scalars(), **self.update.scalars(), **self.entropy.scalars(), **self.alerts,
-                "charts/policy_action_entropy_mean": self.update.entropy, "charts/SPS": self.steps_per_second}
+                "charts/policy_action_entropy_mean": self.update.steps.entropy, "charts/SPS": self.steps_per_second}
 
 
 def _episode_mean(stat: str) -> Callable[[IterationMetrics], float | None]:
@@ -48,13 +48,13 @@ SUMMARY_COLUMNS: tuple[tuple[str, str, Callable[[IterationMetrics], float | None
     ("ep ret", "{:+.4f}", _episode_mean("return")),
     ("sharpe/step", "{:+.2f}", _episode_mean("sharpe_per_step")),
     ("pnl share", "{:.0%}", lambda m: m.rollout.reward_shares.get("pnl")),  # None when pnl is not a component
-    ("entropy", "{:.3f}", lambda m: m.update.entropy),
-    ("kl", "{:.4f}", lambda m: m.update.approx_kl),
-    ("clip", "{:.3f}", lambda m: m.update.clip_fraction),
+    ("entropy", "{:.3f}", lambda m: m.update.steps.entropy),
+    ("kl", "{:.4f}", lambda m: m.update.steps.approx_kl),
+    ("clip", "{:.3f}", lambda m: m.update.steps.clip_fraction),
     ("ev", "{:+.2f}", lambda m: m.update.explained_variance),
     ("ent coef", "{:.4f}", lambda m: m.entropy.coefficient),
     ("guard x", "{:.2f}", lambda m: m.entropy.guard_multiplier),
-    ("anchor kl", "{:.4f}", lambda m: m.update.anchor_kl if m.update.anchor_coef > 0 else None),
+    ("anchor kl", "{:.4f}", lambda m: m.update.steps.anchor_kl if m.update.anchor_coef > 0 else None),
 )
 """(column title, format, value; None leaves the column out) of the live table and the plain log line"""
 
