@@ -24,6 +24,7 @@ import gymnasium as gym
 import torch
 from gymnasium.vector import AutoresetMode
 
+from configs.cli import add_device, device_or_auto
 from ppo_core import (EntropyController, EntropyScheduleConfig, GymVecAdapter, MLPActorCritic,
                       PPOConfig, PPOLearner, PPOParts, RolloutBuffer, ppo_iteration, resolve_device)
 
@@ -107,12 +108,12 @@ def main(argv: list[str] | None = None) -> dict[str, float | int]:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="zoo",
                         help="published hyperparameter set (see the module docstring)")
     parser.add_argument("--num-envs", type=int, help="override the preset's number of envs")
-    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    add_device(parser)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1 is fastest for this tiny MLP)")
     args = parser.parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(device_or_auto(args.device))
     except ValueError as err:
         parser.error(str(err))
     torch.set_num_threads(args.threads)

@@ -15,14 +15,15 @@ import numpy as np
 import torch
 
 import ppo_core
+from configs.cli import add_device, device_or_auto
 from configs.train import TrainConfig, resolve
 from ppo_core import synchronize as sync
 
 
-def device_or_exit(name: str) -> torch.device:
-    """ppo_core.resolve_device, with its error as the bench's exit message."""
+def device_or_exit(name: str | None) -> torch.device:
+    """ppo_core.resolve_device of --device (None: auto), with its error as the bench's exit message."""
     try:
-        return ppo_core.resolve_device(name)
+        return ppo_core.resolve_device(device_or_auto(name))
     except ValueError as err:
         sys.exit(f"--{err}")
 
@@ -72,7 +73,7 @@ def add_session_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--envs-per-symbol", type=int, default=16)
     parser.add_argument("--num-steps", type=int, default=128)
     parser.add_argument("--encoder", choices=["auto", "small", "full"], default="auto")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_device(parser)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--compile", action="store_true", help="run.compile: torch.compile the update's forward")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import device_name, device_or_exit, emit, matmul_peak_gflops, time_ms
+from configs.cli import add_device
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, FeatureEncoder
 
@@ -85,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", default="1,4,8,16,32,64,256", help="comma-separated batch sizes")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(parser)
     parser.add_argument("--seconds", type=float, default=4.0,
                         help="timing budget per batch size (at least 10 timed calls regardless)")
     parser.add_argument("--json", type=Path, help="also write the JSON report here")

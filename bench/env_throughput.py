@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from common import device_or_exit, emit, sync
+from configs.cli import add_device
 from envs import EnvConfig, VecTradingEnv, load_market
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--accounts", default="64,1024,4096,16384", help="comma-separated N values")
     parser.add_argument("--symbols", default="SPX,GOOGL", help="files in --data-dir, else synthetic")
     parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device(parser)
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per N")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -27,6 +27,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from common import device_name, device_or_exit, emit, time_ms
+from configs.cli import add_device
 from configs.train import resolve
 from envs import DEFAULT_SPEC
 from models import EncoderConfig, GroupedMLP, MultiSymbolPolicy, PolicyConfig, init_actor_, init_critic_
@@ -166,7 +167,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", default="2,10,143", help="comma-separated symbol counts S")
     parser.add_argument("--per-symbol", type=int, default=32, help="observations per symbol (E)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(parser)
     parser.add_argument("--policy-encoder", choices=("auto", "small", "full"), default="auto",
                         help="encoder of the full-policy comparison; auto = full on CUDA, small on CPU")
     parser.add_argument("--seconds", type=float, default=2.0, help="timing budget per measurement")

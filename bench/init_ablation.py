@@ -31,6 +31,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from common import device_or_exit, emit
+from configs.cli import add_device
 from configs.train import DEFAULT_CONFIG, resolve
 from markets import GENERATED, write_generated
 from models.init import STRATEGIES
@@ -127,7 +128,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gains", default="0.01,0.1,1.0", help="comma-separated actor output gains")
     parser.add_argument("--eval-every", type=int, help="account-steps between validations (default: steps/4)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 small iteration per run")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(parser)
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="config override on top of configs/default.toml (repeatable)")
     parser.add_argument("--json", type=Path)

@@ -42,6 +42,7 @@ from rich.table import Table
 from common import emit
 from markets import GENERATED, write_generated
 from training import backtest_elsewhere, interval, summarise, train_and_evaluate
+from configs.cli import add_device
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import SPLITS, VecTradingEnv
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
@@ -168,7 +169,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at once, each in its own process (give each one torch thread: "
                              "--set run.torch_threads=1)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(parser)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="the config every run starts from (default configs/default.toml), e.g. "
                              "configs/full_size.toml")

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from common import device_name, emit
+from configs.cli import add_device
 from configs.train import resolve
 from trainers.run.build import open_session
 
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="update epochs timed")
     parser.add_argument("--storage", default="index,window", help="comma-separated: index, window")
     parser.add_argument("--encoder", choices=["auto", "small", "full"], default="auto")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    add_device(parser)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--worker", choices=["index", "window"], help=argparse.SUPPRESS)

@@ -40,6 +40,7 @@ from rich.table import Table
 from common import emit
 from markets import GENERATED, write_generated
 from training import interval, summarise, train_and_evaluate
+from configs.cli import add_device
 from configs.train import DEFAULT_CONFIG, resolve
 from trainers.backtest.uncertainty import probability_of_improvement
 from trainers.run.transfer import TransferRequest
@@ -55,7 +56,7 @@ BASELINE = "A random | constant"
 def pretrain(symbols: list[str], data_dir: Path, out_dir: Path, args: argparse.Namespace) -> dict:
     """Run trainers.pretrain as a user would; its pretrain.json."""
     command = [sys.executable, "-m", "trainers.pretrain", "--symbols", ",".join(symbols), "--data-dir",
-               str(data_dir), "--models", args.models, "--out-dir", str(out_dir), "--device", args.device,
+               str(data_dir), "--models", args.models, "--out-dir", str(out_dir), *(["--device", args.device] if args.device else []),
                *(x for kv in args.overrides for x in ("--set", kv)), *(["--epochs", "2", "--refits", "2"]
                                                                        if args.quick else [])]
     done = subprocess.run(command, cwd=ROOT, stdout=sys.stderr, stderr=sys.stderr)
@@ -158,7 +159,7 @@ def main() -> None:
     parser.add_argument("--anchor-share", type=float, default=0.2, help="share of --steps the anchor decays over")
     parser.add_argument("--bars", type=int, default=3000, help="bars per generated market")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 iteration per arm, tiny pretraining")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_device(parser)
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep the data and run directories here")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
+from configs.cli import device_or_auto
 from configs.train import TrainConfig
 from envs import SPLITS
 from ppo_core import resolve_device
@@ -44,12 +45,12 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path, checkpoints: Sequence
     return reports, time.perf_counter() - start
 
 
-def backtest_elsewhere(run_dir: Path, kinds: Sequence[str], data_dirs: Sequence[Path], device: str,
+def backtest_elsewhere(run_dir: Path, kinds: Sequence[str], data_dirs: Sequence[Path], device: str | None,
                        seed: int) -> dict[str, list[dict]]:
     """Backtest each of `kinds` on every split of each folder's bars (other draws of the run's
     markets: none of them trained on, validated on or tested on); {kind: payloads, folder by folder,
     SPLITS in order}. Their evaluation.json and PNGs go to RUN_DIR/elsewhere/."""
-    device = resolve_device(device)
+    device = resolve_device(device_or_auto(device))
     console = Console(file=io.StringIO())  # dozens of tables: the bench prints its own summary
     return {kind: [evaluate(run_dir, split, 0, device, seed=seed, console=console, checkpoint=kind, data_dir=data_dir,
                             out_dir=run_dir / "elsewhere" / f"{data_dir.name}_{split}_{kind}")

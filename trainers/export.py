@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from configs.cli import add_run_dir
 from configs.loader import ConfigError
 from configs.train import read_run_config
 from envs.spec import TradingSpec
@@ -20,9 +21,9 @@ from trainers.run import checkpoints
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainers.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by trainers.ppo")
+    add_run_dir(parser)
     parser.add_argument("--format", choices=FORMATS, default="torchscript",
                         help='torchscript (default) or onnx (needs pip install -e ".[export]")')
     parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|PATH",
@@ -30,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts-per-symbol", type=int, default=1, metavar="E",
                         help="accounts per symbol in the batch the file takes (default 1)")
     parser.add_argument("--out", type=Path, help="output file (default: RUN_DIR/policy.pt or policy.onnx)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.accounts_per_symbol < 1:
         parser.error("--accounts-per-symbol must be >= 1")

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from configs.cli import add_data_dir, add_device, add_run_dir, device_or_auto
 from configs.loader import ConfigError
 from envs import DataError
 from models import CheckpointError
@@ -33,10 +34,10 @@ from trainers.backtest.report import plot_curves, print_tables
 from trainers.run import checkpoints
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainers.paper", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, help="a run directory written by trainers.ppo")
-    parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: the run's)")
+    add_run_dir(parser, required=False)
+    add_data_dir(parser, of_run=True)
     parser.add_argument("--ledger", type=Path, help="the SQLite ledger (made when missing)")
     parser.add_argument("--from", dest="start", metavar="DATE",
                         help="a new ledger starts here, flat (ISO date); default the newest bar")
@@ -47,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  "beside it with .html)")
     parser.add_argument("--random-paths", type=int, default=RANDOM_PATHS, metavar="K",
                         help=f"--report's random valid paths per symbol (default {RANDOM_PATHS})")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # a batch of one account per symbol: a thread pool only adds overhead
     console = Console(width=None if sys.stdout.isatty() else 150)
@@ -57,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.report:
             return report(args.report, args.png, args.json, console, args.data_dir, args.random_paths,
-                          resolve_device(args.device))
+                          resolve_device(device_or_auto(args.device)))
         if not (args.run_dir and args.ledger):
             parser.error("--run-dir and --ledger are required (or --report LEDGER)")
         result = paper_trade(args.run_dir, args.data_dir, args.ledger, args.start, args.checkpoint,
-                             resolve_device(args.device))
+                             resolve_device(device_or_auto(args.device)))
     except (ConfigError, DataError, checkpoints.ResumeError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from configs.cli import add_config, add_data_dir, add_device, add_overrides
 from configs.loader import ConfigError
 from configs.train import TrainConfig, explicit_settings
 from envs.yahoo import FetchError, fetch_command, fetch_symbols, make_request
@@ -32,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--set ppo.learning_rate=1e-4 --set env.reward.pnl=1.0. "
                "See configs/default.toml for every field.")
     parser.add_argument("--symbols", help="comma-separated symbols, e.g. SPY,AAPL (default: SPY,AAPL)")
-    parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: data); "
-                        "symbols without a file use a synthetic market")
+    add_data_dir(parser)
     parser.add_argument("--fetch", action="store_true",
                         help="first download the symbols without a file from Yahoo Finance into --data-dir "
                              "(daily, adjusted, since 2005-01-01: python -m envs.fetch with its defaults; "
@@ -41,10 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strict-data", action="store_true",
                         help="refuse data files with an implausible move (an unadjusted split, a bad tick) "
                              "instead of warning (env.strict_data)")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml)")
+    add_config(parser)
     parser.add_argument("--total-steps", type=int, help="account-steps to train for (all accounts count)")
     parser.add_argument("--envs-per-symbol", type=int, help="parallel accounts per symbol")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available")
+    add_device(parser)
     parser.add_argument("--amp", choices=["auto", "fp16", "bf16", "off"],
                         help="mixed precision (auto = fp16 on CUDA, off on CPU)")
     parser.add_argument("--seed", type=int, help="seed of every random stream")
@@ -79,8 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(ppo.kl_anchor), e.g. 0.01 after --init-encoder-from")
     parser.add_argument("--kl-anchor-steps", type=int, metavar="N",
                         help="account-steps over which the KL anchor decays linearly to 0 (ppo.kl_anchor_steps)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any config field (repeatable)")
+    add_overrides(parser)
     return parser
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from configs.cli import add_data_dir, add_device, add_run_dir, device_or_auto
 from configs.loader import ConfigError
 from envs import DataError
 from models import CheckpointError
@@ -26,10 +27,10 @@ from trainers.agent.tables import decisions_table
 from trainers.run import checkpoints
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainers.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, required=True, help="a run directory written by trainers.ppo")
-    parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: the run's)")
+    add_run_dir(parser)
+    add_data_dir(parser, of_run=True)
     parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE, metavar="average|best|latest|PATH",
                         help=checkpoints.CHOICE_HELP)
     parser.add_argument("--symbols", help="comma-separated subset of the run's symbols (default: all)")
@@ -42,8 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ledger", type=Path,
                         help="assume the account a paper-trading ledger holds (trainers.paper), replayed to the "
                              "newest bar without writing")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # a batch of one account per symbol: a thread pool only adds overhead
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
@@ -52,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.ledger:
             result = paper_trade(args.run_dir, args.data_dir, args.ledger, None, args.checkpoint,
-                                 resolve_device(args.device), write=False, max_age=args.max_age)
+                                 resolve_device(device_or_auto(args.device)), write=False, max_age=args.max_age)
             decisions = [d for d in result.pending if not symbols or d.symbol in symbols]
             which = f"{result.policy} (frozen by {args.ledger})"
             for note in result.notes:
                 print(note, file=sys.stderr)
         else:
             decisions, which = predict(args.run_dir, args.data_dir, args.checkpoint, symbols, args.max_age,
-                                       resolve_device(args.device), positions=args.positions)
+                                       resolve_device(device_or_auto(args.device)), positions=args.positions)
     except (ConfigError, DataError, checkpoints.ResumeError, CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from configs.cli import add_config, add_data_dir, add_device, add_overrides
 from configs.loader import ConfigError
 from configs.train import explicit_settings
 from envs import DataError
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any config field can be set with --set section.key=value (the env's lookback, split "
                "dates and costs, model.encoder.*), as for trainers.ppo; see docs/supervised.md.")
     parser.add_argument("--symbols", help="comma-separated symbols, e.g. SPX,GOOGL (default: SPY,AAPL)")
-    parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: data)")
+    add_data_dir(parser)
     parser.add_argument("--models", default=",".join(MODEL_NAMES),
                         help=f"comma-separated models out of {', '.join(MODEL_NAMES)} (default: all); the "
                              "copies carry the first three as sl_prob_<model> columns")
@@ -43,11 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--horizon", type=int, default=1, help="bars ahead the label looks (default 1)")
     parser.add_argument("--out-dir", type=Path,
                         help="output folder (default: runs/pretrain-<time>-<symbols>); not the data folder")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml values)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any config field (repeatable)")
+    add_config(parser)
+    add_overrides(parser)
     parser.add_argument("--seed", type=int, help="seed of the model inits and batch orders (run.seed)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available")
+    add_device(parser)
     parser.add_argument("--refits", type=int, default=4,
                         help="walk-forward refits across the train split (default 4)")
     parser.add_argument("--min-history", type=int, default=500,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.console import Console
 
+from configs.cli import add_config, add_overrides
 from configs.loader import ConfigError, flatten
 from configs.train import as_dict
 from trainers.run.resolve import parse_symbols
@@ -58,9 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(postgresql://user:pass@host/db, mysql://..., sqlite:///PATH) or journal:PATH (a "
                              "journal file on a filesystem every host shares); default STUDY_DIR/study.db")
     parser.add_argument("--steps-per-trial", type=int, help="run.total_steps of each trial")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: the trainer's defaults)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config field of every trial (repeatable)")
+    add_config(parser)
+    add_overrides(parser)  # of every trial
     return parser
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from configs.cli import add_config, add_data_dir, add_device, add_overrides
 from configs.loader import ConfigError
 from configs.train import TrainConfig, explicit_settings
 from envs import DataError, load_market
@@ -40,10 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any trainer setting: --config FILE, --set section.key=value. Spans are bars of all "
                "symbols' timestamps (500) or calendar periods (90D, 8W, 6M, 2Y).")
     parser.add_argument("--symbols", help="comma-separated symbols (default: the config's)")
-    parser.add_argument("--data-dir", help="folder of <SYMBOL>.parquet files (default: data)")
-    parser.add_argument("--config", type=Path, help="TOML config file (default: configs/default.toml)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override any config field (repeatable)")
+    add_data_dir(parser)
+    add_config(parser)
+    add_overrides(parser)
     parser.add_argument("--folds", type=int, default=3, help="number of folds (default 3)")
     parser.add_argument("--mode", choices=("anchored", "rolling"), default="anchored",
                         help="anchored: train from the data's start; rolling: --train-span before validation")
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warm-start", action="store_true",
                         help="start fold k+1 from fold k's selected weights (continual retraining)")
     parser.add_argument("--jobs", type=int, default=1, help="runs of one fold trained in parallel processes")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="auto = CUDA when available")
+    add_device(parser)
     parser.add_argument("--run-dir", type=Path, help="output folder (default: runs/walkforward-<time>-<symbols>)")
     return parser
 
