@@ -7,7 +7,7 @@ from typing import Literal
 
 # The seed's full encoder (4 layers x 256) is compute-bound on a 2-core CPU (~0.5 GFLOP per sample
 # per epoch with backward), so CPU runs default to this small one; CUDA runs get the full size.
-# configs.train.apply_encoder_preset applies them while the config is resolved.
+# configs.train.apply_device_profile applies them while the config is resolved.
 ENCODER_PRESETS: dict[str, dict[str, int | float]] = {
     "small": {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_ff": 128, "out_dim": 128, "dropout": 0.0},
     "full": {"n_layers": 4, "d_model": 256, "n_heads": 8, "d_ff": 1024, "out_dim": 256, "dropout": 0.0},
@@ -29,12 +29,17 @@ class RunConfig:
     """rollout length T per iteration; one iteration collects T x N account-steps (guide: 2048;
     shorter rollouts give ~20x more updates per 300k steps)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    """auto = CUDA when available, else CPU"""
+    """auto = CUDA when available, else CPU; resolved (with encoder_preset, final_obs and ppo.amp:
+    the device profile) before the run's config.toml is written"""
     seed: int = 1
     """seed of every random stream (env, sampling, minibatches); same seed -> same run on CPU"""
     encoder_preset: Literal["auto", "small", "full", "custom"] = "auto"
     """auto = full (4x256) on CUDA, small (2x64) on CPU; custom = [model.encoder] exactly. Resolved
     (auto becomes small or full) before the run's config.toml is written"""
+    final_obs: Literal["auto", "always", "on_end"] = "auto"
+    """when the training env returns the ended episodes' last observations (envs.VecTradingEnv):
+    always (no host sync per step), on_end (only on steps where an episode ended: one host read per
+    step, which saves a critic forward on the others); auto = always on CUDA, on_end on CPU"""
     checkpoint_every: int = 10
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0

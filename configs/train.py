@@ -1,6 +1,7 @@
 """The whole training configuration: one dataclass per TOML table, resolved from defaults, a TOML
-file, CLI flags and `--set` overrides, in that order; then the encoder preset is applied, so the
-resolved config (and the run's config.toml) is exactly what runs.
+file, CLI flags and `--set` overrides, in that order; then the device profile is applied (device,
+encoder preset, AMP, final_obs: no "auto" left), so the resolved config (and the run's
+config.toml) is exactly what runs.
 
 The dataclasses' field defaults are the trainer's defaults, their only home: configs/default.toml
 is written from them (`python -m configs.defaults --write`)."""
@@ -55,26 +56,34 @@ def explicit_settings(config_path: str | Path | None = None, overrides: list[str
 
 def resolve(config_path: str | Path | None = DEFAULT_CONFIG, overrides: list[str] | None = None,
             cli: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- TOML file <- `cli` values (dotted keys) <- `--set` overrides, then the encoder
-    preset (see `apply_encoder_preset`)."""
+    """Defaults <- TOML file <- `cli` values (dotted keys) <- `--set` overrides, then the device
+    profile (see `apply_device_profile`)."""
     data = explicit_settings(config_path, overrides, cli)
-    return apply_encoder_preset(build(TrainConfig, data), data)
+    return apply_device_profile(build(TrainConfig, data), data)
 
 
-def apply_encoder_preset(config: TrainConfig, explicit: dict[str, Any] | None = None) -> TrainConfig:
-    """Resolve run.encoder_preset: "auto" becomes "full" on CUDA and "small" on CPU (by
-    run.device), and a named preset replaces every encoder field it lists. A field the user set
-    explicitly (`explicit`, the nested table of given values) to another value than the preset's
-    is a ConfigError rather than silently overwritten; "custom" keeps [model.encoder] as given."""
+def apply_device_profile(config: TrainConfig, explicit: dict[str, Any] | None = None) -> TrainConfig:
+    """Resolve every setting whose default depends on the device, once, so that the config (and
+    the run's config.toml) holds no "auto": run.device (CUDA when available, else CPU), then from
+    it run.encoder_preset (full on CUDA, small on CPU), ppo.amp (fp16 on CUDA, off on CPU) and
+    run.final_obs (always on CUDA, on_end on CPU; envs.VecTradingEnv). A setting the user gave is
+    kept: auto only fills what was left at auto. A named preset replaces every encoder field it
+    lists; one the user set explicitly (`explicit`, the nested table of given values) to another
+    value is a ConfigError rather than silently overwritten; "custom" keeps [model.encoder]."""
+    try:
+        device = resolve_device(config.run.device)
+    except ValueError as err:
+        raise ConfigError(f"run.{err}") from err
+    cuda = device.type == "cuda"
+    run = replace(config.run, device=device.type,
+                  final_obs=config.run.final_obs if config.run.final_obs != "auto" else "always" if cuda else "on_end")
+    ppo = replace(config.ppo, amp=config.ppo.amp if config.ppo.amp != "auto" else "fp16" if cuda else "off")
+    config = replace(config, run=run, ppo=ppo)
     preset = config.run.encoder_preset
     if preset == "custom":
         return config
     if preset == "auto":
-        try:
-            device = resolve_device(config.run.device)
-        except ValueError as err:
-            raise ConfigError(f"run.{err}") from err
-        preset = "full" if device.type == "cuda" else "small"
+        preset = "full" if cuda else "small"
     values = ENCODER_PRESETS[preset]
     given = (explicit or {}).get("model", {}).get("encoder", {})
     for name, value in values.items():
@@ -85,6 +94,14 @@ def apply_encoder_preset(config: TrainConfig, explicit: dict[str, Any] | None = 
     encoder = replace(config.model.encoder, **values)
     return replace(config, run=replace(config.run, encoder_preset=preset),
                    model=replace(config.model, encoder=encoder))
+
+
+def device_profile(config: TrainConfig) -> str:
+    """One line naming the resolved device profile of `config` (apply_device_profile's settings)."""
+    enc = config.model.encoder
+    return (f"device profile: run.device {config.run.device}, run.encoder_preset {config.run.encoder_preset} "
+            f"({enc.n_layers} layers x {enc.d_model}, {enc.n_heads} heads), ppo.amp {config.ppo.amp}, "
+            f"run.final_obs {config.run.final_obs}")
 
 
 def run_settings(path: str | Path) -> dict[str, Any]:

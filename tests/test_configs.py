@@ -7,7 +7,7 @@ import pytest
 from configs.defaults import differences
 from configs.loader import ConfigError, dumps_toml, flatten
 from configs.run import ENCODER_PRESETS
-from configs.train import (BEFORE_FIELD, DEFAULT_CONFIG, TrainConfig, apply_encoder_preset, as_dict, build,
+from configs.train import (BEFORE_FIELD, DEFAULT_CONFIG, TrainConfig, apply_device_profile, as_dict, build,
                            read_run_config, resolve)
 from envs import EnvConfig
 from models import PolicyConfig
@@ -24,7 +24,7 @@ def test_default_toml_is_written_from_the_dataclass_defaults():
     # the encoder sizes are the preset's to set, so the file leaves them out
     assert set(written["model"]["encoder"]).isdisjoint(ENCODER_PRESETS["small"])
     assert build(TrainConfig, written) == build(TrainConfig, {}) == TrainConfig()
-    assert resolve(DEFAULT_CONFIG) == resolve(None) == apply_encoder_preset(TrainConfig())
+    assert resolve(DEFAULT_CONFIG) == resolve(None) == apply_device_profile(TrainConfig())
 
 
 def test_a_stale_default_toml_is_reported_field_by_field():
@@ -149,8 +149,19 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
 def test_a_partial_table_keeps_the_defaults_of_the_other_fields():
     cfg = resolve(None, ["ppo.learning_rate=3e-4", "model.encoder.n_heads=4", "run.device=cpu"])
     assert cfg.ppo.learning_rate == 3e-4
-    assert replace(cfg.ppo, learning_rate=PPOConfig().learning_rate) == PPOConfig()
+    assert cfg.ppo.amp == "off"  # the device profile's, on CPU
+    assert replace(cfg.ppo, learning_rate=PPOConfig().learning_rate, amp=PPOConfig().amp) == PPOConfig()
     assert cfg.model.encoder.pool == PolicyConfig().encoder.pool
+
+
+def test_the_device_profile_leaves_no_auto_and_keeps_what_the_user_set():
+    cpu = resolve(None, ["run.device=cpu"])
+    assert (cpu.run.device, cpu.run.encoder_preset, cpu.ppo.amp, cpu.run.final_obs) == ("cpu", "small", "off", "on_end")
+    assert "auto" not in dumps_toml(as_dict(cpu))  # what config.toml records
+    given = resolve(None, ["run.device=cpu", "ppo.amp=bf16", "run.final_obs=always", "run.encoder_preset=full"])
+    assert (given.ppo.amp, given.run.final_obs, given.run.encoder_preset) == ("bf16", "always", "full")
+    assert given.model.encoder.d_model == 256
+    assert resolve(None, ["run.device=auto"]).run.device in ("cpu", "cuda")
 
 
 def test_a_run_written_before_a_field_existed_reads_the_value_it_trained_with(tmp_path):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from configs.loader import ConfigError, dumps_toml
-from configs.train import TrainConfig, as_dict
+from configs.train import TrainConfig, as_dict, device_profile
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy, weight_stats
 from models.transfer import TransferReport
@@ -131,7 +131,7 @@ def open_env(config: TrainConfig, device: torch.device, seed: int
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         env = VecTradingEnv(config.run.symbols, config.run.envs_per_symbol, config.env, device,
-                            data_dir=config.run.data_dir, split="train", seed=seed, final_obs="auto")
+                            data_dir=config.run.data_dir, split="train", seed=seed, final_obs=config.run.final_obs)
     # the env's split dates (given, or derived from every symbol's timestamps) are the run's from
     # here on: config.toml and the checkpoints record them, so resume, validation and evaluation
     # cut exactly where training did, whatever the data folder holds later
@@ -181,13 +181,13 @@ def assemble(config: TrainConfig, run_dir: Path, device: torch.device, env: VecT
 
 
 def describe_setup(session: Session) -> None:
-    """Device, precision, encoder size and parameter counts on the console."""
+    """The device profile (as config.toml records it), precision and parameter counts on the console."""
     config, log = session.config, session.log
     enc = config.model.encoder
     precision = str(session.learner.amp_dtype or torch.float32).removeprefix("torch.")
-    log.message(f"device {session.device}, amp {config.ppo.amp} ({precision}); encoder "
-                f"'{config.run.encoder_preset}' ({enc.n_layers} layers x {enc.d_model}, {enc.n_heads} heads); "
-                "the seed's full size is --set run.encoder_preset=full (default on CUDA)")
+    log.message(f"{device_profile(config)} on {session.device} ({precision}); each was set or resolved from "
+                "auto for this device and is recorded in config.toml (the seed's full encoder: --set "
+                "run.encoder_preset=full, the default on CUDA)")
     if enc.dropout > 0:
         log.message(f"note: model.encoder.dropout = {enc.dropout} has no effect in PPO training: rollouts "
                     "and updates both run in eval mode, so the ratio starts at exactly 1")

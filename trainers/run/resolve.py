@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from configs.loader import ConfigError, flatten, merge
-from configs.train import TrainConfig, apply_encoder_preset, as_dict, build, run_settings
+from configs.train import TrainConfig, apply_device_profile, as_dict, build, run_settings
 
 RESUMABLE = ("run.total_steps", "run.device", "run.torch_threads", "run.compile", "run.checkpoint_every",
              "run.eval_every", "env.strict_data", "run.keep_best", "run.early_stop_patience", "run.early_stop_min_delta",
@@ -32,7 +32,7 @@ def parse_symbols(text: str) -> list[str]:
 
 def new_run_config(explicit: dict[str, Any]) -> TrainConfig:
     """The config of a new run from the nested table of the values the user gave."""
-    return apply_encoder_preset(build(TrainConfig, explicit), explicit)
+    return apply_device_profile(build(TrainConfig, explicit), explicit)
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -48,8 +48,8 @@ def resumed_config(run_dir: Path, explicit: dict[str, Any]) -> TrainConfig:
         raise ConfigError(f"{saved_path}: not found; --resume takes a run directory written by "
                           "trainers.ppo")
     saved_data = run_settings(saved_path)
-    saved = build(TrainConfig, saved_data)
-    requested = apply_encoder_preset(build(TrainConfig, merge(saved_data, explicit)), explicit)
+    saved = apply_device_profile(build(TrainConfig, saved_data), saved_data)  # a run written with "auto" in it
+    requested = apply_device_profile(build(TrainConfig, merge(saved_data, explicit)), explicit)
     before, after = flatten(as_dict(saved)), flatten(as_dict(requested))
     changed = [key for key in after if key not in RESUMABLE and after[key] != before.get(key)]
     if any(key not in TRANSFERABLE for key in changed):
