@@ -46,7 +46,7 @@ from configs.cli import add_device
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import SPLITS, VecTradingEnv
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
-from trainers.run.checkpoints import DEFAULT_CHOICE
+from trainers.checkpoints import DEFAULT_CHOICE
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ("SPX", "GOOGL")

@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from configs.loader import ConfigError
 from configs.train import DEFAULT_CONFIG, resolve
-from trainers.run import checkpoints
+from trainers import checkpoints
 from configs.alerts import ALERT_NAMES, AlertConfig
 from trainers.monitoring.alerts import CollapseAlerts, IterationSignals
 from trainers.ppo import main

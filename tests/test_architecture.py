@@ -7,7 +7,9 @@ Three rules over every module of the project's packages:
 * layers only import downward: ppo_core=0, envs=1, models=2, configs=3, trainers=4, bench=5;
   a module may import from its own layer or a lower one;
 * a CLI module (one with a top-level `if __name__ == "__main__":`) is an entry point, never a
-  library: no other module of the packages imports it (tests may).
+  library: no other module of the packages imports it (tests may);
+* the rooms of a package (its subpackages, e.g. trainers/run and trainers/backtest) import each
+  other one way only: the graph of rooms has no circle.
 
 Every import counts: module level, inside functions, under `if TYPE_CHECKING:`, in try/except.
 `from pkg import name` is an edge to `pkg.name` when that is a module, else to `pkg` (its
@@ -226,6 +228,21 @@ def layer_of(module: str, layers=LAYERS) -> int | None:
     return layers.get(module.split(".")[0])
 
 
+def room_graph(graph: Graph, package: str) -> Graph:
+    """The import graph between `package`'s rooms (its subpackages: `package.<room>.*`), with the
+    importing lines; modules directly in `package` (its CLIs) are not rooms."""
+    rooms: Graph = {}
+    room = lambda name: name.split(".")[1] if name.startswith(package + ".") and name.count(".") >= 2 else None
+    for importer, edges in graph.items():
+        if room(importer) is None:
+            continue
+        rooms.setdefault(room(importer), {})
+        for imported, lines in edges.items():
+            if room(imported) not in (None, room(importer)):
+                rooms[room(importer)].setdefault(room(imported), []).extend(lines)
+    return rooms
+
+
 def upward_imports(graph: Graph, layers=LAYERS) -> list[tuple[str, str, list[int]]]:
     """(importer, imported, lines) for every import from a lower layer into a higher one."""
     found = []
@@ -287,6 +304,17 @@ def test_cli_modules_are_not_imported_as_libraries():
                             lines), pytrace=False)
 
 
+def test_the_rooms_of_trainers_import_each_other_one_way():
+    modules, graph = _project_graph()
+    rooms = room_graph(graph, "trainers")
+    cycles = import_cycles(rooms)
+    lines = [" -> ".join(cycle) + "\n      " + "\n      ".join(
+        f"trainers.{a} -> trainers.{b} (lines {sorted(set(rooms[a][b]))[:5]})" for a, b in zip(cycle, cycle[1:]))
+             for cycle in cycles]
+    if cycles:
+        pytest.fail(_report("rooms of trainers/ that import each other", lines), pytrace=False)
+
+
 def test_the_walk_sees_every_package_and_their_entry_points():
     modules, graph = _project_graph()
     for package in LAYERS:
@@ -322,6 +350,20 @@ def test_layer_and_cli_checks_flag_a_hand_made_graph():
     assert upward_imports(graph) == [("models.m", "trainers.ppo", [9]), ("ppo_core.x", "envs.y", [4])]
     assert cli_imports(graph, ["trainers.ppo"]) == [("models.m", "trainers.ppo", [9]),
                                                    ("trainers.t", "trainers.ppo", [3])]
+
+
+def test_room_check_flags_two_subpackages_importing_each_other():
+    graph = {
+        "trainers.run.a": {"trainers.backtest.b": [3], "trainers.run.c": [4]},
+        "trainers.backtest.b": {"trainers.run.c": [7]},  # backtest -> run -> backtest
+        "trainers.run.c": {"trainers.checkpoints.d": [1]},
+        "trainers.checkpoints.d": {}, "trainers.ppo": {"trainers.run.a": [2]},  # a CLI is no room
+    }
+    rooms = room_graph(graph, "trainers")
+    assert rooms == {"run": {"backtest": [3], "checkpoints": [1]}, "backtest": {"run": [7]}, "checkpoints": {}}
+    assert import_cycles(rooms) == [["backtest", "run", "backtest"]]
+    del graph["trainers.backtest.b"]["trainers.run.c"]
+    assert import_cycles(room_graph(graph, "trainers")) == []
 
 
 def test_module_graph_reads_relative_lazy_and_type_checking_imports(tmp_path):

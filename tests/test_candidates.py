@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helpers import BATCH, tiny_args
-from trainers.run import checkpoints
+from trainers import checkpoints
 import torch
 
 from configs.train import read_run_config

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from trainers.run import checkpoints
-from trainers.run.checkpoints import Checkpoint, ResumeError, load_state, resume_point
+from trainers import checkpoints
+from trainers.checkpoints import Checkpoint, ResumeError, load_state, resume_point
 
 CONFIG = {"run": {"symbols": ["SPY"]}, "ppo": {"learning_rate": 3e-4}}
 

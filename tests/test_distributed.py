@@ -24,7 +24,7 @@ import ppo_core.learner
 from configs.train import TrainConfig, build
 from envs import synthetic_bars
 from models import read_checkpoint_meta
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run import distributed
 from trainers.run.distributed import LaunchError, World
 from trainers.run.build import open_session

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from ppo_core import KLAnchor, MLPActorCritic, PPOConfig, PPOLearner, RolloutBuffer, kl_divergence
 from trainers.ppo import main as train_main
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 
 def test_kl_divergence_matches_torch_and_ignores_masked_actions():

@@ -20,7 +20,7 @@ from configs.loader import load_toml
 from configs.train import TrainConfig, build
 from envs import DEFAULT_SPEC, TradingSpec, VecTradingEnv, planted_signal_bars
 from models import MultiSymbolPolicy
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.backtest.evaluation import evaluate
 from trainers.ppo import main
 

@@ -16,7 +16,7 @@ from configs.train import TrainConfig, build
 from envs import EnvConfig, TradingSpec, VecTradingEnv
 from helpers import BATCH, ROOT, check_report_page, tiny_args
 from models import MultiSymbolPolicy, load_checkpoint, read_checkpoint_meta
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.simulate import account_metrics
 from trainers.evaluate import main as evaluate_main

@@ -207,7 +207,7 @@ def tiny_run(run_dir, *extra: str, steps: int = 128) -> list[str]:
 
 @pytest.mark.slow
 def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_path, capsys):
-    from trainers.run import checkpoints
+    from trainers import checkpoints
     from trainers.ppo import main
     run_dir = tmp_path / "run"
     assert main(tiny_run(run_dir)) == 0
@@ -226,7 +226,7 @@ def test_resume_with_a_grown_architecture_needs_a_strategy_then_trains_on(tmp_pa
 
 @pytest.mark.slow
 def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp_path, capsys):
-    from trainers.run import checkpoints
+    from trainers import checkpoints
     from trainers.ppo import main
     source = tmp_path / "source"
     assert main(tiny_run(source)) == 0
@@ -244,7 +244,7 @@ def test_init_from_moves_weights_to_new_symbols_and_refuses_another_lookback(tmp
 
 @pytest.mark.slow
 def test_init_encoder_from_blends_only_the_encoder(tmp_path):
-    from trainers.run import checkpoints
+    from trainers import checkpoints
     from trainers.ppo import main
     source = tmp_path / "source"
     assert main(tiny_run(source)) == 0

@@ -62,7 +62,7 @@ def test_a_pruned_trial_ends_with_a_checkpoint(tmp_path):
     optuna = pytest.importorskip("optuna", reason="the tune extra is not installed")
     from rich.console import Console
 
-    from trainers.run import checkpoints
+    from trainers import checkpoints
     from trainers.tune import build_parser, run_study, study_spec
 
     (tmp_path / "empty").mkdir()

@@ -20,10 +20,10 @@ from envs import DEFAULT_SPEC
 from models import MultiSymbolPolicy, PolicyConfig
 from models.encoder import EncoderConfig
 from helpers import BATCH, ROOT, tiny_args
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.evaluate import main as evaluate_main
 from trainers.ppo import build_parser, main, resolve_run, train
-from trainers.backtest.best_k import BestK, Scored
+from trainers.checkpoints.best_k import BestK, Scored
 from trainers.run.build import open_session
 from trainers.run.session import STOPPED_FILE
 

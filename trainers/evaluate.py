@@ -13,7 +13,7 @@ from configs.loader import ConfigError
 from models import CheckpointError
 from ppo_core import resolve_device
 from trainers.backtest.evaluation import RANDOM_PATHS, evaluate
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:

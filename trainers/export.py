@@ -16,7 +16,7 @@ from configs.train import read_run_config
 from envs.spec import TradingSpec
 from models import CheckpointError, MultiSymbolPolicy
 from models.export import FORMATS, export
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 

@@ -31,7 +31,7 @@ from trainers.agent.paper_report import ledger_baselines, ledger_curves, summari
 from trainers.agent.tables import decisions_table, ledger_table
 from trainers.backtest.evaluation import RANDOM_PATHS, describe_symbol
 from trainers.backtest.report import plot_curves, print_tables
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from configs.train import TrainConfig, explicit_settings
 from envs.yahoo import FetchError, fetch_command, fetch_symbols, make_request
 from models import CheckpointError
 from models.transfer import NEW_SYMBOL_HEADS, TRANSFER_STRATEGIES
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run import distributed
 from trainers.run.loop import train
 from trainers.run.resolve import default_run_dir, new_run_config, parse_symbols, resumed_config

@@ -24,7 +24,7 @@ from ppo_core import resolve_device
 from trainers.agent.decision import predict
 from trainers.agent.paper import paper_trade
 from trainers.agent.tables import decisions_table
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from models import CheckpointError
 from trainers.folds.report import print_report, write_report
 from trainers.folds.runs import WalkForward, check_plan, purge_guarantee, run_folds
 from trainers.folds.stitch import summarize
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run.resolve import new_run_config, parse_symbols
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130

@@ -22,7 +22,7 @@ from envs import VecTradingEnv
 from envs.accounts import Accounts
 from envs.splits import format_timestamp
 from models import MultiSymbolPolicy
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([mhdw])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}

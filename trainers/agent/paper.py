@@ -28,7 +28,7 @@ from envs.splits import format_timestamp, parse_timestamp
 from models import MultiSymbolPolicy
 from trainers.agent.decision import Decision, check_age, data_files, decide
 from trainers.agent.ledger import BarRecord, Ledger, LedgerError, Start, check_recorded
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run.lock import ProcessLock, run_lock
 
 

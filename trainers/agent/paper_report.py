@@ -22,7 +22,7 @@ from trainers.backtest.report import AGENT
 from envs.bars import periods_per_year
 from trainers.backtest.metrics import equity_metrics
 from trainers.backtest.simulate import simulate
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 BOOK = "book (equal capital)"
 

@@ -43,7 +43,7 @@ from trainers.backtest.report import (AGENT, BUY_AND_HOLD, MATCHED, ORACLE, RAND
 from trainers.backtest.simulate import (GREEDY, account_metrics, hold, mean_defined, random_roles, sampled_roles,
                                         simulate)
 from trainers.backtest.uncertainty import sharpe_interval, sharpe_standard_error
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 RANDOM_PATHS = 32
 """random valid paths per symbol: one path's Sharpe is one draw of a wide distribution (a standard

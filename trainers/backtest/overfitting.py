@@ -33,7 +33,7 @@ from envs import DataError
 from trainers.backtest.metrics import sharpe, sharpe_from_sums
 from trainers.backtest import trials
 from trainers.backtest.validation import Validator
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 EULER_GAMMA = 0.5772156649015329
 _NORMAL = NormalDist()

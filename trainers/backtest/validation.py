@@ -18,7 +18,7 @@ from envs import Bars, EnvConfig, VecTradingEnv
 from models import MultiSymbolPolicy, PolicyConfig, PolicyEnsemble
 from trainers.backtest.simulate import GREEDY, account_metrics, simulate
 from envs.bars import periods_per_year
-from trainers.backtest.best_k import Scored
+from trainers.checkpoints.best_k import Scored
 
 METRICS = {"return": "total_return", "sharpe": "sharpe_annualised", "max_drawdown": "max_drawdown",
            "trades": "trades", "exposure": "exposure"}

@@ -26,7 +26,7 @@ from envs.folds import Fold
 from ppo_core import resolve_device
 from ppo_core.files import atomic_write_bytes
 from trainers.backtest.evaluation import evaluate, evaluation_file
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run.build import open_session
 from trainers.run.lock import ProcessLock
 from trainers.run.loop import EXIT_OK, train

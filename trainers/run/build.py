@@ -20,12 +20,12 @@ from envs import VecTradingEnv
 from models import MultiSymbolPolicy, weight_stats
 from models.transfer import TransferReport
 from ppo_core import EntropyController, PPOLearner, RewardNormalizer, RolloutBuffer, resolve_device
-from trainers.backtest.best_k import BestK
+from trainers.checkpoints.best_k import BestK
 from trainers.backtest.validation import Validator
 from trainers.monitoring.alerts import CollapseAlerts
 from trainers.monitoring.console import QuietLog, RunLog, RunLogger
 from trainers.monitoring.rollout_stats import RolloutStats
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run.distributed import World
 from trainers.run.lock import ProcessLock, run_lock
 from trainers.run.session import STOPPED_FILE, Session

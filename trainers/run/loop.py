@@ -13,7 +13,7 @@ from typing import Any, Iterator
 from ppo_core import IterationResult, NonFiniteLossError
 from trainers.monitoring.alerts import iteration_signals
 from trainers.monitoring.console import IterationMetrics
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run.session import Session
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130

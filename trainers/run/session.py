@@ -22,12 +22,12 @@ from ppo_core import (EntropyController, IterationResult, PPOLearner, PPOParts, 
                       RolloutBuffer, ppo_iteration)
 from ppo_core.files import atomic_write_bytes
 from trainers.backtest import trials
-from trainers.backtest.best_k import BestK, Verdict
+from trainers.checkpoints.best_k import BestK, Verdict
 from trainers.backtest.validation import ValidationResult, Validator, describe, summary
 from trainers.monitoring.alerts import CollapseAlerts
 from trainers.monitoring.console import RunLog
 from trainers.monitoring.rollout_stats import RolloutStats
-from trainers.run import checkpoints
+from trainers import checkpoints
 from trainers.run.distributed import World, rank_part, to_cpu, world_change_note
 from trainers.run.lock import ProcessLock
 

@@ -23,7 +23,7 @@ from models import CheckpointError, MultiSymbolPolicy, read_checkpoint_meta
 from models.transfer import (TRANSFER_STRATEGIES, TransferError, TransferReport, architecture_changes,
                              blend_encoder, check_compatible, is_sl_encoder, map_sl_encoder, transfer_weights)
 from trainers.monitoring.console import RunLog
-from trainers.run import checkpoints
+from trainers import checkpoints
 
 TRANSFER_FILE = "transfer.json"
 

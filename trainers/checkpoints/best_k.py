@@ -3,7 +3,7 @@
 The trainer feeds one score per validation (the mean validation Sharpe over symbols) and gets a
 Verdict back: whether the step enters the best-k list (so its checkpoint must be kept), whether it
 improved on the early-stopping reference, and why to stop, if it should. No tensors, no files:
-trainers.run.checkpoints turns the list into files, and tests drive this class with scripted
+trainers.checkpoints.files turns the list into files, and tests drive this class with scripted
 scores.
 
 Early stopping follows Keras' EarlyStopping: a score counts as an improvement only when it beats
