@@ -71,6 +71,10 @@ class PPOConfig:
     weights by learning rate x weight_decay; 0 = plain Adam (guide: 0, plain Adam; without it
     validation peaked early and fell as the policy memorised the training bars, and which seed
     generalised was luck: docs/results.md, Seed robustness)"""
+    decay: Literal["all", "matrices"] = "all"
+    """which parameters weight_decay shrinks: all of them, or only weight matrices (2-D and up:
+    linear and attention weights, embeddings), leaving biases and LayerNorm gains alone as nanoGPT
+    and most transformer recipes do (docs/design.md, Departures)"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
     normalize_rewards: bool = True
@@ -102,7 +106,7 @@ class PPOConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
         choices = {"lr_schedule": ("constant", "linear"), "clip_schedule": ("constant", "linear"),
-                   "amp": ("auto", "fp16", "bf16", "off")}
+                   "amp": ("auto", "fp16", "bf16", "off"), "decay": ("all", "matrices")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: must be one of {allowed}, got {getattr(self, name)!r}")
@@ -204,6 +208,15 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
 
 
+def parameter_groups(params: list[nn.Parameter], config: PPOConfig) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one, decayed by config.weight_decay, or with decay =
+    "matrices" the 2-D and larger tensors decayed and the rest (biases, norm gains) not."""
+    if config.decay == "all":
+        return [{"params": params}]
+    return [{"params": [p for p in params if p.dim() >= 2]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+
 def average_gradients(params: list[nn.Parameter], sync: Callable[[Tensor], None]) -> None:
     """Average the gradients over processes with one `sync` of their concatenation. Under fp16
     they are still scaled: every process has the same GradScaler scale and an inf anywhere reaches
@@ -231,8 +244,9 @@ class PPOLearner:
         self.sync = sync
         self.amp_dtype = resolve_amp(config.amp, self.device)
         self.params = [p for p in policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, eps=config.adam_eps,
-                                          weight_decay=config.weight_decay, decoupled_weight_decay=True)
+        self.optimizer = torch.optim.Adam(parameter_groups(self.params, config), lr=config.learning_rate,
+                                          eps=config.adam_eps, weight_decay=config.weight_decay,
+                                          decoupled_weight_decay=True)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.anchor = KLAnchor(config.kl_anchor, config.kl_anchor_steps) if config.kl_anchor > 0 else None
         """set when config.kl_anchor > 0; its reference is captured by the caller once the starting

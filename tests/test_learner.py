@@ -162,3 +162,19 @@ def test_weight_decay_is_decoupled_from_the_gradient_step():
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field}:"):
         PPOConfig(**{field: value})
+
+
+def test_decay_on_matrices_spares_biases_and_norm_gains():
+    """With no gradient, decoupled decay alone moves the weights: every parameter shrinks by
+    lr x weight_decay under decay = "all", only the 2-D ones under "matrices"."""
+    for decay in ("all", "matrices"):
+        policy, learner, *_ = setup(weight_decay=0.5, decay=decay, learning_rate=0.1)
+        before = [p.detach().clone() for p in learner.params]
+        for p in learner.params:
+            p.grad = torch.zeros_like(p)
+        learner.optimizer.step()
+        for old, new in zip(before, learner.params):
+            shrunk = decay == "all" or old.dim() >= 2
+            expected = old * (1 - 0.1 * 0.5) if shrunk else old
+            torch.testing.assert_close(new.detach(), expected)
+        assert any(p.dim() < 2 for p in learner.params) and any(p.dim() >= 2 for p in learner.params)
