@@ -74,12 +74,21 @@ def differences(text: str) -> list[str]:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field name -> the docstring under it in the class body, whitespace collapsed."""
-    docs: dict[str, str] = {}
+    """Field name -> the docstring under it in the class body, or its `doc` metadata (fields made
+    from a registry, e.g. the reward terms' weights), whitespace collapsed."""
+    docs = {f.name: " ".join(f.metadata["doc"].split()) for f in dataclasses.fields(cls) if "doc" in f.metadata}
     for klass in reversed(cls.__mro__):
-        if dataclasses.is_dataclass(klass):
+        if dataclasses.is_dataclass(klass) and "__dataclass_fields__" in vars(klass) and _has_source(klass):
             docs.update(_own_field_docs(klass))
     return docs
+
+
+def _has_source(cls: type) -> bool:
+    try:
+        inspect.getsource(cls)
+    except (OSError, TypeError):  # made at run time (dataclasses.make_dataclass)
+        return False
+    return True
 
 
 @cache

@@ -3,8 +3,9 @@ the env-policy interface (`TradingSpec`: observation shapes and the action table
 symbol-major account layout (`AccountLayout`)."""
 from envs.actions import DEFAULT_ACTIONS, Action
 from envs.bars import Bars, DataError, validate_bars
-from envs.config import COMPONENTS as REWARD_COMPONENTS
-from envs.config import EnvConfig, RewardConfig
+from envs.config import EnvConfig
+from envs.rewards import COMPONENTS as REWARD_COMPONENTS
+from envs.rewards import RewardConfig
 from envs.features import REGIME_NAMES, TECHNICAL_NAMES, WARMUP_BARS, compute_features
 from envs.gym_wrapper import SingleAccountEnv
 from envs.layout import AccountLayout

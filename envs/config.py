@@ -1,4 +1,5 @@
-"""Environment and reward configuration: plain dataclasses that a TOML table maps onto exactly.
+"""Environment configuration: a plain dataclass (the reward's, RewardConfig, lives with the reward
+terms in envs.rewards) that a TOML table maps onto exactly.
 
 Every validation error is a ValueError whose message starts with the field name, so the config
 loader can prefix it with the dotted key (`env.reward.pnl: must be ...`).
@@ -10,118 +11,9 @@ from dataclasses import dataclass, field, replace
 
 from envs.actions import DEFAULT_ACTIONS, Action, check_actions
 from envs.features import DEFAULT_FEATURE_NORM, DEFAULT_SCALE_WINDOW, FEATURE_NORMS
+from envs.ranges import check_range
+from envs.rewards import RewardConfig
 from envs.splits import parse_split_dates, parse_trade_period
-
-
-def _check_range(obj: object, name: str, low: float, high: float = math.inf,
-                 low_open: bool = False) -> None:
-    value = getattr(obj, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name}: must be in {bracket}{low}, {high}], got {value!r}")
-
-
-@dataclass
-class RewardConfig:
-    """Weights of the reward components (docs/design.md, "Reward components") and the parameters they need.
-
-    Scale: pnl and cost are money, as fractions of initial capital times `money_scale` (1e4 by
-    default: basis points); the shaping terms are unitless scores of about 0.1 to 1. In basis
-    points a day's PnL of a few percent of equity in the market is tens of units, so with the
-    seed's weights PnL carries most of the reward and no shaping term outweighs it (logged as
-    reward_share/<component>). money_scale = 1 is the seed's literal formula, where the shaping
-    terms outweigh PnL about 60 to 1 (configs/seed_stage5.toml).
-    """
-
-    pnl: float = 0.75
-    """weight of equity change / initial capital x money_scale (times the ROI multiplier when on)"""
-    cost: float = 0.10
-    """weight of -(commission + slippage) / initial capital x money_scale, a nudge against churning"""
-    time: float = 0.0
-    """weight of -1 per step spent with no position (idle capital)"""
-    sharpe: float = 0.03
-    """weight of the rolling per-step Sharpe ratio of equity returns, clipped to [-1, 1]"""
-    drawdown: float = 0.02
-    """weight of the drawdown penalty (0 below drawdown_start, -dd up to drawdown_severe, steeper beyond)"""
-    sizing: float = 0.0
-    """weight of -|exposure - sizing_target|"""
-    hold: float = 0.0
-    """weight of -min(max(hold_time - hold_limit, 0) / hold_limit, 1): penalises overlong holds"""
-    diversity: float = 0.07
-    """weight of 0.1 / 0.2 / 0.3 for 3 / 4 / 5+ distinct executed actions in the diversity window"""
-    action_repeat: float = 0.05
-    """weight of -0.5 x min(overflow / max_consecutive_actions, 1) when a non-HOLD action repeats"""
-    intrinsic_action: float = 0.01
-    """weight of 0.1 for each valid executed non-HOLD action"""
-    failed_action_penalty: float = 0.05
-    """weight of -1 for each action the mask forbids that reaches the env (it executes as HOLD);
-    masked policies never send one, agents without masks learn from it (the guide's
-    failed_action_penalty)"""
-    money_scale: float = 10_000.0
-    """pnl and cost are fractions of initial capital times this: 1e4 = basis points; 1 = the seed
-    (guide: 1, fractions of capital; basis points make PnL ~99 % of |reward|)"""
-    roi_scaling: bool = False
-    """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)
-    (guide: on; a held bar's pnl reward becomes ~r + roi_multiplier r^2, which pays for variance
-    itself: trained with it, agents took the regime market's volatile regime with 1.45x the
-    volatility for the same return, and reached 34 % of its oracle on fresh draws against 64 %
-    without: docs/results.md, The reward that paid for variance)"""
-    roi_multiplier: float = 2.0
-    """slope of the ROI multiplier (ROI = the step's equity change / the held position's cost basis;
-    0 when flat)"""
-    roi_clamp_min: float = 0.5
-    """lower clamp of the ROI multiplier"""
-    roi_clamp_max: float = 3.0
-    """upper clamp of the ROI multiplier"""
-    sharpe_window: int = 20
-    """steps of equity returns behind the rolling Sharpe / Sortino (reward and observation)"""
-    sharpe_min_steps: int = 20
-    """episode steps before the Sharpe component pays anything (a 2-return Sharpe is noise)"""
-    sharpe_target: float = 0.0
-    """the Sharpe component is clip(rolling per-step Sharpe - sharpe_target, -1, 1)"""
-    drawdown_start: float = 0.05
-    """drawdown below which the penalty is 0"""
-    drawdown_severe: float = 0.15
-    """drawdown beyond which the penalty grows quadratically (-dd^2 / drawdown_severe, continuous)"""
-    sizing_target: float = 0.3
-    """exposure the sizing component steers towards (fraction of equity in the position)"""
-    hold_limit: int = 50
-    """bars a position may be held before the hold penalty starts"""
-    diversity_min_steps: int = 10
-    """episode steps before the diversity bonus can be non-zero"""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first field outside its allowed range."""
-        for name in COMPONENTS:
-            _check_range(self, name, 0.0)
-        if not isinstance(self.roi_scaling, bool):
-            raise ValueError(f"roi_scaling: must be true or false, got {self.roi_scaling!r}")
-        _check_range(self, "roi_multiplier", 0.0)
-        _check_range(self, "roi_clamp_min", 0.0)
-        _check_range(self, "roi_clamp_max", self.roi_clamp_min)
-        _check_range(self, "sharpe_window", 2, 10_000)
-        _check_range(self, "sharpe_min_steps", 0, 1_000_000)
-        _check_range(self, "sharpe_target", -10.0, 10.0)
-        _check_range(self, "money_scale", 0.0, 1e9, low_open=True)
-        _check_range(self, "drawdown_start", 0.0, 1.0)
-        _check_range(self, "drawdown_severe", max(self.drawdown_start, 1e-6), 1.0)
-        _check_range(self, "sizing_target", 0.0, 1.0)
-        _check_range(self, "hold_limit", 1, 1_000_000)
-        _check_range(self, "diversity_min_steps", 0, 1_000_000)
-
-    def weights(self) -> dict[str, float]:
-        """Component name -> weight, in the order the components are reported."""
-        return {name: getattr(self, name) for name in COMPONENTS}
-
-
-COMPONENTS = ("pnl", "cost", "time", "sharpe", "drawdown", "sizing", "hold", "diversity",
-              "action_repeat", "intrinsic_action", "failed_action_penalty")
 
 
 @dataclass
@@ -217,24 +109,24 @@ class EnvConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field outside its allowed range."""
-        _check_range(self, "lookback", 1, 4096)
-        _check_range(self, "episode_length", 0, 10_000_000)
+        check_range(self, "lookback", 1, 4096)
+        check_range(self, "episode_length", 0, 10_000_000)
         if not isinstance(self.random_start, bool):
             raise ValueError(f"random_start: must be true or false, got {self.random_start!r}")
-        _check_range(self, "initial_capital", 0.0, low_open=True)
-        _check_range(self, "commission_bps", 0.0, 1000.0)
-        _check_range(self, "slippage_bps", 0.0, 1000.0)
-        _check_range(self, "equity_floor", 0.0, 1.0)
-        _check_range(self, "max_consecutive_actions", 1, 1_000_000)
-        _check_range(self, "diversity_window", 1, 100_000)
-        _check_range(self, "max_exposure", 0.0, 1.0, low_open=True)
-        _check_range(self, "vol_target", 0.0, 10.0)
-        _check_range(self, "vol_window", 2, 100_000)
-        _check_range(self, "vol_scale_max", 0.0, 100.0, low_open=True)
-        _check_range(self, "obs_noise", 0.0, 10.0)
+        check_range(self, "initial_capital", 0.0, low_open=True)
+        check_range(self, "commission_bps", 0.0, 1000.0)
+        check_range(self, "slippage_bps", 0.0, 1000.0)
+        check_range(self, "equity_floor", 0.0, 1.0)
+        check_range(self, "max_consecutive_actions", 1, 1_000_000)
+        check_range(self, "diversity_window", 1, 100_000)
+        check_range(self, "max_exposure", 0.0, 1.0, low_open=True)
+        check_range(self, "vol_target", 0.0, 10.0)
+        check_range(self, "vol_window", 2, 100_000)
+        check_range(self, "vol_scale_max", 0.0, 100.0, low_open=True)
+        check_range(self, "obs_noise", 0.0, 10.0)
         if self.feature_norm not in FEATURE_NORMS:
             raise ValueError(f"feature_norm: expected one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
-        _check_range(self, "scale_window", 2, 100_000)
+        check_range(self, "scale_window", 2, 100_000)
         fractions = tuple(self.split_fractions)
         if len(fractions) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in fractions) \
                 or fractions[0] <= 0 or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
@@ -244,7 +136,7 @@ class EnvConfig:
             self.split_dates = tuple(self.split_dates)
         if self.split_dates != ():
             parse_split_dates(self.split_dates)
-        _check_range(self, "purge_bars", 0, 1_000_000)
+        check_range(self, "purge_bars", 0, 1_000_000)
         if isinstance(self.trade_period, list):
             self.trade_period = tuple(self.trade_period)
         if self.trade_period != ():

@@ -102,8 +102,8 @@ def score(acc: Accounts, decision: Decision, fill: Fill, marks: Marks, cfg: EnvC
         holding=marks.holding, exposure=marks.exposure, drawdown=marks.drawdown, hold_time=marks.hold_time,
         sharpe=sharpe, unique_actions=(acc.action_counts > 0).sum(1), episode_steps=marks.steps,
         run_length=decision.run_length, repeat_counted=decision.repeat_counted, traded=decision.traded,
-        failed=~decision.valid)
-    raw = components(outcome, cfg.initial_capital, cfg.max_consecutive_actions, cfg.reward)
+        failed=~decision.valid, initial_capital=cfg.initial_capital, repeat_limit=cfg.max_consecutive_actions)
+    raw = components(outcome, cfg.reward)
     reward, weighted = weighted_sum(raw, cfg.reward)
     return reward, raw, weighted
 

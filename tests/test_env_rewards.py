@@ -7,8 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs import DEFAULT_SPEC, EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
-from envs.rewards import StepOutcome, components, diversity_component, drawdown_component, repeat_component
+from envs import DEFAULT_SPEC, REWARD_COMPONENTS, EnvConfig, RewardConfig, VecTradingEnv, synthetic_bars
+from envs.rewards import (TERMS, StepOutcome, components, diversity_component, drawdown_component,
+                          repeat_component)
 from trainers.monitoring.rollout_stats import RolloutStats
 
 SPEC = DEFAULT_SPEC
@@ -74,6 +75,7 @@ finite = st.floats(-1e6, 1e6)
 def outcome_of(prev: float, change: float, **values: float | int | bool) -> StepOutcome:
     """A one-account StepOutcome with equity = prev + change and every other field from `values`."""
     return StepOutcome(prev_equity=torch.tensor([prev]), equity=torch.tensor([prev + change]),
+                       initial_capital=1e5, repeat_limit=3,
                        **{name: torch.tensor([value]) for name, value in values.items()})
 
 
@@ -91,7 +93,7 @@ outcomes = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(outcomes)
 def test_every_component_finite_and_in_range(outcome: StepOutcome) -> None:
-    values = components(outcome, 1e5, 3, RewardConfig())
+    values = components(outcome, RewardConfig())
     check_ranges(values)
     assert set(values) == set(RewardConfig().weights())
 
@@ -116,13 +118,13 @@ def test_roi_multiplier_on_a_hand_computed_trade() -> None:
     """A position bought for 10,000 that gains 300 (ROI 3 %) in a step: pnl = 300 / 100,000 in
     basis points (30) times clamp(1 + 2 x 0.03, 0.5, 3) = 1.06; flat, the multiplier is 1."""
     cfg = RewardConfig(roi_scaling=True)
-    won = components(outcome_of(100_000.0, 300.0, cost_basis=10_000.0, **HELD), 1e5, 3, cfg)
+    won = components(outcome_of(100_000.0, 300.0, cost_basis=10_000.0, **HELD), cfg)
     assert abs(float(won["pnl"][0]) - 30.0 * 1.06) < 1e-4
-    lost = components(outcome_of(100_000.0, -2_000.0, cost_basis=10_000.0, **HELD), 1e5, 3, cfg)
+    lost = components(outcome_of(100_000.0, -2_000.0, cost_basis=10_000.0, **HELD), cfg)
     assert abs(float(lost["pnl"][0]) - (-200.0 * 0.6)) < 1e-3  # ROI -20 %: 1 - 0.4
-    crash = components(outcome_of(100_000.0, -5_000.0, cost_basis=10_000.0, **HELD), 1e5, 3, cfg)
+    crash = components(outcome_of(100_000.0, -5_000.0, cost_basis=10_000.0, **HELD), cfg)
     assert abs(float(crash["pnl"][0]) - (-500.0 * 0.5)) < 1e-3  # clamped at roi_clamp_min
-    flat = components(outcome_of(100_000.0, 50.0, cost_basis=0.0, **HELD), 1e5, 3, cfg)
+    flat = components(outcome_of(100_000.0, 50.0, cost_basis=0.0, **HELD), cfg)
     assert abs(float(flat["pnl"][0]) - 5.0) < 1e-5
 
 
@@ -134,8 +136,8 @@ def test_default_pnl_reward_is_risk_neutral_and_the_roi_multiplier_pays_for_vari
     with zero expected return earns zero expected reward whatever its variance. With the ROI
     multiplier on, the pair sums to more than zero: the reward pays for variance itself."""
     def pnl_pair(cfg: RewardConfig) -> tuple[float, float]:
-        up, down = (components(outcome_of(100_000.0, sign * move, cost_basis=cost_basis, **HELD), 1e5, 3,
-                               cfg)["pnl"][0] for sign in (1.0, -1.0))
+        up, down = (components(outcome_of(100_000.0, sign * move, cost_basis=cost_basis, **HELD), cfg)["pnl"][0]
+                    for sign in (1.0, -1.0))
         return float(up), float(down)
 
     up, down = pnl_pair(RewardConfig())
@@ -150,7 +152,7 @@ def test_no_sharpe_payment_before_its_window() -> None:
                 unique_actions=1, run_length=1, repeat_counted=False, traded=False, failed=False,
                 cost_basis=1.0)
     for steps, expected in ((1, 0.0), (19, 0.0), (20, 0.4), (500, 0.4)):
-        value = components(outcome_of(1e5, 0.0, episode_steps=steps, **step), 1e5, 3, cfg)["sharpe"]
+        value = components(outcome_of(1e5, 0.0, episode_steps=steps, **step), cfg)["sharpe"]
         assert abs(float(value[0]) - expected) < 1e-6, steps
     # along a real trajectory: nothing in the first sharpe_min_steps steps of any episode
     env = VecTradingEnv(["A"], 8, EnvConfig(episode_length=40, reward=cfg, obs_noise=0.0),
@@ -208,3 +210,27 @@ def test_pnl_carries_most_of_the_default_reward_on_real_bars() -> None:
     shares = stats.summary().reward_shares
     assert shares["pnl"] >= 0.70, shares
     assert all(shares[name] < shares["pnl"] for name in shares if name != "pnl"), shares
+
+
+def test_each_term_is_one_entry_that_the_config_logs_and_default_toml_follow() -> None:
+    """TERMS is the one place a reward term is declared: its weight field (default and doc), the
+    component list the env reports and sums, and its line in configs/default.toml all come from it."""
+    import tomllib
+    from pathlib import Path
+
+    from configs.defaults import field_docs
+
+    names = tuple(term.name for term in TERMS)
+    assert tuple(RewardConfig().weights()) == names == REWARD_COMPONENTS
+    assert all(getattr(RewardConfig(), t.name) == t.weight for t in TERMS)
+    docs = field_docs(RewardConfig)
+    assert all(docs[t.name] == " ".join(t.doc.split()) for t in TERMS)
+    text = (Path(__file__).resolve().parents[1] / "configs" / "default.toml").read_text()
+    written = tomllib.loads(text)["env"]["reward"]
+    assert {name: written[name] for name in names} == {t.name: t.weight for t in TERMS}
+    env = VecTradingEnv(["A"], 2, EnvConfig(episode_length=50, obs_noise=0.0), markets={"A": synthetic_bars("A", 400)},
+                        seed=0)
+    env.reset()
+    _, reward, _, _, info = env.step(torch.zeros(2, dtype=torch.long))
+    assert tuple(info["reward_components"]) == names
+    torch.testing.assert_close(reward, sum(info["weighted_reward_components"].values()))
