@@ -34,6 +34,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from rich.console import Console
@@ -114,6 +115,23 @@ def mean_over_seeds(per_seed: dict[int, list[dict]]) -> list[dict]:
                     "agent_trades": mean("agent_trades"),
                     "beats_matched_and_random": sum(r["beats_matched_and_random"] for r in symbol_rows)})
     return out
+
+
+class Plan(NamedTuple):
+    """One market set's runs: what trains, where, for how long, and what it is judged against."""
+
+    market: str
+    """generated or real"""
+    symbols: list[str]
+    data_dir: Path
+    steps: int
+    oracle: dict[str, float]
+    """symbol -> the long-only oracle's test Sharpe (generated markets only)"""
+    title: str
+    fresh_dirs: list[Path]
+    """folders of fresh draws of the generated markets (--fresh)"""
+    fresh_oracles: list[dict[str, float]]
+    """the oracle's Sharpes on each fresh folder's splits, in fresh_dirs x SPLITS order"""
 
 
 def market_verdict(per_seed: dict[int, list[dict]]) -> dict[str, dict[str, float] | None]:
@@ -211,7 +229,7 @@ def main() -> None:
     evaluated: dict[str, dict] = {}  # which checkpoint each run's evaluation used, per kind
     with (contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory()) as tmp:
         work = Path(tmp)
-        plans = []  # (market, symbols, data dir, steps, oracle Sharpes, title, fresh dirs, their oracle Sharpes)
+        plans: list[Plan] = []
         if "generated" in markets:
             data_dir = work / "data"
             run_config = resolve(args.config, args.overrides)
@@ -221,16 +239,16 @@ def main() -> None:
                              for d, expected in ((d, write_generated(d, args.bars, realisation=r))
                                                  for r, d in enumerate(fresh_dirs, start=1))
                              for split in SPLITS]
-            plans.append(("generated", list(GENERATED), data_dir, args.steps, oracle,
-                          f"generated markets, test split, {args.steps:,} account-steps", fresh_dirs, fresh_oracles))
+            plans.append(Plan("generated", list(GENERATED), data_dir, args.steps, oracle,
+                              f"generated markets, test split, {args.steps:,} account-steps", fresh_dirs, fresh_oracles))
         if "real" in markets:
-            plans.append(("real", list(REAL), ROOT / "data", args.real_steps, {},
-                          f"bundled real bars, test split, {args.real_steps:,} account-steps", [], []))
+            plans.append(Plan("real", list(REAL), ROOT / "data", args.real_steps, {},
+                              f"bundled real bars, test split, {args.real_steps:,} account-steps", [], []))
         jobs = [(plan, seed) for plan in plans for seed in seeds]
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done = list(pool.map(run, *zip(*[(plan[0], plan[1], plan[2], plan[3], seed, args, work, plan[6])
-                                             for plan, seed in jobs])))
-        by_run = {(plan[0], seed): out for (plan, seed), out in zip(jobs, done)}
+            done = list(pool.map(run, *zip(*[(plan.market, plan.symbols, plan.data_dir, plan.steps, seed, args, work,
+                                               plan.fresh_dirs) for plan, seed in jobs])))
+        by_run = {(plan.market, seed): out for (plan, seed), out in zip(jobs, done)}
         for market, _, _, _, oracle, title, fresh_dirs, fresh_oracles in plans:
             for kind in args.checkpoints:
                 key = market if len(args.checkpoints) == 1 else f"{market}/{kind}"

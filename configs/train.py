@@ -45,9 +45,12 @@ class TrainConfig:
 
 def explicit_settings(config_path: str | Path | None = None, overrides: list[str] | None = None,
                       cli: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The nested table of every value the user gave: TOML file <- `cli` (dotted keys) <- `--set`."""
+    """The nested table of every value the user gave: TOML file <- `cli` (dotted keys; a None value
+    is a flag that was not given, and is left out) <- `--set`."""
     data = load_toml(config_path) if config_path is not None else {}
     for key, value in (cli or {}).items():
+        if value is None:
+            continue
         for part in reversed(key.split(".")):
             value = {part: value}
         data = merge(data, value)

@@ -82,10 +82,9 @@ class EnvConfig:
     trend on ~30 % of bars, and the agent its trend: docs/results.md, Seed robustness)"""
     scale_window: int = DEFAULT_SCALE_WINDOW
     """trailing bars over whose root mean square feature_norm=scale divides the signed features:
-    20 puts the returns of a calm stretch after a volatile one back on unit scale within a month
-    (over 250 bars they stayed a third of it, under observation noise of std 1); with the ROI
-    multiplier off it met issue 22's bar on the test split of every generated family, where 250
-    missed it on the regime market (docs/results.md, The reward that paid for variance)"""
+    20 puts the returns of a calm stretch after a volatile one back on unit scale within a month,
+    where over 250 bars they stay a fraction of it (docs/results.md, The reward that paid for
+    variance)"""
     actions: tuple[Action, ...] = DEFAULT_ACTIONS
     """the action table, one row per discrete action: its name; its kind, hold, buy (opens a
     position from flat), sell (a held position) or add (to a held position); buy_fraction of

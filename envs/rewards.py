@@ -170,9 +170,7 @@ class RewardConfig(_RewardWeights):  # type: ignore[misc, valid-type]  (fields m
     roi_scaling: bool = False
     """multiply the pnl component by clamp(1 + roi_multiplier x ROI, roi_clamp_min, roi_clamp_max)
     (guide: on; a held bar's pnl reward becomes ~r + roi_multiplier r^2, which pays for variance
-    itself: trained with it, agents took the regime market's volatile regime with 1.45x the
-    volatility for the same return, and reached 34 % of its oracle on fresh draws against 64 %
-    without: docs/results.md, The reward that paid for variance)"""
+    itself, so agents learn to seek volatility: docs/results.md, The reward that paid for variance)"""
     roi_multiplier: float = 2.0
     """slope of the ROI multiplier (ROI = the step's equity change / the held position's cost basis;
     0 when flat)"""

@@ -369,9 +369,9 @@ class VecTradingEnv(VectorEnv):
             regime.clamp_(-CLIP, CLIP)
         if accounts is None:  # the last such call is the current observation's (final_obs comes first)
             self._window_refs = torch.stack([first, noise_at], dim=1)
-        account = account_observation(acc, self._close[index], self._actions, self.config, self.trading_spec)
-        return {"technical": technical, "sl_probs": self._sl_probs[index], "position": account["position"],
-                "portfolio": account["portfolio"], "regime": regime, "rules": account["rules"]}
+        values = {"technical": technical, "sl_probs": self._sl_probs[index], "regime": regime,
+                  **account_observation(acc, self._close[index], self._actions, self.config, self.trading_spec)}
+        return {key: values[key] for key in self.trading_spec.obs_shapes}  # the spec's keys, in its order
 
     def _technical(self, first: Tensor, noise_at: Tensor, out: Tensor | None = None) -> Tensor:
         """(B, L, F) lookback windows starting at flat rows `first` (B,), plus obs_noise x the noise

@@ -63,7 +63,8 @@ def test_a_pruned_trial_ends_with_a_checkpoint(tmp_path):
     from rich.console import Console
 
     from trainers import checkpoints
-    from trainers.tune import build_parser, run_study, study_spec
+    from trainers.tune import build_parser, study_spec
+    from trainers.tuning.study import run_study
 
     (tmp_path / "empty").mkdir()
     spec = study_spec(build_parser().parse_args(tiny(tmp_path / "study", 1, steps=512)))

@@ -16,8 +16,8 @@ from trainers.checkpoints.files import (Checkpoint, ResumeError, average_of_best
 
 DEFAULT_CHOICE = "average"
 """the checkpoint evaluate, predict, paper and export use unless --checkpoint says otherwise: the
-best checkpoints' weight average reached a higher median share of the oracle than the single best
-on every generated family of bench/learning.py over five seeds (docs/results.md, Seed robustness)"""
+weight average of the best checkpoints is steadier across seeds than the single best one
+(docs/results.md, Seed robustness)"""
 CHOICE_HELP = ("which weights: average (default) = the mean of the weights of the run's best checkpoints by mean "
                "validation Sharpe (run.keep_best; the best one when fewer than two are kept), best = the top "
                "one (the latest when the run has no validation scores), latest, or a .safetensors file")

@@ -1,1 +1,1 @@
-"""The hyperparameter study behind `python -m trainers.tune`: one trial, and the study's report."""
+"""The hyperparameter study behind `python -m trainers.tune`: one trial, the study, and its report."""
