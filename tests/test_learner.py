@@ -12,7 +12,7 @@ T, N, F, A = 16, 4, 3, 2
 CLEANRL = dict(learning_rate=2.5e-4, num_minibatches=4)  # PPOConfig's defaults are the trading trainer's
 
 
-def setup(seed=0, **config):
+def make_learner(seed=0, **config):
     torch.manual_seed(seed)
     policy = MLPActorCritic(F, A, hidden=(16,))
     buf = RolloutBuffer(T, N, {"obs": (F,)}, "cpu", A)
@@ -33,17 +33,17 @@ def update(learner, buf, adv, ret, seed=0, **kwargs):
 
 
 def test_kl_early_stop_triggers_when_forced_and_records_the_epoch():
-    _, learner, buf, adv, ret = setup(learning_rate=0.05, target_kl=1e-6, update_epochs=4)
+    _, learner, buf, adv, ret = make_learner(learning_rate=0.05, target_kl=1e-6, update_epochs=4)
     stats = update(learner, buf, adv, ret)
     assert stats.epochs_run == 1 and stats.stopped_early
     assert stats.steps.approx_kl.item() > 1e-6
-    _, learner, buf, adv, ret = setup(learning_rate=0.05, target_kl=0.0, update_epochs=4)
+    _, learner, buf, adv, ret = make_learner(learning_rate=0.05, target_kl=0.0, update_epochs=4)
     stats = update(learner, buf, adv, ret)
     assert stats.epochs_run == 4 and not stats.stopped_early
 
 
 def test_update_changes_the_policy_and_reports_finite_stats():
-    policy, learner, buf, adv, ret = setup()
+    policy, learner, buf, adv, ret = make_learner()
     before = [p.detach().clone() for p in policy.parameters()]
     stats = update(learner, buf, adv, ret, num_groups=2)  # also exercises the group layout
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
@@ -53,7 +53,7 @@ def test_update_changes_the_policy_and_reports_finite_stats():
 
 
 def test_bf16_autocast_on_cpu_runs_an_update():
-    policy, learner, buf, adv, ret = setup(amp="bf16", update_epochs=1, num_minibatches=2)
+    policy, learner, buf, adv, ret = make_learner(amp="bf16", update_epochs=1, num_minibatches=2)
     dtypes = []
     policy.actor[0].register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
     stats = update(learner, buf, adv, ret)
@@ -84,7 +84,7 @@ def test_fp16_with_grad_scaler_on_cuda():
 
 def test_fp16_grad_scaler_skips_overflowing_steps_instead_of_raising():
     # fp16 autocast also runs on CPU (slowly); a huge initial scale overflows the fp16 gradients
-    policy, learner, buf, adv, ret = setup(amp="fp16", update_epochs=1, num_minibatches=2)
+    policy, learner, buf, adv, ret = make_learner(amp="fp16", update_epochs=1, num_minibatches=2)
     learner.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
     before = [p.detach().clone() for p in policy.parameters()]
     stats = update(learner, buf, adv, ret)
@@ -94,7 +94,7 @@ def test_fp16_grad_scaler_skips_overflowing_steps_instead_of_raising():
 
 
 def test_gradients_are_clipped_to_max_grad_norm():
-    _, learner, buf, adv, ret = setup(max_grad_norm=1e-3)
+    _, learner, buf, adv, ret = make_learner(max_grad_norm=1e-3)
     norms = []
 
     def record(optimizer, args, kwargs):
@@ -109,7 +109,7 @@ def test_gradients_are_clipped_to_max_grad_norm():
 
 @pytest.mark.parametrize("poison, name", [("advantages", "policy_loss"), ("returns", "value_loss")])
 def test_non_finite_loss_raises_naming_the_term(poison, name):
-    _, learner, buf, adv, ret = setup()
+    _, learner, buf, adv, ret = make_learner()
     if poison == "advantages":
         adv[3, 1] = float("nan")
     else:
@@ -119,9 +119,9 @@ def test_non_finite_loss_raises_naming_the_term(poison, name):
 
 
 def test_state_dict_round_trip_resumes_identically():
-    policy_a, learner_a, buf, adv, ret = setup(seed=1)
+    policy_a, learner_a, buf, adv, ret = make_learner(seed=1)
     update(learner_a, buf, adv, ret, seed=1)
-    policy_b, learner_b, _, _, _ = setup(seed=2)
+    policy_b, learner_b, _, _, _ = make_learner(seed=2)
     saved = io.BytesIO()  # through bytes, as a checkpoint file would (no shared tensors)
     torch.save({"policy": policy_a.state_dict(), "learner": learner_a.state_dict()}, saved)
     saved.seek(0)
@@ -136,7 +136,7 @@ def test_state_dict_round_trip_resumes_identically():
 
 
 def test_linear_schedules_follow_progress():
-    _, learner, buf, adv, ret = setup(learning_rate=1e-3, lr_schedule="linear", clip_schedule="linear")
+    _, learner, buf, adv, ret = make_learner(learning_rate=1e-3, lr_schedule="linear", clip_schedule="linear")
     stats = update(learner, buf, adv, ret, progress=0.75)
     assert stats.learning_rate == pytest.approx(2.5e-4) and stats.clip_coef == pytest.approx(0.05)
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-4)
@@ -147,7 +147,7 @@ def test_weight_decay_is_decoupled_from_the_gradient_step():
     weights below the same run without it (AdamW: the decay never enters Adam's moments)."""
     results = {}
     for decay in (0.0, 0.5):
-        policy, learner, buf, adv, ret = setup(weight_decay=decay, update_epochs=1, num_minibatches=1)
+        policy, learner, buf, adv, ret = make_learner(weight_decay=decay, update_epochs=1, num_minibatches=1)
         before = [p.detach().clone() for p in policy.parameters()]
         update(learner, buf, adv, ret)
         results[decay] = [p.detach().clone() for p in policy.parameters()]
@@ -168,7 +168,7 @@ def test_decay_on_matrices_spares_biases_and_norm_gains():
     """With no gradient, decoupled decay alone moves the weights: every parameter shrinks by
     lr x weight_decay under decay = "all", only the 2-D ones under "matrices"."""
     for decay in ("all", "matrices"):
-        policy, learner, *_ = setup(weight_decay=0.5, decay=decay, learning_rate=0.1)
+        policy, learner, *_ = make_learner(weight_decay=0.5, decay=decay, learning_rate=0.1)
         before = [p.detach().clone() for p in learner.params]
         for p in learner.params:
             p.grad = torch.zeros_like(p)
