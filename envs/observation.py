@@ -9,7 +9,6 @@ from torch import Tensor
 from envs.accounts import Accounts, rolling_ratios
 from envs.actions import ActionTensors
 from envs.config import EnvConfig
-from envs.masking import HOLD_KIND
 from envs.spec import PORTFOLIO_FEATURES, POSITION_FEATURES, RULE_FEATURES, TradingSpec
 
 
@@ -36,7 +35,7 @@ def account_observation(acc: Accounts, close: Tensor, table: ActionTensors, conf
         "trade_count": torch.log1p(acc.trades.to(close.dtype)) / 5.0,
     }
     limit = config.max_consecutive_actions
-    counted = (acc.last_action >= 0) & (table.kind[acc.last_action.clamp_min(0)] != HOLD_KIND)
+    counted = (acc.last_action >= 0) & table.trades[acc.last_action.clamp_min(0)]
     rules = {
         "repeat_streak": torch.where(counted, acc.run_length / limit, 0.0),  # > 1: the limit bites
         "distinct_actions": (acc.action_counts > 0).sum(1) / spec.num_actions,

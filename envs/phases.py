@@ -16,7 +16,6 @@ from torch import Tensor
 from envs.accounts import Accounts, Fill, rolling_ratios
 from envs.actions import ActionTensors
 from envs.config import EnvConfig
-from envs.masking import HOLD_KIND
 from envs.rewards import StepOutcome, components, weighted_sum
 
 
@@ -60,10 +59,10 @@ def decide(acc: Accounts, policy_action: Tensor, mask: Tensor, table: ActionTens
     """Policy actions (N,) long and the current mask (N, A) bool -> the step's Decision."""
     valid = mask.gather(1, policy_action[:, None]).squeeze(1)
     run_length = torch.where(policy_action == acc.last_action, acc.run_length + 1, 1)
-    repeat_counted = table.kind[policy_action] != HOLD_KIND  # hold actions may repeat freely
+    repeat_counted = table.trades[policy_action]  # hold actions may repeat freely
     repeat_limited = repeat_counted & (run_length > max_repeats)
     executed = torch.where(valid & ~repeat_limited, policy_action, hold_id)
-    traded = table.kind[executed] != HOLD_KIND
+    traded = table.trades[executed]
     return Decision(policy_action=policy_action, valid=valid, run_length=run_length,
                     repeat_counted=repeat_counted, repeat_limited=repeat_limited, executed=executed,
                     traded=traded)

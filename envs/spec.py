@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.actions import KINDS, Action, ActionTensors, check_actions
+from envs.actions import KIND, KINDS, Action, ActionTensors, check_actions
 from envs.bars import NUM_SL_PROBS
 from envs.config import EnvConfig
 from envs.features import CLIP, NUM_REGIME, NUM_TECHNICAL
@@ -76,5 +76,6 @@ class TradingSpec:
         return ActionTensors(
             buy_fraction=torch.tensor([a.buy_fraction for a in self.actions], dtype=dtype, device=device),
             sell_fraction=torch.tensor([a.sell_fraction for a in self.actions], dtype=dtype, device=device),
-            kind=torch.tensor([KINDS.index(a.kind) for a in self.actions], device=device))
+            kind=torch.tensor([KINDS.index(a.kind) for a in self.actions], device=device),
+            trades=torch.tensor([KIND[a.kind].trades for a in self.actions], device=device))
 

@@ -20,18 +20,13 @@ from configs.loader import ConfigError
 from configs.train import read_run_config
 from envs import VecTradingEnv
 from envs.accounts import Accounts
+from envs.actions import KIND
 from envs.splits import format_timestamp
 from models import MultiSymbolPolicy
 from trainers import checkpoints
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([mhdw])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-REASONS_FLAT = {"sell": "no position to sell (flat)", "add": "no position to add to (flat)",
-                "buy": "cash or exposure limit (env.max_exposure)"}
-"""why an action of each kind is masked for a flat account"""
-REASONS_HOLDING = {"buy": "a position is open (buys open one, adds grow it)",
-                   "add": "cash or exposure limit (env.max_exposure)"}
-"""why an action of each kind is masked for an account holding shares"""
 
 
 @dataclass(frozen=True)
@@ -48,6 +43,12 @@ class Decision:
     account: str
     data_file: str
     data_sha256: str
+
+
+def masked_because(kind: str, holding: bool) -> str:
+    """Why an action of `kind` is masked for an account that holds shares (or is flat)."""
+    record = KIND[kind]
+    return (record.masked_holding if holding else record.masked_flat) or "masked"
 
 
 def parse_age(text: str) -> float | None:
@@ -86,11 +87,11 @@ def decide(env: VecTradingEnv, policy: MultiSymbolPolicy, accounts: Accounts, ac
         if symbol not in account:
             continue
         bars, path = env.markets[symbol], Path(data_dir) / f"{symbol}.parquet"
-        why = REASONS_HOLDING if float(accounts.shares[s]) > 0 else REASONS_FLAT
+        holding = float(accounts.shares[s]) > 0
         decisions.append(Decision(
             symbol=symbol, as_of=format_timestamp(int(bars.timestamps[int(accounts.t[s])])),
             action=names[int(np.argmax(probs[s]))], probabilities=dict(zip(names, probs[s].tolist())),
-            value=float(values[s]), masked={n: why.get(k, "masked") for n, k, ok in
+            value=float(values[s]), masked={n: masked_because(k, holding) for n, k, ok in
                                             zip(names, kinds, mask[s].tolist()) if not ok},
             account=account[symbol], data_file=str(path), data_sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
     return decisions
