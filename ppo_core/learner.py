@@ -74,7 +74,8 @@ class PPOConfig:
     decay: Literal["all", "matrices"] = "all"
     """which parameters weight_decay shrinks: all of them, or only weight matrices (2-D and up:
     linear and attention weights, embeddings), leaving biases and LayerNorm gains alone as nanoGPT
-    and most transformer recipes do (docs/design.md, Departures)"""
+    and most transformer recipes do; all is the default because here the decay regularises against
+    memorising the training bars (docs/design.md, Departures)"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
     """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
     normalize_rewards: bool = True
