@@ -29,7 +29,6 @@ from envs.market_data import load_market
 from envs.masking import action_mask
 from envs.noise import NoisePool
 from envs.observation import account_observation
-from envs.sizing import position_scale
 from envs.phases import (
     Marks,
     commit,
@@ -40,6 +39,7 @@ from envs.phases import (
     score,
     step_info,
 )
+from envs.sizing import position_scale
 from envs.spec import TradingSpec
 from envs.splits import (
     SPLITS,
@@ -342,7 +342,8 @@ class VecTradingEnv(VectorEnv):
     def _compute_mask(self, acc: Accounts | None = None) -> Tensor:
         """Valid actions (N, A) bool of the account state (the current one by default) at its close."""
         acc = acc if acc is not None else self.accounts
-        return action_mask(self._actions, self._buy_fractions(acc), acc.cash, acc.shares, acc.equity, self._close[self._row + acc.t],
+        return action_mask(self._actions, self._buy_fractions(acc), acc.cash, acc.shares, acc.equity,
+                           self._close[self._row + acc.t],
                            max_exposure=self.config.max_exposure,
                            commission_rate=self.config.commission_bps * 1e-4)
 
