@@ -3,7 +3,7 @@
 Tokens follow the observation spec's keys in order: a (bars, features) sequence key (the
 technical window, 24 bars) gives one token per bar, a vector key (sl_probs, position, portfolio,
 regime) gives one token; each key has its own linear projection to d_model. Fixed sinusoidal
-positions, pre-LN blocks with fused attention (`scaled_dot_product_attention`), a final LayerNorm,
+positions, pre-LN blocks (attention as batched matmuls on CPU, the fused kernel on CUDA), a final LayerNorm,
 mean pooling (by default with the newest bar's token beside the mean), a linear output. The
 observation shapes come from the env's TradingSpec, never from this config.
 """
@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
 from models.init import init_linear_
@@ -85,14 +86,27 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)
-        q = q.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = rearrange(self.qkv(x), "b t (three h s) -> three b h t s", three=3, h=self.n_heads)
+        dropout = self.dropout if self.training else 0.0
         # Not causal: every token sees the whole window (features are already causal in time).
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, D)  # (B, T, D)
-        return self.resid_drop(self.proj(y))
+        if x.device.type == "cuda":
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, nh, T, hs)
+        else:
+            y = batched_attention(q, k, v, dropout)
+        return self.resid_drop(self.proj(rearrange(y, "b h t s -> b t (h s)")))
+
+
+def batched_attention(q: Tensor, k: Tensor, v: Tensor, dropout: float = 0.0) -> Tensor:
+    """Softmax attention of (B, nh, T, hs) queries, keys and values as two batched matmuls over
+    all B x nh heads, the softmax in float32 whatever autocast gives the matmuls.
+
+    On CPU this beats `scaled_dot_product_attention`'s flash kernel for short windows: that kernel
+    tiles each of the B x nh (T, T) problems on its own, and its bf16 backward ran ~8x slower than
+    its fp32 one (docs/results.md, "The update's speed"). CUDA keeps the fused kernel.
+    """
+    scores = torch.matmul(q, k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, nh, T, T)
+    weights = F.dropout(scores.float().softmax(dim=-1), dropout).to(v.dtype)
+    return torch.matmul(weights, v)  # (B, nh, T, hs)
 
 
 class FeedForward(nn.Module):
