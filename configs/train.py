@@ -16,7 +16,7 @@ from configs.loader import ConfigError, apply_overrides, build, load_toml, merge
 from configs.run import ENCODER_PRESETS, RunConfig
 from envs import EnvConfig
 from models import EncoderConfig, PolicyConfig
-from ppo_core import EntropyConfig, PPOConfig, resolve_device
+from ppo_core import EntropyConfig, PPOConfig, auto_amp, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
 BEFORE_FIELD = {"env.feature_norm": "zscore", "ppo.weight_decay": 0.0, "env.scale_window": 250}
@@ -68,7 +68,8 @@ def resolve(config_path: str | Path | None = DEFAULT_CONFIG, overrides: list[str
 def apply_device_profile(config: TrainConfig, explicit: dict[str, Any] | None = None) -> TrainConfig:
     """Resolve every setting whose default depends on the device, once, so that the config (and
     the run's config.toml) holds no "auto": run.device (CUDA when available, else CPU), then from
-    it run.encoder_preset (full on CUDA, small on CPU), ppo.amp (fp16 on CUDA, off on CPU) and
+    it run.encoder_preset (full on CUDA, small on CPU), ppo.amp (ppo_core.auto_amp: fp16 on CUDA, bf16 on
+    a CPU with native bf16, else off) and
     run.final_obs (always on CUDA, on_end on CPU; envs.VecTradingEnv). A setting the user gave is
     kept: auto only fills what was left at auto. A named preset replaces every encoder field it
     lists; one the user set explicitly (`explicit`, the nested table of given values) to another
@@ -80,7 +81,7 @@ def apply_device_profile(config: TrainConfig, explicit: dict[str, Any] | None = 
     cuda = device.type == "cuda"
     run = replace(config.run, device=device.type,
                   final_obs=config.run.final_obs if config.run.final_obs != "auto" else "always" if cuda else "on_end")
-    ppo = replace(config.ppo, amp=config.ppo.amp if config.ppo.amp != "auto" else "fp16" if cuda else "off")
+    ppo = replace(config.ppo, amp=config.ppo.amp if config.ppo.amp != "auto" else auto_amp(device))
     config = replace(config, run=run, ppo=ppo)
     preset = config.run.encoder_preset
     if preset == "custom":

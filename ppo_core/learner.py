@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ppo_core.anchor import KLAnchor
 from ppo_core.buffer import Minibatch, RolloutBuffer
+from ppo_core.device import auto_amp
 from ppo_core.loss import explained_variance, ppo_loss
 from ppo_core.schedules import scheduled
 
@@ -77,7 +78,9 @@ class PPOConfig:
     and most transformer recipes do; all is the default because here the decay regularises against
     memorising the training bars (docs/design.md, Departures)"""
     amp: Literal["auto", "fp16", "bf16", "off"] = "auto"
-    """mixed precision: auto = fp16 (with GradScaler) on CUDA, off on CPU; bf16 needs no scaler"""
+    """mixed precision of the update: auto = fp16 (with GradScaler) on CUDA, bf16 on a CPU with
+    native bf16 (AVX512-BF16 or AMX), off elsewhere; bf16 needs no scaler. With either, the old
+    log-probabilities are recomputed at the update's precision before its first step"""
     normalize_rewards: bool = True
     """divide rewards by the running std of the discounted return (ppo_core.RewardNormalizer)
     (guide: off)"""
@@ -205,8 +208,13 @@ _KL = StepMetrics._fields.index("approx_kl")
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `amp` on `device`, or None for full precision."""
     if amp == "auto":
-        amp = "fp16" if device.type == "cuda" else "off"
+        amp = auto_amp(device)
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}[amp]
+
+
+def fused_adam_supported(device: torch.device) -> bool:
+    """Whether torch has a fused Adam kernel for `device` (CPU and CUDA do)."""
+    return device.type in ("cpu", "cuda")
 
 
 def parameter_groups(params: list[nn.Parameter], config: PPOConfig) -> list[dict[str, Any]]:
@@ -240,14 +248,22 @@ class PPOLearner:
     """
 
     def __init__(self, policy: ActorCritic, config: PPOConfig, device: torch.device | str,
-                 sync: Callable[[Tensor], None] | None = None) -> None:
+                 sync: Callable[[Tensor], None] | None = None,
+                 recompute_old_logprobs: bool | None = None) -> None:
         self.policy, self.config, self.device = policy, config, torch.device(device)
         self.sync = sync
         self.amp_dtype = resolve_amp(config.amp, self.device)
+        self.recompute_old_logprobs = self.amp_dtype is not None if recompute_old_logprobs is None \
+            else recompute_old_logprobs
+        """recompute the rollout's log-probabilities with the update's own forward before its first
+        step, so that the first minibatch's ratio is exactly 1: on by default under AMP (the rollout
+        ran in float32); the trainer also turns it on when the update's forward is compiled"""
         self.params = [p for p in policy.parameters() if p.requires_grad]
+        # fused: one kernel for every parameter, and under fp16 the GradScaler hands it found_inf
+        # as a tensor (the step skips itself on device) instead of reading it on the host each step
         self.optimizer = torch.optim.Adam(parameter_groups(self.params, config), lr=config.learning_rate,
                                           eps=config.adam_eps, weight_decay=config.weight_decay,
-                                          decoupled_weight_decay=True)
+                                          decoupled_weight_decay=True, fused=fused_adam_supported(self.device))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.anchor = KLAnchor(config.kl_anchor, config.kl_anchor_steps) if config.kl_anchor > 0 else None
         """set when config.kl_anchor > 0; its reference is captured by the caller once the starting
@@ -274,7 +290,12 @@ class PPOLearner:
         num_minibatches, epochs_run, stopped_early = 0, 0, False
         for epoch in range(cfg.update_epochs):
             epoch_totals = torch.zeros_like(totals)
-            for mb in buffer.minibatches(advantages, returns, per_epoch, num_groups, generator):
+            if epoch == 0 and self.recompute_old_logprobs:
+                minibatches = self._with_current_logprobs(
+                    lambda: buffer.minibatches(advantages, returns, per_epoch, num_groups, generator), generator)
+            else:
+                minibatches = buffer.minibatches(advantages, returns, per_epoch, num_groups, generator)
+            for mb in minibatches:
                 epoch_totals += torch.stack(self._step(mb, ent_coef, clip_coef, num_groups, anchor_coef))
             if self.sync is not None:
                 self.sync(epoch_totals)  # every process reads the same KL and stops together
@@ -309,12 +330,32 @@ class PPOLearner:
                              f"({share} samples = num_steps x envs per group)")
         return share // size
 
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                              enabled=self.amp_dtype is not None)
+
+    def _with_current_logprobs(self, minibatches: Callable[[], Iterator[Minibatch]],
+                               generator: torch.Generator | None) -> Iterator[Minibatch]:
+        """The first epoch's minibatches with their old log-probabilities replaced by what the
+        update's own forward (same rows, precision, grad mode and compiled graph) gives before any
+        step: the first minibatch then sees a ratio of exactly 1, the rest the true ratio to the
+        policy that collected the rollout, at the update's precision. One extra forward pass; the
+        shuffle is drawn twice from the same generator state, so both passes see the same rows."""
+        generator = generator if generator is not None else torch.default_generator
+        state = generator.get_state()
+        fresh = []
+        for mb in minibatches():
+            with self._autocast():
+                fresh.append(self.policy.evaluate(mb.obs, mb.actions, mb.masks)[0].detach().float())  # (B,)
+        generator.set_state(state)
+        return (mb._replace(logprobs=logprob) for mb, logprob in zip(minibatches(), fresh))
+
     def _step(self, mb: Minibatch, ent_coef: float, clip_coef: float, num_groups: int | None = None,
               anchor_coef: float = 0.0) -> StepMetrics:
-        """One optimizer step on a minibatch and what it measured (float32 device scalars)."""
+        """One optimizer step on a minibatch and what it measured (float32 device scalars). No host
+        sync: under fp16 the fused optimizer skips non-finite steps on the device."""
         cfg = self.config
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                            enabled=self.amp_dtype is not None):
+        with self._autocast():
             logprob, entropy, value = self.policy.evaluate(mb.obs, mb.actions, mb.masks)
             loss, m = ppo_loss(logprob, mb.logprobs, mb.advantages, value, mb.values, mb.returns,
                                entropy, clip_coef=clip_coef, vf_coef=cfg.vf_coef, ent_coef=ent_coef,
@@ -339,7 +380,7 @@ class PPOLearner:
             checked_norm = torch.where(finite_grad, grad_norm, 0.0)
         else:
             checked_norm = grad_norm
-        # with fp16 this reads found_inf on the host (GradScaler's own sync); a no-op wrapper otherwise
+        # with fp16 the fused optimizer receives found_inf as a tensor; a no-op wrapper otherwise
         self.scaler.step(self.optimizer)
         self.scaler.update()
         measured = StepMetrics(policy_loss=m.policy_loss, value_loss=m.value_loss, entropy=m.entropy,

@@ -3,6 +3,7 @@ import tomllib
 from dataclasses import replace
 
 import pytest
+import torch
 
 from configs.defaults import differences
 from configs.loader import ConfigError, dumps_toml, flatten
@@ -11,7 +12,7 @@ from configs.train import (BEFORE_FIELD, DEFAULT_CONFIG, TrainConfig, apply_devi
                            read_run_config, resolve)
 from envs import EnvConfig
 from models import PolicyConfig
-from ppo_core import PPOConfig
+from ppo_core import PPOConfig, auto_amp, cpu_has_native_bf16
 from trainers.ppo import main
 
 
@@ -149,14 +150,15 @@ def test_seed_stage5_is_the_guides_stage5_as_written():
 def test_a_partial_table_keeps_the_defaults_of_the_other_fields():
     cfg = resolve(None, ["ppo.learning_rate=3e-4", "model.encoder.n_heads=4", "run.device=cpu"])
     assert cfg.ppo.learning_rate == 3e-4
-    assert cfg.ppo.amp == "off"  # the device profile's, on CPU
+    assert cfg.ppo.amp == auto_amp(torch.device("cpu"))  # the device profile's
     assert replace(cfg.ppo, learning_rate=PPOConfig().learning_rate, amp=PPOConfig().amp) == PPOConfig()
     assert cfg.model.encoder.pool == PolicyConfig().encoder.pool
 
 
 def test_the_device_profile_leaves_no_auto_and_keeps_what_the_user_set():
     cpu = resolve(None, ["run.device=cpu"])
-    assert (cpu.run.device, cpu.run.encoder_preset, cpu.ppo.amp, cpu.run.final_obs) == ("cpu", "small", "off", "on_end")
+    cpu_amp = "bf16" if cpu_has_native_bf16() else "off"
+    assert (cpu.run.device, cpu.run.encoder_preset, cpu.ppo.amp, cpu.run.final_obs) == ("cpu", "small", cpu_amp, "on_end")
     assert "auto" not in dumps_toml(as_dict(cpu))  # what config.toml records
     given = resolve(None, ["run.device=cpu", "ppo.amp=bf16", "run.final_obs=always", "run.encoder_preset=full"])
     assert (given.ppo.amp, given.run.final_obs, given.run.encoder_preset) == ("bf16", "always", "full")

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
+import ppo_core.device
+import ppo_core.learner
 from ppo_core import (MLPActorCritic, NonFiniteLossError, PPOConfig, PPOLearner, RolloutBuffer, StepMetrics,
-                      compute_gae)
+                      auto_amp, compute_gae, resolve_amp)
 
 T, N, F, A = 16, 4, 3, 2
 CLEANRL = dict(learning_rate=2.5e-4, num_minibatches=4)  # PPOConfig's defaults are the trading trainer's
@@ -91,6 +93,74 @@ def test_fp16_grad_scaler_skips_overflowing_steps_instead_of_raising():
     assert stats.skipped_steps.item() == 2 and learner.scaler.get_scale() == 2.0**58
     assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
     assert torch.isfinite(stats.steps.policy_loss)
+
+
+def test_fp16_steps_never_read_the_device(monkeypatch):
+    """The fp16 path skips non-finite steps on the device: no optimizer step reads a tensor back
+    to the host (GradScaler does when the optimizer cannot take found_inf as a tensor)."""
+    policy, learner, buf, adv, ret = make_learner(amp="fp16", update_epochs=1, num_minibatches=2)
+    learner.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)  # both steps overflow
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _name=name, _original=original: reads.append(_name) or _original(self, *a))
+    minibatch = next(buf.minibatches(adv, ret, 2, generator=torch.Generator().manual_seed(0)))
+    for _ in range(2):
+        learner._step(minibatch, ent_coef=0.01, clip_coef=0.2)
+    monkeypatch.undo()
+    assert reads == []
+    assert learner.scaler.get_scale() == 2.0**58  # both steps were skipped, on the device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync debug mode needs CUDA")
+@pytest.mark.parametrize("amp", ["fp16", "bf16", "off"])
+def test_cuda_update_steps_without_host_sync(amp):
+    """On CUDA an optimizer step queues work and returns: torch's sync debug mode raises on any
+    device-to-host synchronisation inside the minibatch loop's step."""
+    torch.manual_seed(0)
+    policy = MLPActorCritic(F, A, hidden=(16,)).cuda()
+    buf = RolloutBuffer(T, N, {"obs": (F,)}, "cuda")
+    with torch.no_grad():
+        for t in range(T):
+            obs = {"obs": torch.randn(N, F, device="cuda")}
+            actions, logprobs, values = policy.act(obs)
+            buf.insert(t, obs, actions, logprobs, values, torch.randn(N, device="cuda"),
+                       torch.zeros(N, device="cuda"))
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N, device="cuda"), 0.99, 0.95)
+    learner = PPOLearner(policy, PPOConfig(**CLEANRL, amp=amp, target_kl=0.0), "cuda")
+    minibatch = next(buf.minibatches(adv, ret, 4, generator=torch.Generator("cuda").manual_seed(0)))
+    learner._step(minibatch, ent_coef=0.01, clip_coef=0.2)  # warm-up: lazy state allocation
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        learner._step(minibatch, ent_coef=0.01, clip_coef=0.2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_update_recomputes_old_logprobs_so_the_first_ratio_is_exactly_one(monkeypatch, amp):
+    policy, learner, buf, adv, ret = make_learner(amp=amp, update_epochs=2, num_minibatches=2)
+    assert learner.recompute_old_logprobs
+    seen = []
+    loss = ppo_core.learner.ppo_loss
+    monkeypatch.setattr(ppo_core.learner, "ppo_loss",
+                        lambda new, old, *a, **k: seen.append((new.detach(), old)) or loss(new, old, *a, **k))
+    update(learner, buf, adv, ret)
+    assert len(seen) == 4
+    assert torch.equal(seen[0][0], seen[0][1])  # first minibatch: exactly the update's own forward
+    assert not torch.equal(seen[1][0], seen[1][1])  # the second follows a gradient step
+
+
+def test_auto_amp_follows_the_device(monkeypatch):
+    assert auto_amp(torch.device("cuda")) == "fp16"
+    monkeypatch.setattr(ppo_core.device, "cpu_has_native_bf16", lambda: True)
+    assert auto_amp(torch.device("cpu")) == "bf16"
+    assert resolve_amp("auto", torch.device("cpu")) == torch.bfloat16
+    monkeypatch.setattr(ppo_core.device, "cpu_has_native_bf16", lambda: False)
+    assert auto_amp(torch.device("cpu")) == "off"
+    assert resolve_amp("auto", torch.device("cpu")) is None
+    assert resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16  # an explicit choice stands
 
 
 def test_gradients_are_clipped_to_max_grad_norm():
