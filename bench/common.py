@@ -59,10 +59,10 @@ def emit(report: dict, json_path: Path | None) -> None:
         json_path.write_text(text + "\n")
 
 
-def matmul_peak_gflops(device: torch.device, seconds: float = 1.0) -> float:
-    """fp32 GEMM throughput of this device right now (same dtype as the encoder)."""
+def matmul_peak_gflops(device: torch.device, seconds: float = 1.0, dtype: torch.dtype = torch.float32) -> float:
+    """GEMM throughput of this device right now in `dtype` (a large square matmul)."""
     n = 4096 if device.type == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     times = time_ms(lambda: a @ b, device, seconds, warmup=2, min_reps=5)
     return 2 * n**3 / (float(np.median(times)) * 1e-3) / 1e9
 

@@ -6,11 +6,13 @@
 
 Builds what `python -m trainers.ppo` builds (bench/train_throughput.py's session), runs one
 iteration to fill the rollout buffer, then runs `PPOLearner.update` on that rollout three times:
-a warm-up, one timed without the profiler, one under it. Every op's self CPU time is put in one
+a warm-up, one timed without the profiler, one under it, each running every epoch (KL early
+stopping off, so runs compare per epoch). Every op's self CPU time is put in one
 category (matmul, attention/softmax, layernorm, elementwise/activation, optimizer, index/gather,
 copy/layout, autograd engine, compiled graph (inductor's fused kernels, with --compile), other); `untraced` is the profiled wall time no op accounts for
 (Python, the minibatch loop). Shares are of the profiled update's wall time; the profiler adds
-some per-op overhead, so the unprofiled update's seconds and GFLOP/s are reported beside them.
+some per-op overhead, so the unprofiled update's seconds and GFLOP/s are reported beside them, the GFLOP/s against the
+matmul peak of the precision the update runs in (bf16 under ppo.amp = bf16, fp16 under fp16).
 """
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, as trainers.ppo's --set (e.g. ppo.num_minibatches=8)")
     args = parser.parse_args()
-    config = session_config(args, args.set, **{"run.eval_every": 0})
+    config = session_config(args, [*args.set, "ppo.target_kl=0"], **{"run.eval_every": 0})
     with tempfile.TemporaryDirectory() as run_dir:
         with contextlib.redirect_stdout(sys.stderr):  # the trainer's messages; stdout is the JSON
             session = open_session(config, Path(run_dir) / "run")
@@ -113,7 +115,8 @@ def main() -> None:
              for name, s in sorted(by_category.items(), key=lambda kv: -kv[1])}
     top = sorted(by_op.items(), key=lambda kv: -kv[1][0])[:args.top]
     flops = 3 * session.policy.flops_per_sample() * session.batch_size * epochs  # forward + backward
-    gflops, peak = flops / seconds / 1e9, matmul_peak_gflops(session.device)
+    precision = session.learner.amp_dtype or torch.float32
+    gflops, peak = flops / seconds / 1e9, matmul_peak_gflops(session.device, dtype=precision)
     enc = config.model.encoder
     emit({
         "bench": "profile_update", "device": device_name(session.device), "torch": torch.__version__,
@@ -121,8 +124,10 @@ def main() -> None:
         "encoder": f"{config.run.encoder_preset} ({enc.n_layers}x{enc.d_model})",
         "minibatches_per_epoch": session.learner.minibatches_per_epoch(session.batch_size, len(config.run.symbols)),
         "overrides": args.set, "compile": config.run.compile, "warmup_update_seconds": round(warmup_seconds, 3),
-        "update_seconds": round(seconds, 3), "epochs_run": epochs,
+        "amp": config.ppo.amp, "update_seconds": round(seconds, 3), "epochs_run": epochs,
+        "seconds_per_epoch": round(seconds / epochs, 3),
         "update_gflops": round(gflops, 1), "matmul_peak_gflops": round(peak, 1),
+        "peak_precision": str(precision).removeprefix("torch."),
         "update_fraction_of_peak": round(gflops / peak, 3),
         "profiled_update_seconds": round(profiled_seconds, 3), "profiled_epochs_run": profiled_epochs,
         "category_share": share,

@@ -49,7 +49,7 @@ def main() -> None:
     # a training step is a forward and a backward pass, ~3x the forward's FLOPs
     update_flops = 3 * session.policy.flops_per_sample() * steps * sum(r.update.epochs_run for r in results)
     update_gflops = update_flops / update_s / 1e9
-    peak = matmul_peak_gflops(session.device)
+    peak = matmul_peak_gflops(session.device, dtype=session.learner.amp_dtype or torch.float32)  # the update's precision
     emit({
         "bench": "train_throughput", "device": device_name(session.device), "torch": torch.__version__,
         "symbols": list(config.run.symbols), "accounts": session.env.num_envs, "num_steps": args.num_steps,

@@ -163,7 +163,9 @@ def assemble(config: TrainConfig, run_dir: Path, device: torch.device, env: VecT
     compact = env.compact_observations() if run.rollout_storage == "index" else None
     return Session(
         config=config, run_dir=run_dir, device=device, env=env, policy=policy,
-        learner=PPOLearner(policy, config.ppo, device, sync=world.mean_ if world.active else None),
+        learner=PPOLearner(policy, config.ppo, device, sync=world.mean_ if world.active else None,
+                           # a compiled forward rounds differently from the eager rollout's
+                           recompute_old_logprobs=True if run.compile else None),
         entropy=EntropyController(config.entropy),
         buffer=RolloutBuffer(run.num_steps, env.num_envs, spec.obs_shapes, device, spec.num_actions,
                              compact=compact),
