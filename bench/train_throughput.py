@@ -8,8 +8,8 @@ Builds exactly what `python -m trainers.ppo` builds (same config resolution and 
 the trainer's own iteration (`Session.iterate`, i.e. ppo_core.ppo_iteration with the entropy
 stack, reward normaliser and rollout statistics): one warm-up iteration, then `--iterations`
 timed ones, phases separated by device syncs. The update's achieved GFLOP/s (3x the policy's
-forward matmul FLOPs per sample, times samples and epochs run) is printed beside an fp32 matmul
-peak measured in the same run. With --compile (run.compile) the warm-up iteration's update includes
+forward matmul FLOPs per sample, times samples and epochs run) is printed beside the matmul peak
+of the update's precision (fp32, or bf16 / fp16 under ppo.amp) measured in the same run. With --compile (run.compile) the warm-up iteration's update includes
 the compilation: `warmup_update_seconds`.
 PERF-NOTES' reference for this machine: Stable-Baselines3 PPO with its default MLP runs ~700-1,200
 env-steps/s on CartPole and gym-anytrading; here every step also runs a transformer encoder.

@@ -75,3 +75,23 @@ def test_calibration_prints_every_rate():
              *report["paired_test"].values(),
              *(v for row in report["walk_forward_probabilistic_sharpe"].values() for v in row.values())]
     assert len(rates) == 3 + 3 + 2 + 2 * 3 and all(0.0 <= rate <= 1.0 for rate in rates)
+
+
+@pytest.mark.slow
+def test_peers_times_every_installed_peer_and_names_the_missing_ones():
+    """Tiny settings; a peer that is not installed (CI has none of the `peers` extra) is reported
+    with the command that installs it, and the installed ones run with ratios to this trainer."""
+    args = ["--envs-per-symbol", "2", "--num-steps", "16", "--iterations", "1", "--epochs", "1",
+            "--minibatches", "2", "--threads", "1"]
+    out = subprocess.run([sys.executable, str(BENCH / "peers.py"), *args],
+                         capture_output=True, text=True, check=True, timeout=300)
+    report = json.loads(out.stdout)
+    ours = report["results"]["ours"]
+    assert ours["iteration"] > 0 and ours["account_steps_per_s"] > 0
+    for peer in ("sb3", "maskable", "torchrl"):
+        if peer in report["missing"]:
+            assert "not installed" in report["missing"][peer] and "pip install" in report["missing"][peer]
+            assert peer not in report["results"]
+        else:
+            assert report["results"][peer]["iteration"] > 0
+            assert report["ratios"][f"{peer}/ours"]["iteration"] > 0
