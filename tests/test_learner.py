@@ -65,7 +65,7 @@ def test_bf16_autocast_on_cpu_runs_an_update():
     assert all(p.dtype == torch.float32 for p in policy.parameters())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 autocast + GradScaler needs CUDA")
+@pytest.mark.cuda
 def test_fp16_with_grad_scaler_on_cuda():
     torch.manual_seed(0)
     policy = MLPActorCritic(F, A, hidden=(16,)).cuda()
@@ -113,7 +113,7 @@ def test_fp16_steps_never_read_the_device(monkeypatch):
     assert learner.scaler.get_scale() == 2.0**58  # both steps were skipped, on the device
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA sync debug mode needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("amp", ["fp16", "bf16", "off"])
 def test_cuda_update_steps_without_host_sync(amp):
     """On CUDA an optimizer step queues work and returns: torch's sync debug mode raises on any
