@@ -46,6 +46,7 @@ from training import backtest_elsewhere, interval, summarise, train_and_evaluate
 from configs.cli import add_device
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import SPLITS, VecTradingEnv
+from ppo_core import cpu_threads
 from trainers.backtest.oracle import oracle_sharpe as long_only_oracle_sharpe
 from trainers.checkpoints import DEFAULT_CHOICE
 
@@ -185,8 +186,8 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=3000, help="bars per generated market")
     parser.add_argument("--seeds", default="1", help="comma-separated training seeds, e.g. 1,2,3")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="runs trained at once, each in its own process (give each one torch thread: "
-                             "--set run.torch_threads=1)")
+                        help="runs trained at once, each in its own process with the free cores shared "
+                             "among them unless --set run.torch_threads says otherwise")
     add_device(parser)
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="the config every run starts from (default configs/default.toml), e.g. "
@@ -223,6 +224,8 @@ def main() -> None:
         parser.error(f"--jobs: expected a positive count, got {args.jobs}")
     if args.fresh < 0:
         parser.error(f"--fresh: expected a count >= 0, got {args.fresh}")
+    if args.jobs > 1 and not resolve(args.config, args.overrides).run.torch_threads:
+        args.overrides.append(f"run.torch_threads={cpu_threads(0, args.jobs)}")  # jobs x threads <= cores
     start = time.perf_counter()
     results: dict[str, dict] = {}
     seconds: dict[str, float] = {}

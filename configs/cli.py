@@ -21,6 +21,13 @@ def device_or_auto(device: str | None) -> str:
     return device or "auto"
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """--threads for a command without a config: 0 (default) = the cores not busy with other work
+    (ppo_core.cpu_threads), so it does not slow the jobs beside it."""
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default 0 = the cores not busy with other work)")
+
+
 def add_overrides(parser: argparse.ArgumentParser) -> None:
     """--set KEY=VALUE (repeatable) into args.overrides."""
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

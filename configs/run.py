@@ -43,7 +43,7 @@ class RunConfig:
     checkpoint_every: int = 10
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0
-    """CPU threads for torch (0 = torch's default)"""
+    """CPU threads for torch; 0 = the cores not busy with other work (ppo_core.cpu_threads)"""
     compile: bool = False
     """torch.compile the policy's forward in the PPO update (MultiSymbolPolicy.compile_evaluate); off:
     on a 2-core CPU it compiled for 30-90 s and ran no faster than eager"""

@@ -2,7 +2,8 @@
 entropy-coefficient stack, rollout collector and a small MLP actor-critic."""
 from ppo_core.anchor import KLAnchor, kl_divergence
 from ppo_core.buffer import CompactObservation, Minibatch, RolloutBuffer
-from ppo_core.device import auto_amp, cpu_has_native_bf16, resolve_device, synchronize
+from ppo_core.device import (auto_amp, cpu_has_native_bf16, cpu_threads, resolve_device, set_cpu_threads,
+                             synchronize)
 from ppo_core.distributions import entropy_of, masked_log_probs, masked_logits
 from ppo_core.entropy import (AdaptiveEntropyConfig, EntropyCollapseError, EntropyConfig,
                               EntropyController, EntropyGuardConfig, EntropyScheduleConfig, EntropyState)
@@ -17,7 +18,7 @@ from ppo_core.rollout import GymVecAdapter, RolloutResult, StepData, TensorVecEn
 from ppo_core.schedules import scheduled
 
 __all__ = [
-    "ActorCritic", "AdaptiveEntropyConfig", "auto_amp", "cpu_has_native_bf16", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
+    "ActorCritic", "AdaptiveEntropyConfig", "auto_amp", "cpu_has_native_bf16", "cpu_threads", "set_cpu_threads", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
     "EntropyGuardConfig", "EntropyScheduleConfig", "EntropyState", "GymVecAdapter", "IterationResult", "KLAnchor", "LossMetrics",
     "MLPActorCritic",
     "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "PPOParts", "RewardNormalizer", "RolloutBuffer",

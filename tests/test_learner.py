@@ -248,3 +248,17 @@ def test_decay_on_matrices_spares_biases_and_norm_gains():
             expected = old * (1 - 0.1 * 0.5) if shrunk else old
             torch.testing.assert_close(new.detach(), expected)
         assert any(p.dim() < 2 for p in learner.params) and any(p.dim() >= 2 for p in learner.params)
+
+
+@pytest.mark.parametrize("cores, load, processes, requested, expected", [
+    (2, 0.0, 1, 0, 2),   # an idle machine: every core
+    (2, 2.1, 1, 0, 1),   # both cores busy: one thread, never zero
+    (8, 3.0, 1, 0, 5),   # the free cores
+    (8, 0.0, 2, 0, 4),   # shared among processes started together
+    (8, 0.0, 16, 0, 1),
+    (2, 5.0, 1, 3, 3),   # an explicit count stands
+])
+def test_cpu_threads_leave_busy_cores_alone(monkeypatch, cores, load, processes, requested, expected):
+    monkeypatch.setattr(ppo_core.device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(ppo_core.device.os, "getloadavg", lambda: (load, load, load))
+    assert ppo_core.device.cpu_threads(requested, processes) == expected

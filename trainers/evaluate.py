@@ -8,10 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from configs.cli import add_data_dir, add_device, add_run_dir, device_or_auto
+from configs.cli import add_data_dir, add_device, add_run_dir, add_threads, device_or_auto
 from configs.loader import ConfigError
 from models import CheckpointError
-from ppo_core import resolve_device
+from ppo_core import resolve_device, set_cpu_threads
 from trainers.backtest.evaluation import RANDOM_PATHS, evaluate
 from trainers import checkpoints
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"uniformly random valid paths per symbol, the random baseline's distribution "
                              f"(default {RANDOM_PATHS})")
     add_device(parser)
+    add_threads(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random and sampled policies")
     parser.add_argument("--checkpoint", default=checkpoints.DEFAULT_CHOICE,
                         metavar="average|best|latest|ensemble|PATH",
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sampled must be >= 0")
     if args.random_paths < 1:
         parser.error("--random-paths must be >= 1")
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0 (0 = the cores not busy with other work), got {args.threads}")
+    set_cpu_threads(args.threads)
     data_dir = Path(args.data_dir) if args.data_dir is not None else None
     if data_dir is not None and not data_dir.is_dir():
         parser.error(f"--data-dir {data_dir}: no such directory")

@@ -10,7 +10,6 @@ RUN_DIR (or twice on one) splits the fold x seed runs between them (trainers.fol
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import replace
@@ -24,6 +23,7 @@ from configs.train import TrainConfig, explicit_settings
 from envs import DataError, load_market
 from envs.folds import parse_span, plan_folds
 from models import CheckpointError
+from ppo_core import cpu_threads
 from trainers.folds.report import print_report, write_report
 from trainers.folds.runs import WalkForward, check_plan, purge_guarantee, run_folds
 from trainers.folds.stitch import summarize
@@ -91,7 +91,7 @@ def resolve(args: argparse.Namespace) -> WalkForward:
     if purge is None:
         raise ConfigError(f"--purge {args.purge!r}: auto or a number of bars")
     if args.jobs > 1 and not base.run.torch_threads:  # processes x threads stay within the cores
-        base = replace(base, run=replace(base.run, torch_threads=max(1, (os.cpu_count() or 1) // args.jobs)))
+        base = replace(base, run=replace(base.run, torch_threads=cpu_threads(0, args.jobs)))
     markets = load_market(base.run.symbols, base.run.data_dir)
     spans = {name: parse_span(value, f"--{name.replace('_', '-')}") if value is not None else None
              for name, value in (("test_span", args.test_span), ("val_span", args.val_span),

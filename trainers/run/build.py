@@ -19,7 +19,8 @@ from configs.train import TrainConfig, as_dict, device_profile
 from envs import VecTradingEnv
 from models import MultiSymbolPolicy, weight_stats
 from models.transfer import TransferReport
-from ppo_core import EntropyController, PPOLearner, RewardNormalizer, RolloutBuffer, resolve_device
+from ppo_core import (EntropyController, PPOLearner, RewardNormalizer, RolloutBuffer, resolve_device,
+                      set_cpu_threads)
 from trainers.checkpoints.best_k import BestK
 from trainers.backtest.validation import Validator
 from trainers.monitoring.alerts import CollapseAlerts
@@ -118,8 +119,7 @@ def set_up_process(config: TrainConfig, world: World) -> torch.device:
         device = world.device if world.active else resolve_device(config.run.device)
     except ValueError as err:
         raise ConfigError(f"run.{err}") from err
-    if config.run.torch_threads:
-        torch.set_num_threads(config.run.torch_threads)
+    set_cpu_threads(config.run.torch_threads)
     torch.manual_seed(config.run.seed)
     return device
 

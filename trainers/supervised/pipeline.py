@@ -17,7 +17,7 @@ from configs.train import TrainConfig, as_dict
 from envs import VecTradingEnv, load_bars
 from envs.bars import NUM_SL_PROBS
 from envs.splits import format_timestamp, parse_trade_period
-from ppo_core.device import resolve_device
+from ppo_core.device import resolve_device, set_cpu_threads
 from ppo_core.files import atomic_write_bytes
 from trainers.backtest.report import write_json
 from trainers.supervised.causal import (
@@ -156,8 +156,7 @@ def run_pretrain(config: TrainConfig, options: PretrainOptions, console: Console
         raise ValueError(f"--out-dir {out_dir}: is the data folder; the copies would replace the input "
                          "files. Pick another folder")
     device = resolve_device(config.run.device)
-    if config.run.torch_threads:
-        torch.set_num_threads(config.run.torch_threads)
+    set_cpu_threads(config.run.torch_threads)
     env = VecTradingEnv(config.run.symbols, CHUNK, config.env.backtest(), device, data_dir=str(data_dir),
                         split="train", seed=config.run.seed)
     env_config = env.config  # with the split dates it derived (or was given)
