@@ -66,7 +66,8 @@ def ppo_iteration(parts: PPOParts, obs: dict[str, Tensor], *, global_step: int, 
     world_size (data parallelism: `world_size` processes each run this iteration on their own
     envs, and the step counters count them all) and the entropy stack observes the update's mean
     entropy. The policy runs in eval mode for the rollout and the update alike: both see the same
-    network (no dropout), so the PPO ratio is exactly 1 before the first step.
+    network (no dropout), so the PPO ratio is 1 before the first step (exactly under AMP, where the
+    learner recomputes the old log-probabilities at its precision).
     """
     policy, learner, buffer, entropy = parts.policy, parts.learner, parts.buffer, parts.entropy
     cfg = learner.config
