@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import ppo_core
 import ppo_core.learner
 from configs.train import DEFAULT_CONFIG, resolve
 from envs import VecTradingEnv
@@ -70,3 +71,24 @@ def test_the_env_steps_on_the_device():
         obs, reward, terminated, truncated, info = env.step(actions)
     assert reward.device.type == "cuda" and torch.isfinite(reward).all()
     assert info["equity"].device.type == "cuda" and (info["equity"] > 0).all()
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_the_trainers_optimizer_step_never_waits_for_the_device(tmp_path, amp):
+    """The real policy (encoder, grouped heads, masks) through one PPO step with torch's sync debug
+    mode raising on any device-to-host synchronisation."""
+    session = open_session(resolve(DEFAULT_CONFIG, TINY + [f"ppo.amp='{amp}'"]), tmp_path / "run")
+    try:
+        result = session.iterate()  # fills the buffer and allocates the optimizer's state
+        buffer, cfg = session.buffer, session.config.ppo
+        advantages, returns = ppo_core.compute_gae(buffer.rewards, buffer.values, buffer.dones,
+                                                   result.rollout.last_values, cfg.gamma, cfg.gae_lambda)
+        minibatch = next(buffer.minibatches(advantages, returns, 4, num_groups=2, generator=session.generator))
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            session.learner._step(minibatch, ent_coef=0.01, clip_coef=0.2, num_groups=2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    finally:
+        session.close()
