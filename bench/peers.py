@@ -2,7 +2,7 @@
 
     python bench/peers.py [--symbols SPX,GOOGL] [--envs-per-symbol 16] [--num-steps 128]
                           [--iterations 2] [--epochs 4] [--minibatches 4] [--threads 2]
-                          [--peers ours,sb3,maskable,torchrl] [--json PATH]
+                          [--peers ours,sb3,maskable,torchrl] [--compile] [--json PATH]
 
 Every contestant trains the small encoder (run.encoder_preset "small") with actor and critic MLPs
 (256, 128) and tanh, on the bundled bars' train split of `--symbols`, `--envs-per-symbol` accounts
@@ -10,7 +10,7 @@ each, `--num-steps` steps per rollout, `--epochs` x `--minibatches` per update, 
 on the CPU with `--threads` torch threads:
 
 - ours: `python -m trainers.ppo`'s session (batched env, grouped per-symbol heads, its own AMP
-  choice), timed by `Session.iterate`.
+  choice; `--compile` = run.compile), timed by `Session.iterate`.
 - sb3 / maskable: Stable-Baselines3 PPO / sb3-contrib MaskablePPO on a DummyVecEnv of
   `envs.SingleAccountEnv` (one account per gym env) with the encoder as its features extractor;
   phases timed by a callback at each rollout's start and end.
@@ -71,7 +71,7 @@ def run_ours(config: TrainConfig, iterations: int) -> dict[str, float]:
             session.close()
     phases = [{"rollout": r.rollout_seconds, "update": r.update_seconds} for r in results]
     report = median_phases(phases, session.batch_size)
-    report["amp"] = config.ppo.amp
+    report["amp"], report["compile"] = config.ppo.amp, config.run.compile
     return report
 
 
@@ -245,9 +245,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every contestant")
     parser.add_argument("--peers", default="ours,sb3,maskable,torchrl")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
+    parser.add_argument("--compile", action="store_true", help="ours with run.compile (torch.compile of the update)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    args.encoder, args.device, args.compile = "small", "cpu", False  # what session_config reads
+    args.encoder, args.device = "small", "cpu"  # what session_config reads
     torch.set_num_threads(args.threads)
     config = session_config(args, [f"ppo.update_epochs={args.epochs}", f"ppo.num_minibatches={args.minibatches}",
                                    "ppo.target_kl=0", "ppo.minibatch_size=0"],

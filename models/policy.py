@@ -179,8 +179,8 @@ class MultiSymbolPolicy(nn.Module):
     def compile_evaluate(self) -> None:
         """Run `evaluate` (the PPO update's forward, and so its backward) through torch.compile from
         now on (run.compile). Rollouts stay eager. The first update compiles: 30-90 s on a 2-core
-        CPU, a few seconds once inductor's cache holds the graphs; on CPU it measured no faster
-        than eager (README: bench/profile_update.py), so it is off by default."""
+        CPU, a few seconds once inductor's cache holds the graphs; on CPU its update measured
+        0.9-1.1x eager's (docs/results.md, "The update's speed"), so it is off by default."""
         if "evaluate" not in vars(self):  # once, whoever asks first (the session or a bench)
             self.evaluate = torch.compile(self.evaluate)  # type: ignore[method-assign]
 
