@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 
@@ -36,16 +37,33 @@ def auto_amp(device: torch.device) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "off"
 
 
+def busy_cores(interval: float = 0.1) -> float:
+    """Cores busy with other work right now: the non-idle share of all CPUs' time in /proc/stat over
+    `interval` seconds (this process sleeps meanwhile), times the CPU count. Where /proc/stat is
+    missing, the 1-minute load average (which lags: it still counts a job that just ended)."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]  # cpu user nice system idle iowait ...
+        return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    elapsed = total1 - total0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / elapsed) if elapsed > 0 else 0.0
+
+
 def cpu_threads(requested: int = 0, processes: int = 1) -> int:
     """Torch CPU threads for one of `processes` CPU-bound processes starting together: `requested`
-    when > 0; else the cores this process may run on less those busy with other work (the 1-minute
-    load average), shared among the `processes`, at least 1. OpenMP threads spin on cores another
+    when > 0; else the cores this process may run on less those busy with other work right now
+    (`busy_cores`), shared among the `processes`, at least 1. OpenMP threads spin on cores another
     job holds: evaluate beside two jobs on 2 cores took over 20 minutes with 2 threads, 25 s with 1."""
     if requested > 0:
         return requested
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    free = max(1, round(cores - busy))
+    free = max(1, round(cores - busy_cores()))
     return max(1, min(free, cores) // max(1, processes))
 
 

@@ -1,6 +1,10 @@
 """PPOLearner: KL early stop, AMP paths, gradient clipping, non-finite losses, checkpoints."""
 import io
 import math
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -253,6 +257,7 @@ def test_decay_on_matrices_spares_biases_and_norm_gains():
 @pytest.mark.parametrize("cores, load, processes, requested, expected", [
     (2, 0.0, 1, 0, 2),   # an idle machine: every core
     (2, 2.1, 1, 0, 1),   # both cores busy: one thread, never zero
+    (2, 0.4, 1, 0, 2),   # a little background noise does not cost a thread
     (8, 3.0, 1, 0, 5),   # the free cores
     (8, 0.0, 2, 0, 4),   # shared among processes started together
     (8, 0.0, 16, 0, 1),
@@ -260,5 +265,19 @@ def test_decay_on_matrices_spares_biases_and_norm_gains():
 ])
 def test_cpu_threads_leave_busy_cores_alone(monkeypatch, cores, load, processes, requested, expected):
     monkeypatch.setattr(ppo_core.device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
-    monkeypatch.setattr(ppo_core.device.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(ppo_core.device, "busy_cores", lambda: load)
     assert ppo_core.device.cpu_threads(requested, processes) == expected
+
+
+def test_busy_cores_sees_a_busy_process():
+    """Measured, not assumed: a process spinning on one core shows up as about one busy core."""
+    idle = ppo_core.device.busy_cores(0.3)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        busy = ppo_core.device.busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.0 <= idle <= (os.cpu_count() or 1)
+    assert busy >= idle + 0.5, (idle, busy)
