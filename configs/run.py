@@ -46,7 +46,7 @@ class RunConfig:
     """CPU threads for torch; 0 = the cores not busy with other work (ppo_core.cpu_threads)"""
     compile: bool = False
     """torch.compile the policy's forward in the PPO update (MultiSymbolPolicy.compile_evaluate); off:
-    on a 2-core CPU it compiles for 30-90 s cold and its update was 0.9-1.1x eager's
+    on a 2-core CPU it compiles for 30-90 s cold and its update was 0.8-1.2x eager's
     (docs/results.md, "The update's speed")"""
     rollout_storage: Literal["index", "window"] = "index"
     """index = the rollout buffer keeps each lookback window as its bar index (and noise offset) and

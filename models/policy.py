@@ -180,7 +180,7 @@ class MultiSymbolPolicy(nn.Module):
         """Run `evaluate` (the PPO update's forward, and so its backward) through torch.compile from
         now on (run.compile). Rollouts stay eager. The first update compiles: 30-90 s on a 2-core
         CPU, a few seconds once inductor's cache holds the graphs; on CPU its update measured
-        0.9-1.1x eager's (docs/results.md, "The update's speed"), so it is off by default."""
+        0.8-1.2x eager's (docs/results.md, "The update's speed"), so it is off by default."""
         if "evaluate" not in vars(self):  # once, whoever asks first (the session or a bench)
             self.evaluate = torch.compile(self.evaluate)  # type: ignore[method-assign]
 
