@@ -18,19 +18,20 @@ T, N, F, A = 16, 4, 3, 2
 CLEANRL = dict(learning_rate=2.5e-4, num_minibatches=4)  # PPOConfig's defaults are the trading trainer's
 
 
-def make_learner(seed=0, **config):
+def make_learner(seed=0, device="cpu", **config):
     torch.manual_seed(seed)
-    policy = MLPActorCritic(F, A, hidden=(16,))
-    buf = RolloutBuffer(T, N, {"obs": (F,)}, "cpu", A)
+    policy = MLPActorCritic(F, A, hidden=(16,)).to(device)
+    buf = RolloutBuffer(T, N, {"obs": (F,)}, device, A)
     with torch.no_grad():
         for t in range(T):
-            obs = {"obs": torch.randn(N, F)}
-            masks = torch.ones(N, A, dtype=torch.bool)
+            obs = {"obs": torch.randn(N, F, device=device)}
+            masks = torch.ones(N, A, dtype=torch.bool, device=device)
             actions, logprobs, values = policy.act(obs, masks)
-            buf.insert(t, obs, actions, logprobs, values, torch.randn(N), torch.rand(N) < 0.1, masks)
-    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N), 0.99, 0.95)
+            buf.insert(t, obs, actions, logprobs, values, torch.randn(N, device=device),
+                       torch.rand(N, device=device) < 0.1, masks)
+    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N, device=device), 0.99, 0.95)
     cfg = PPOConfig(**{**CLEANRL, "amp": "off", "target_kl": 0.0, **config})
-    return policy, PPOLearner(policy, cfg, "cpu"), buf, adv, ret
+    return policy, PPOLearner(policy, cfg, device), buf, adv, ret
 
 
 def update(learner, buf, adv, ret, seed=0, **kwargs):
@@ -71,17 +72,7 @@ def test_bf16_autocast_on_cpu_runs_an_update():
 
 @pytest.mark.cuda
 def test_fp16_with_grad_scaler_on_cuda():
-    torch.manual_seed(0)
-    policy = MLPActorCritic(F, A, hidden=(16,)).cuda()
-    buf = RolloutBuffer(T, N, {"obs": (F,)}, "cuda")
-    with torch.no_grad():
-        for t in range(T):
-            obs = {"obs": torch.randn(N, F, device="cuda")}
-            actions, logprobs, values = policy.act(obs)
-            buf.insert(t, obs, actions, logprobs, values, torch.randn(N, device="cuda"),
-                       torch.zeros(N, device="cuda"))
-    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N, device="cuda"), 0.99, 0.95)
-    learner = PPOLearner(policy, PPOConfig(**CLEANRL, amp="auto", target_kl=0.0), "cuda")
+    _, learner, buf, adv, ret = make_learner(device="cuda", amp="auto")
     assert learner.scaler.is_enabled() and learner.amp_dtype == torch.float16
     stats = update(learner, buf, adv, ret)
     assert torch.isfinite(stats.steps.policy_loss) and stats.epochs_run == 4
@@ -122,17 +113,7 @@ def test_fp16_steps_never_read_the_device(monkeypatch):
 def test_cuda_update_steps_without_host_sync(amp):
     """On CUDA an optimizer step queues work and returns: torch's sync debug mode raises on any
     device-to-host synchronisation inside the minibatch loop's step."""
-    torch.manual_seed(0)
-    policy = MLPActorCritic(F, A, hidden=(16,)).cuda()
-    buf = RolloutBuffer(T, N, {"obs": (F,)}, "cuda")
-    with torch.no_grad():
-        for t in range(T):
-            obs = {"obs": torch.randn(N, F, device="cuda")}
-            actions, logprobs, values = policy.act(obs)
-            buf.insert(t, obs, actions, logprobs, values, torch.randn(N, device="cuda"),
-                       torch.zeros(N, device="cuda"))
-    adv, ret = compute_gae(buf.rewards, buf.values, buf.dones, torch.zeros(N, device="cuda"), 0.99, 0.95)
-    learner = PPOLearner(policy, PPOConfig(**CLEANRL, amp=amp, target_kl=0.0), "cuda")
+    _, learner, buf, adv, ret = make_learner(device="cuda", amp=amp)
     minibatch = next(buf.minibatches(adv, ret, 4, generator=torch.Generator("cuda").manual_seed(0)))
     learner._step(minibatch, ent_coef=0.01, clip_coef=0.2)  # warm-up: lazy state allocation
     torch.cuda.set_sync_debug_mode("error")
@@ -270,7 +251,8 @@ def test_cpu_threads_leave_busy_cores_alone(monkeypatch, cores, load, processes,
 
 
 def test_busy_cores_sees_a_busy_process():
-    """Measured, not assumed: a process spinning on one core shows up as about one busy core."""
+    """Measured, not assumed: a process spinning on one core shows up as about one more busy core
+    (or, on a machine whose other jobs already hold nearly every core, as all of them busy)."""
     idle = ppo_core.device.busy_cores(0.3)
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
@@ -279,5 +261,6 @@ def test_busy_cores_sees_a_busy_process():
     finally:
         spinner.kill()
         spinner.wait()
-    assert 0.0 <= idle <= (os.cpu_count() or 1)
-    assert busy >= idle + 0.5, (idle, busy)
+    cores = os.cpu_count() or 1
+    assert 0.0 <= idle <= cores
+    assert busy >= min(idle + 0.5, 0.9 * cores), (idle, busy)
