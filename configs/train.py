@@ -15,7 +15,7 @@ from configs.alerts import AlertConfig
 from configs.loader import ConfigError, apply_overrides, build, load_toml, merge, to_dict
 from configs.run import ENCODER_PRESETS, RunConfig
 from envs import EnvConfig
-from models import EncoderConfig, PolicyConfig
+from models import PolicyConfig
 from ppo_core import EntropyConfig, PPOConfig, auto_amp, resolve_device
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
