@@ -43,7 +43,8 @@ class RunConfig:
     checkpoint_every: int = 10
     """iterations between checkpoints (one is always written at the end)"""
     torch_threads: int = 0
-    """CPU threads for torch; 0 = the cores not busy with other work (ppo_core.cpu_threads)"""
+    """CPU threads for torch; 0 = OMP_NUM_THREADS when set, else the cores not busy with other work
+    (ppo_core.cpu_threads)"""
     compile: bool = False
     """torch.compile the policy's forward in the PPO update (MultiSymbolPolicy.compile_evaluate); off:
     on a 2-core CPU it compiles for 30-90 s cold and its update was 0.8-1.2x eager's

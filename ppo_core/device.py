@@ -57,11 +57,16 @@ def busy_cores(interval: float = 0.1) -> float:
 
 def cpu_threads(requested: int = 0, processes: int = 1) -> int:
     """Torch CPU threads for one of `processes` CPU-bound processes starting together: `requested`
-    when > 0; else the cores this process may run on less those busy with other work right now
-    (`busy_cores`), shared among the `processes`, at least 1. OpenMP threads spin on cores another
-    job holds: evaluate beside two jobs on 2 cores took over 20 minutes with 2 threads, 25 s with 1."""
+    when > 0; else OMP_NUM_THREADS when the environment sets it (torchrun sets 1 for several
+    processes on a machine); else the cores this process may run on less those busy with other
+    work right now (`busy_cores`), shared among the `processes`, at least 1. OpenMP threads spin on
+    cores another job holds: evaluate beside two jobs on 2 cores took over 20 minutes with 2
+    threads, 25 s with 1."""
     if requested > 0:
         return requested
+    launcher = os.environ.get("OMP_NUM_THREADS", "")
+    if launcher.isdigit() and int(launcher) > 0:
+        return int(launcher)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     free = max(1, round(cores - busy_cores()))
     return max(1, min(free, cores) // max(1, processes))

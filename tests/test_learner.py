@@ -247,7 +247,16 @@ def test_decay_on_matrices_spares_biases_and_norm_gains():
 def test_cpu_threads_leave_busy_cores_alone(monkeypatch, cores, load, processes, requested, expected):
     monkeypatch.setattr(ppo_core.device.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr(ppo_core.device, "busy_cores", lambda: load)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert ppo_core.device.cpu_threads(requested, processes) == expected
+
+
+def test_cpu_threads_follow_a_launchers_omp_num_threads(monkeypatch):
+    """torchrun sets OMP_NUM_THREADS=1 for several processes on a machine: auto keeps it."""
+    monkeypatch.setattr(ppo_core.device, "busy_cores", lambda: 0.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert ppo_core.device.cpu_threads(0) == 1
+    assert ppo_core.device.cpu_threads(3) == 3  # an explicit count still stands
 
 
 def test_busy_cores_sees_a_busy_process():
