@@ -184,21 +184,20 @@ def run_torchrl(config: TrainConfig, iterations: int) -> dict[str, float]:
 
     shapes = vec.trading_spec.obs_shapes
 
-    def features(obs: tuple[Tensor, ...]) -> tuple[Tensor, tuple[int, ...]]:
-        """(1, B, D) features of observations with any leading dims, and those dims."""
+    def as_rows(obs: tuple[Tensor, ...]) -> tuple[dict[str, Tensor], tuple[int, ...]]:
+        """Observations with any leading dims as a (B, ...) dict, and those dims."""
         lead = obs[0].shape[:obs[0].dim() - len(shapes[keys[0]])]
-        flat = {k: o.reshape(-1, *shapes[k]) for k, o in zip(keys, obs)}
-        return model._features(flat), tuple(lead)
+        return {k: o.reshape(-1, *shapes[k]) for k, o in zip(keys, obs)}, tuple(lead)
 
-    class Logits(nn.Module):
+    class Logits(nn.Module):  # MaskedCategorical applies the mask
         def forward(self, *obs: Tensor) -> Tensor:
-            x, lead = features(obs)
-            return model.actor(x).reshape(*lead, num_actions)
+            rows, lead = as_rows(obs)
+            return model.log_probs(rows).reshape(*lead, num_actions)
 
     class Value(nn.Module):
         def forward(self, *obs: Tensor) -> Tensor:
-            x, lead = features(obs)
-            return model.critic(x).reshape(*lead, 1)
+            rows, lead = as_rows(obs)
+            return model.value(rows).reshape(*lead, 1)
 
     actor = ProbabilisticActor(TensorDictModule(Logits(), in_keys=keys, out_keys=["logits"]),
                                in_keys={"logits": "logits", "mask": "action_mask"}, out_keys=["action"],

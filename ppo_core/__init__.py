@@ -18,7 +18,8 @@ from ppo_core.rollout import GymVecAdapter, RolloutResult, StepData, TensorVecEn
 from ppo_core.schedules import scheduled
 
 __all__ = [
-    "ActorCritic", "AdaptiveEntropyConfig", "auto_amp", "cpu_has_native_bf16", "cpu_threads", "set_cpu_threads", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
+    "ActorCritic", "AdaptiveEntropyConfig", "CompactObservation", "EntropyCollapseError", "EntropyConfig", "EntropyController",
+    "auto_amp", "cpu_has_native_bf16", "cpu_threads", "set_cpu_threads",
     "EntropyGuardConfig", "EntropyScheduleConfig", "EntropyState", "GymVecAdapter", "IterationResult", "KLAnchor", "LossMetrics",
     "MLPActorCritic",
     "Minibatch", "NonFiniteLossError", "PPOConfig", "PPOLearner", "PPOParts", "RewardNormalizer", "RolloutBuffer",
