@@ -2,7 +2,7 @@
 
     python bench/peers.py [--symbols SPX,GOOGL] [--envs-per-symbol 16] [--num-steps 128]
                           [--iterations 2] [--epochs 4] [--minibatches 4] [--threads 2]
-                          [--peers ours,sb3,maskable,torchrl] [--compile] [--json PATH]
+                          [--peers ours,ours-compiled,sb3,maskable,torchrl] [--json PATH]
 
 Every contestant trains the small encoder (run.encoder_preset "small") with actor and critic MLPs
 (256, 128) and tanh, on the bundled bars' train split of `--symbols`, `--envs-per-symbol` accounts
@@ -10,7 +10,8 @@ each, `--num-steps` steps per rollout, `--epochs` x `--minibatches` per update, 
 on the CPU with `--threads` torch threads:
 
 - ours: `python -m trainers.ppo`'s session (batched env, grouped per-symbol heads, its own AMP
-  choice; `--compile` = run.compile), timed by `Session.iterate`.
+  choice), timed by `Session.iterate`; ours-compiled: the same with run.compile (torch.compile of
+  the update's forward and backward; its compilation falls in the untimed warm-up iteration).
 - sb3 / maskable: Stable-Baselines3 PPO / sb3-contrib MaskablePPO on a DummyVecEnv of
   `envs.SingleAccountEnv` (one account per gym env) with the encoder as its features extractor;
   phases timed by a callback at each rollout's start and end.
@@ -21,7 +22,7 @@ on the CPU with `--threads` torch threads:
 The peers are an optional extra (`pip install -e ".[peers]"`); a missing one is reported under
 `missing` with the command that installs it, and the others still run. JSON: per contestant the
 rollout / advantage / update seconds per iteration and account-steps per second, then `ratios`:
-ours against each peer, per phase and for the whole iteration. The seconds are medians over
+each of ours (and ours-compiled, when run) against each peer, per phase and for the whole iteration. The seconds are medians over
 `--iterations` timed iterations after one warm-up.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,6 +49,7 @@ from trainers.run.build import open_session
 
 PEERS = {  # name -> (modules it needs, what installs them)
     "ours": ((), ""),
+    "ours-compiled": ((), ""),
     "sb3": (("stable_baselines3",), 'pip install -e ".[peers]"  (stable-baselines3)'),
     "maskable": (("stable_baselines3", "sb3_contrib"), 'pip install -e ".[peers]"  (sb3-contrib)'),
     "torchrl": (("torchrl", "tensordict"), 'pip install -e ".[peers]"  (torchrl)'),
@@ -242,12 +245,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--minibatches", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="torch threads for every contestant")
-    parser.add_argument("--peers", default="ours,sb3,maskable,torchrl")
+    parser.add_argument("--peers", default="ours,sb3,maskable,torchrl",
+                        help=f"contestants, comma-separated, from {', '.join(PEERS)}")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"))
-    parser.add_argument("--compile", action="store_true", help="ours with run.compile (torch.compile of the update)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    args.encoder, args.device = "small", "cpu"  # what session_config reads
+    args.encoder, args.device, args.compile = "small", "cpu", False  # what session_config reads
     torch.set_num_threads(args.threads)
     config = session_config(args, [f"ppo.update_epochs={args.epochs}", f"ppo.num_minibatches={args.minibatches}",
                                    "ppo.target_kl=0", "ppo.minibatch_size=0"],
@@ -257,6 +260,8 @@ def main() -> None:
     if unknown:
         sys.exit(f"--peers: unknown {unknown}; choose from {', '.join(PEERS)}")
     runners = {"ours": lambda: run_ours(config, args.iterations),
+               "ours-compiled": lambda: run_ours(replace(config, run=replace(config.run, compile=True)),
+                                                 args.iterations),
                "sb3": lambda: run_sb3(config, args.iterations, maskable=False),
                "maskable": lambda: run_sb3(config, args.iterations, maskable=True),
                "torchrl": lambda: run_torchrl(config, args.iterations)}
@@ -270,11 +275,13 @@ def main() -> None:
         print(f"peers: running {name}", file=sys.stderr)
         results[name] = runners[name]()
     ratios = {}
-    if "ours" in results:
-        ours = results["ours"]
+    for mine in ("ours", "ours-compiled"):
+        if mine not in results:
+            continue
+        ours = results[mine]
         for name, peer in results.items():
-            if name != "ours":
-                ratios[f"{name}/ours"] = {
+            if not name.startswith("ours"):
+                ratios[f"{name}/{mine}"] = {
                     "iteration": round(peer["iteration"] / ours["iteration"], 2),
                     "rollout": round(peer["rollout"] / ours["rollout"], 2),
                     "update": round((peer["update"] + peer.get("advantage", 0.0)) / ours["update"], 2)}
