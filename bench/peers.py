@@ -22,8 +22,8 @@ on the CPU with `--threads` torch threads:
 The peers are an optional extra (`pip install -e ".[peers]"`); a missing one is reported under
 `missing` with the command that installs it, and the others still run. JSON: per contestant the
 rollout / advantage / update seconds per iteration and account-steps per second, then `ratios`:
-each of ours (and ours-compiled, when run) against each peer, per phase and for the whole iteration. The seconds are medians over
-`--iterations` timed iterations after one warm-up.
+each of ours (and ours-compiled, when run) against each peer, per phase and for the whole
+iteration. The seconds are medians over `--iterations` timed iterations after one warm-up.
 """
 from __future__ import annotations
 
